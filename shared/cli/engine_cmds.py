@@ -1,0 +1,75 @@
+"""``kycface faces`` and ``kycface match``: the engine on local files, JSON lines out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.schemas import to_dict
+
+
+def _emit(doc: Any) -> None:
+    sys.stdout.write(json.dumps(to_dict(doc), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from shared.engine import KYCDeepFace
+
+    return KYCDeepFace(verify_confidence=args.verify_confidence)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        # An unreadable file is an answer about that input, like any bad image.
+        return b""
+
+
+def cmd_faces(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    for path in args.images:
+        _emit(engine.get_faces(_read(path)))
+    return 0
+
+
+def _features_of(engine: Any, arg: str) -> tuple[str | None, Any]:
+    """An image path gives its single usable face's features; anything else is a features string."""
+    path = Path(arg)
+    if not path.is_file():
+        return arg, None
+    result = engine.get_faces(path.read_bytes())
+    if result.code != "SUCCESS":
+        return None, result
+    if len(result.faces) != 1:
+        from shared.schemas import ErrorResult
+
+        return None, ErrorResult(message=f"{arg}: expected exactly one usable face, found {len(result.faces)}")
+    return result.faces[0].features, None
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    a, err_a = _features_of(engine, args.a)
+    b, err_b = _features_of(engine, args.b)
+    if err_a is not None or err_b is not None:
+        _emit(err_a if err_a is not None else err_b)
+        return 0
+    _emit(engine.match_faces(a, b))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    faces = sub.add_parser("faces", help="detect and embed every face; one JSON document per image")
+    faces.add_argument("images", nargs="+", metavar="IMAGE")
+    faces.set_defaults(func=cmd_faces, verify_confidence=0.76)
+
+    match = sub.add_parser("match", help="1:1 match of two images or features strings")
+    match.add_argument("a", metavar="A", help="image file or features string")
+    match.add_argument("b", metavar="B", help="image file or features string")
+    match.add_argument("--verify-confidence", type=float, default=0.76)
+    match.set_defaults(func=cmd_match)

@@ -1,0 +1,121 @@
+"""The one settings object. Every knob is an environment variable with the ``KYC_`` prefix.
+
+Units are in the names (``_S`` seconds, ``_PX`` pixels, ``_BYTES`` bytes). Build it once with
+:func:`get_settings` and pass it down; nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_model_dir() -> Path:
+    """The checkout's sibling ``../shared/models`` when present (dev and CI), else the user cache."""
+    sibling = _PROJECT_ROOT.parent / "shared" / "models"
+    if sibling.is_dir():
+        return sibling
+    return Path.home() / ".cache" / "kycdeepface" / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KYC_", extra="ignore", protected_namespaces=())
+
+    # --- models -------------------------------------------------------------------------------
+    model_dir: Path = Field(default_factory=_default_model_dir)
+    detector_model: str = "yunet-2026may"
+    embedding_model: str = "mobilefacenet"
+    # Extra embedding models as a JSON file of registry entries (see shared/models/registry.py).
+    model_registry_file: Path | None = None
+    # 0 means "cores / worker concurrency", computed at session creation.
+    intra_op_threads: int = Field(default=0, ge=0)
+    # Sum the embeddings of the face and its mirror image: +0.15 pt LFW accuracy at 2x embed cost.
+    embed_flip: bool = False
+
+    # --- image limits (checked from the header, before any full decode) ----------------------
+    max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    max_image_side_px: int = Field(default=16_384, gt=0)
+    # Mean luma (0-255) under which the whole image is reported TOO_DARK.
+    image_dark_luma: float = 20.0
+
+    # --- detection ----------------------------------------------------------------------------
+    # Chosen on ../shared/faces: every real face scores >= 0.80, the worst false face 0.74.
+    det_score_threshold: float = Field(default=0.8, gt=0, lt=1)
+    det_nms_iou: float = 0.3
+    det_max_faces: int = Field(default=64, gt=0)
+
+    # --- face quality (partial faces) ---------------------------------------------------------
+    # A box may poke past the border by this fraction of its size before it counts as CROPPED.
+    crop_tolerance: float = 0.05
+    min_face_px: int = 40  # face box width in original pixels
+    max_yaw: float = 0.45  # |nose offset| / eye distance; ~0.45 is roughly 40 degrees
+    max_pitch_low: float = 0.15  # nose height between eye line and mouth line (0..1)
+    max_pitch_high: float = 0.85
+    blur_min_laplacian_var: float = 30.0  # on the aligned 112x112 grey face
+    face_dark_luma: float = 40.0  # mean luma of the aligned face
+
+    # --- matching -----------------------------------------------------------------------------
+    verify_confidence: float = Field(default=0.76, ge=0, le=1)
+
+    # --- storage ------------------------------------------------------------------------------
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "kyc-images"
+    # Buckets an image reference may name; empty means only ``s3_bucket``.
+    s3_allowed_buckets: list[str] = Field(default_factory=list)
+    s3_results_bucket: str | None = None
+    s3_results_prefix: str = "results/"
+    s3_connect_timeout_s: float = 3.0
+    s3_read_timeout_s: float = 10.0
+    s3_max_attempts: int = 3
+    local_storage_root: Path | None = None
+
+    # --- pipeline -----------------------------------------------------------------------------
+    broker_url: str | None = None
+    redis_url: str | None = None  # job documents and gallery; defaults to broker_url
+    result_store: Literal["redis", "s3", "both"] = "redis"
+    job_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    task_soft_time_limit_s: int = 60
+    task_time_limit_s: int = 90
+    max_attempts: int = Field(default=3, gt=0)
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
+    worker_concurrency: int = Field(default=0, ge=0)  # 0 = number of cores
+
+    # --- api ----------------------------------------------------------------------------------
+    api_keys: list[str] = Field(default_factory=list)
+    api_max_body_bytes: int = 64 * 1024
+
+    # --- gallery ------------------------------------------------------------------------------
+    gallery_store: Literal["auto", "redis", "file"] = "auto"
+    gallery_file_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kycdeepface" / "gallery")
+    gallery_shards: int = Field(default=1, ge=1)
+    gallery_fpir: float = 0.01
+
+    def resolved_redis_url(self) -> str | None:
+        return self.redis_url or self.broker_url
+
+    def allowed_buckets(self) -> set[str]:
+        return set(self.s3_allowed_buckets) | {self.s3_bucket}
+
+    def worker_processes(self) -> int:
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    def onnx_threads(self) -> int:
+        """Intra-op threads per process: explicit, or the cores shared out between worker processes."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, (os.cpu_count() or 1) // self.worker_processes())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

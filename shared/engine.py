@@ -1,0 +1,189 @@
+"""KYCDeepFace: detect -> align -> embed for every face of an image, and 1:1 matching.
+
+The same object serves the CLI, the Celery workers and tests. Its public methods never raise for
+bad input: every outcome is a result document (see ``shared.schemas``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from shared import calibration, features, imaging, quality
+from shared.alignment import align
+from shared.config import Settings, get_settings
+from shared.errors import FeaturesError, InvalidImageError, KYCFaceError
+from shared.models import load_detector, load_embedder
+from shared.schemas import (
+    Box,
+    ErrorResult,
+    Face,
+    FacesResult,
+    InvalidImageResult,
+    Landmarks,
+    MatchResult,
+    PartialFace,
+    PartialReason,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FaceAnalysis(NamedTuple):
+    box: np.ndarray  # x1, y1, x2, y2 in original pixels
+    score: float
+    landmarks: np.ndarray  # (5, 2)
+    reason: PartialReason | None  # None: usable for matching
+    vector: np.ndarray | None  # unit embedding, when computed
+
+
+def _landmarks(points: np.ndarray) -> Landmarks:
+    p = [(round(float(x), 1), round(float(y), 1)) for x, y in points]
+    return Landmarks(right_eye=p[0], left_eye=p[1], nose=p[2], mouth_right=p[3], mouth_left=p[4])
+
+
+def _box(b: np.ndarray) -> Box:
+    return Box(x1=round(float(b[0])), y1=round(float(b[1])), x2=round(float(b[2])), y2=round(float(b[3])))
+
+
+class KYCDeepFace:
+    """Face engine on the pinned ONNX models.
+
+    Args:
+        verify_confidence: confidence at or above which ``match_faces`` says ``verified``.
+        max_image_size: (width, height) of the working image for detection; larger photos are
+            downscaled for detection and their faces aligned from the full-resolution original.
+        min_image_size: (width, height) under which an image is ``INVALID_IMAGE / TOO_SMALL``.
+        model: name of the embedding model in the registry (default: ``KYC_EMBEDDING_MODEL``).
+        settings: the project settings (default: from the environment).
+
+    Raises:
+        ModelError: a model file is missing, corrupt or of an unknown kind (at construction, so
+            a worker fails at start-up rather than on its first job).
+    """
+
+    def __init__(
+        self,
+        verify_confidence: float = 0.76,
+        max_image_size: tuple[int, int] = (500, 500),
+        min_image_size: tuple[int, int] = (100, 100),
+        model: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        if model is not None:
+            settings = settings.model_copy(update={"embedding_model": model})
+        self.settings = settings
+        self.verify_confidence = float(verify_confidence)
+        self.max_image_size = (int(max_image_size[0]), int(max_image_size[1]))
+        self.min_image_size = (int(min_image_size[0]), int(min_image_size[1]))
+        self.detector = load_detector(settings)
+        self.embedder = load_embedder(settings)
+
+    @property
+    def confidence_map(self) -> calibration.ConfidenceMap:
+        return calibration.load(self.embedder.spec)
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def warm_up(self) -> None:
+        """Run both networks once so the first real job does not pay for lazy initialisation."""
+        self.detector.detect(np.full((160, 160, 3), 128, np.uint8))
+        self.embedder.embed(np.full((1, 112, 112, 3), 128, np.uint8))
+
+    # -- 1 image -> faces ----------------------------------------------------------------------
+
+    def get_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult | ErrorResult:
+        """Every face in the image: usable ones with features, the rest as partial faces.
+
+        Returns:
+            ``FacesResult`` (code SUCCESS, possibly with no faces), ``InvalidImageResult`` (code
+            INVALID_IMAGE with a reason) or ``ErrorResult`` (code ERROR with a message).
+        """
+        try:
+            return self._describe(self.analyse(image_bytes))
+        except InvalidImageError as exc:
+            return InvalidImageResult(reason=exc.reason, message=exc.message)
+        except KYCFaceError as exc:
+            return ErrorResult.from_error(exc)
+        except Exception as exc:
+            # Never echo the input: it is biometric data.
+            log.exception("get_faces failed unexpectedly")
+            return ErrorResult.from_error(exc)
+
+    def analyse(self, image_bytes: bytes, embed_partial: bool = False) -> list[FaceAnalysis]:
+        """Every detected face with its quality verdict and, if usable (or asked), its embedding.
+
+        The building block of ``get_faces``; calibration uses ``embed_partial=True`` to score
+        every face of a benchmark regardless of the quality gates. Raises ``KYCFaceError``s.
+        """
+        image = imaging.decode(image_bytes, self.settings, self.min_image_size, self.max_image_size)
+        detection = self.detector.detect(image.working)
+        if image.scale < 1.0:
+            detection = detection.scaled(1.0 / image.scale)
+        full = image.full
+        height, width = full.shape[:2]
+        input_size = self.embedder.spec.input_size
+        found: list[FaceAnalysis] = []
+        to_embed: list[tuple[int, np.ndarray]] = []
+        for i in range(len(detection)):
+            box, marks = detection.boxes[i], detection.landmarks[i]
+            # Geometry first: a cropped or profile face is not worth warping.
+            reason = quality.assess(box, marks, None, (width, height), self.settings)
+            if reason is None or embed_partial:
+                aligned = align(full, marks, input_size)
+                if reason is None:
+                    reason = quality.assess(box, marks, aligned, (width, height), self.settings)
+                if reason is None or embed_partial:
+                    to_embed.append((i, aligned))
+            found.append(FaceAnalysis(box, float(detection.scores[i]), marks, reason, None))
+        if to_embed:
+            vectors = self.embedder.embed(np.stack([a for _, a in to_embed]))
+            for (i, _), vec in zip(to_embed, vectors, strict=True):
+                found[i] = found[i]._replace(vector=vec)
+        return found
+
+    def _describe(self, found: list[FaceAnalysis]) -> FacesResult:
+        faces: list[Face] = []
+        partial: list[PartialFace] = []
+        for f in found:
+            box, score, marks = _box(f.box), round(f.score, 4), _landmarks(f.landmarks)
+            if f.reason is None and f.vector is not None:
+                encoded = features.encode(self.model_id, f.vector)
+                faces.append(Face(box=box, score=score, landmarks=marks, features=encoded))
+            elif f.reason is not None:
+                partial.append(PartialFace(reason=f.reason, box=box, score=score, landmarks=marks))
+        return FacesResult(faces=faces, partial_faces=partial)
+
+    # -- 2 features -> match -------------------------------------------------------------------
+
+    def similarity(self, features1: str | bytes, features2: str | bytes) -> float:
+        """Cosine similarity of two features strings of this engine's model (raises FeaturesError)."""
+        fa, fb = features.decode_pair(features1, features2)
+        if fa.model_id != self.model_id:
+            raise FeaturesError(
+                f"features come from model {fa.model_id!r}; this engine uses {self.model_id!r}"
+            )
+        return float(np.clip(np.dot(fa.vector, fb.vector), -1.0, 1.0))
+
+    def match_faces(self, features1: Any, features2: Any) -> MatchResult | ErrorResult:
+        """Compare two features strings.
+
+        Returns:
+            ``MatchResult`` with ``confidence`` in [0, 1] (the calibrated map of cosine similarity)
+            and ``verified = confidence >= verify_confidence``; ``ErrorResult`` for malformed
+            features or features of different models.
+        """
+        try:
+            cosine = self.similarity(features1, features2)
+            confidence = round(float(self.confidence_map.confidence(cosine)), 6)
+            return MatchResult(confidence=confidence, verified=confidence >= self.verify_confidence)
+        except KYCFaceError as exc:
+            return ErrorResult.from_error(exc)
+        except Exception as exc:
+            log.exception("match_faces failed unexpectedly")
+            return ErrorResult.from_error(exc)

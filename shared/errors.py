@@ -1,0 +1,86 @@
+"""One error tree. Each leaf maps to one result code, so a caller never sees a bare exception.
+
+``code`` is what lands in a result document; ``transient`` tells the worker whether retrying the
+same input can help (storage and broker hiccups) or never will (a bad image stays bad).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ResultCode(str, Enum):
+    SUCCESS = "SUCCESS"
+    INVALID_IMAGE = "INVALID_IMAGE"
+    ERROR = "ERROR"
+
+
+class ImageReason(str, Enum):
+    TOO_SMALL = "TOO_SMALL"
+    TOO_LARGE = "TOO_LARGE"
+    INVALID_FORMAT = "INVALID_FORMAT"
+    READ_ERROR = "READ_ERROR"
+    TOO_DARK = "TOO_DARK"
+
+
+class KYCFaceError(Exception):
+    """Root of every error the project raises on purpose."""
+
+    code: ResultCode = ResultCode.ERROR
+    transient: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImageError(KYCFaceError):
+    """The input is not an image we can use. An answer, not a failure: jobs end ``succeeded``."""
+
+    code = ResultCode.INVALID_IMAGE
+
+    def __init__(self, reason: ImageReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ModelError(KYCFaceError):
+    """A model file is missing, has the wrong checksum, or is of a kind we cannot drive."""
+
+
+class FeaturesError(KYCFaceError):
+    """A features string is malformed, or two features come from different models."""
+
+
+class CalibrationError(KYCFaceError):
+    """No confidence map is available for the embedding model in use."""
+
+
+class StorageError(KYCFaceError):
+    """Reading or writing an object failed."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The referenced object does not exist. Retrying will not make it appear."""
+
+
+class ReferenceRejectedError(StorageError):
+    """The reference names a bucket we may not read, or a key that is empty or unsafe."""
+
+
+class ObjectTooLargeError(StorageError):
+    """The object is larger than ``KYC_MAX_IMAGE_BYTES``; refused before download."""
+
+
+class StorageUnavailableError(StorageError):
+    """The store did not answer (timeout, connection refused, 5xx). Worth retrying."""
+
+    transient = True
+
+
+class GalleryError(KYCFaceError):
+    """A gallery operation was refused (unknown gallery, mixed models, bad face id)."""
+
+
+class JobError(KYCFaceError):
+    """A job request is malformed, or a job id is reused for different work."""

@@ -1,0 +1,77 @@
+"""Pick the wrapper for an ONNX file from its inputs and outputs, and prepare it for batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from shared.config import Settings
+from shared.errors import ModelError
+from shared.models.detector import YuNetDetector
+from shared.models.embedder import Embedder
+from shared.models.registry import ModelSpec, get_spec, resolve_model_file
+from shared.models.session import create_session
+
+_YUNET_OUTPUTS = {f"{k}_{s}" for s in (8, 16, 32) for k in ("cls", "obj", "bbox", "kps")}
+
+
+def _load(spec: ModelSpec, settings: Settings) -> onnx.ModelProto:
+    path = resolve_model_file(spec, settings.model_dir)
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends; all mean "not a usable model"
+        raise ModelError(f"model file {path} is not a readable ONNX model: {exc}") from None
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _make_batch_dynamic(model: onnx.ModelProto, dim: int) -> None:
+    """In memory only: a symbolic batch axis, and ``Reshape [1, -1]`` constants made ``[-1, dim]``.
+
+    Exporters often bake batch 1 into the flatten before the last layer; the file on disk stays as
+    pinned, so its checksum still holds.
+    """
+    graph = model.graph
+    for value in (*graph.input, *graph.output):
+        shape = value.type.tensor_type.shape
+        if shape.dim:
+            shape.dim[0].dim_param = "batch"
+    reshape_shapes = {n.input[1] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1}
+    for init in graph.initializer:
+        if init.name in reshape_shapes:
+            arr = numpy_helper.to_array(init)
+            if arr.ndim == 1 and arr.size == 2 and arr[0] == 1 and arr[1] == -1:
+                init.CopyFrom(numpy_helper.from_array(np.array([-1, dim], dtype=arr.dtype), init.name))
+
+
+def load_detector(settings: Settings) -> YuNetDetector:
+    spec = get_spec(settings.detector_model, "detector", settings.model_registry_file)
+    model = _load(spec, settings)
+    outputs = {o.name for o in model.graph.output}
+    if not _YUNET_OUTPUTS <= outputs:
+        raise ModelError(f"detector {spec.file} does not have YuNet's outputs; cannot drive it")
+    session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
+    return YuNetDetector(session, settings.det_score_threshold, settings.det_nms_iou, settings.det_max_faces)
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    spec = get_spec(settings.embedding_model, "embedding", settings.model_registry_file)
+    model = _load(spec, settings)
+    inputs, outputs = model.graph.input, model.graph.output
+    init_names = {i.name for i in model.graph.initializer}
+    inputs = [i for i in inputs if i.name not in init_names]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"embedding model {spec.file} must have one input and one output")
+    in_dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
+    if len(in_dims) != 4 or len(out_dims) != 2:
+        raise ModelError(f"embedding model {spec.file} is not image (N,3,H,W) -> vector (N,D)")
+    if in_dims[2:] != list(spec.input_size)[::-1] and all(isinstance(d, int) for d in in_dims[2:]):
+        raise ModelError(f"embedding model {spec.file} takes {in_dims[2:]}, registry says {spec.input_size}")
+    if isinstance(out_dims[1], int) and out_dims[1] != spec.dim:
+        raise ModelError(f"embedding model {spec.file} outputs {out_dims[1]}-d, registry says {spec.dim}")
+    _make_batch_dynamic(model, spec.dim)
+    session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
+    return Embedder(session, spec, flip=settings.embed_flip)

@@ -1,0 +1,131 @@
+"""Result documents of the face engine and the gallery: the wire format callers poll for.
+
+Every document has a ``code``. ``model_dump()`` of a result is the JSON a caller gets, whether it
+came from the Python API, the CLI, a Celery task or the HTTP stub.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import ImageReason, KYCFaceError
+
+
+class PartialReason(str, Enum):
+    """Why a detected face is unfit for matching. The first that applies is reported."""
+
+    CROPPED = "CROPPED"
+    TOO_SMALL = "TOO_SMALL"
+    NOT_FRONT_FACING = "NOT_FRONT_FACING"
+    TOO_DARK = "TOO_DARK"
+    BLURRY = "BLURRY"
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __getitem__(self, key: str) -> Any:
+        """``doc["code"]`` reads like the plain-dict API of the seed, values as in JSON."""
+        return self.model_dump(mode="json")[key]
+
+
+class Box(_Doc):
+    """Pixel box in the original image (after EXIF orientation). May poke past the border."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+    @property
+    def width(self) -> int:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> int:
+        return self.y2 - self.y1
+
+
+class Landmarks(_Doc):
+    """Five points as seen in the image, left to right: eye, eye, nose, mouth corner, mouth corner."""
+
+    right_eye: tuple[float, float]
+    left_eye: tuple[float, float]
+    nose: tuple[float, float]
+    mouth_right: tuple[float, float]
+    mouth_left: tuple[float, float]
+
+
+class Face(_Doc):
+    box: Box
+    score: float
+    landmarks: Landmarks
+    features: str
+
+
+class PartialFace(_Doc):
+    reason: PartialReason
+    box: Box
+    score: float
+    landmarks: Landmarks
+
+
+class FacesResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    faces: list[Face]
+    partial_faces: list[PartialFace]
+
+
+class InvalidImageResult(_Doc):
+    code: Literal["INVALID_IMAGE"] = "INVALID_IMAGE"
+    reason: ImageReason
+    message: str
+
+
+class ErrorResult(_Doc):
+    code: Literal["ERROR"] = "ERROR"
+    message: str
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> ErrorResult:
+        if isinstance(error, KYCFaceError):
+            return cls(message=error.message)
+        # Unexpected: say what broke without echoing the input (it may be biometric data).
+        return cls(message=f"internal error: {type(error).__name__}")
+
+
+class MatchResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    confidence: float = Field(ge=0.0, le=1.0)
+    verified: bool
+
+
+class FindResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    found: str | None
+    confidence: float = Field(ge=0.0, le=1.0)
+    verified: bool
+
+
+class Candidate(_Doc):
+    face_id: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    similarity: float
+    verified: bool
+
+
+class FindManyResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    candidates: list[Candidate]
+
+
+GetFacesResult = Annotated[FacesResult | InvalidImageResult | ErrorResult, Field(discriminator="code")]
+MatchFacesResult = Annotated[MatchResult | ErrorResult, Field(discriminator="code")]
+
+
+def to_dict(doc: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict (enums as their values)."""
+    return doc.model_dump(mode="json")

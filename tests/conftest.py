@@ -1,0 +1,189 @@
+"""Fixtures shared by every test: real models, real photos, and real services on loopback.
+
+Services (redis-server, an S3 endpoint) are started by the fixtures on free ports, so tests never
+touch a developer's data and every session starts clean. Where a service cannot be started the
+test is skipped locally and fails in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+FACES_DIR = SHARED / "faces"
+LFW_DIR = SHARED / "lfw-calib"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip locally, fail in CI: a missing prerequisite must never turn CI green."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI is missing a prerequisite: {why}")
+        pytest.skip(why)
+
+
+@dataclass(frozen=True)
+class Photo:
+    file: str
+    identity: str
+    faces_expected: str
+    path: Path
+
+    @property
+    def min_faces(self) -> int:
+        return int(self.faces_expected.rstrip("+"))
+
+    @property
+    def exact(self) -> bool:
+        return not self.faces_expected.endswith("+")
+
+
+def load_photos() -> list[Photo]:
+    with (FACES_DIR / "labels.csv").open() as fh:
+        return [Photo(r["file"], r["identity"], r["faces_expected"], FACES_DIR / r["file"]) for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Photo]:
+    need((FACES_DIR / "labels.csv").is_file(), f"face photos not found at {FACES_DIR}")
+    return load_photos()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    s = Settings()
+    need(s.model_dir.is_dir(), f"model directory {s.model_dir} not found (set KYC_MODEL_DIR)")
+    return s
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from shared.engine import KYCDeepFace
+
+    return KYCDeepFace(settings=settings)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+
+
+class RedisServer:
+    """A private redis-server; ``stop()``/``start()`` simulate a crash and restart on the same port."""
+
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always", "--maxmemory-policy", "noeviction", "--loglevel", "warning",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self, hard: bool = True) -> None:
+        if self.proc is not None:
+            if hard:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    with tempfile.TemporaryDirectory(prefix="kyc-redis-") as tmp:
+        server = RedisServer(Path(tmp))
+        server.start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the session's private Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    bucket: str = "kyc-images"
+    results_bucket: str = "kyc-results"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """moto's standalone S3 HTTP server on loopback: boto3 talks real HTTP to it."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        need(False, "moto[server] is not installed")
+        raise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    wait_port(port)
+    yield S3Endpoint(url=f"http://127.0.0.1:{port}")
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Endpoint]:
+    """Fresh buckets on the S3 endpoint, and AWS credentials for boto3's usual chain."""
+    import boto3
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1")
+    # moto's reset endpoint wipes every bucket between tests.
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{s3_server.url}/moto-api/reset", method="POST")).close()
+    client.create_bucket(Bucket=s3_server.bucket)
+    client.create_bucket(Bucket=s3_server.results_bucket)
+    yield s3_server
