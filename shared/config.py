@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     det_max_faces: int = Field(default=64, gt=0)
 
     # --- face quality (partial faces) ---------------------------------------------------------
-    # A box may poke past the border by this fraction of its size before it counts as CROPPED.
-    crop_tolerance: float = 0.05
+    # A box nearer the border than this fraction of its own size (or past it) counts as CROPPED.
+    crop_tolerance: float = 0.02
     min_face_px: int = 40  # face box width in original pixels
     max_yaw: float = 0.45  # |nose offset| / eye distance; ~0.45 is roughly 40 degrees
     max_pitch_low: float = 0.15  # nose height between eye line and mouth line (0..1)

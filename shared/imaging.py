@@ -50,7 +50,15 @@ def _open(data: bytes) -> Image.Image:
 def _oriented_size(im: Image.Image) -> tuple[int, int]:
     w, h = im.size
     try:
-        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+        if im.format == "PNG":
+            # PngImageFile.getexif() decodes the whole image to look for a late eXIf chunk: a
+            # bomb would be decoded before its size is checked. Only an early chunk counts here.
+            exif = Image.Exif()
+            if "exif" in im.info:
+                exif.load(im.info["exif"])
+        else:
+            exif = im.getexif()
+        orientation = exif.get(_EXIF_ORIENTATION, 1)
     except Exception:  # a malformed EXIF block must not fail an otherwise good photo
         orientation = 1
     return (h, w) if orientation in _ROTATED else (w, h)
@@ -81,7 +89,8 @@ def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> 
         raise InvalidImageError(
             ImageReason.TOO_LARGE, f"image is {len(data)} bytes; limit is {settings.max_image_bytes}"
         )
-    im = _open(bytes(data))
+    data = bytes(data)
+    im = _open(data)
     w, h = _oriented_size(im)
     if max(w, h) > settings.max_image_side_px or w * h > settings.max_image_pixels:
         raise InvalidImageError(
@@ -91,6 +100,15 @@ def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> 
         )
     if w < min_size[0] or h < min_size[1]:
         raise InvalidImageError(ImageReason.TOO_SMALL, f"image is {w}x{h}; minimum is {min_size[0]}x{min_size[1]}")
+    if im.format == "PNG":
+        # PNG carries a CRC per chunk, but decoding does not check IDAT's: verify() does, and a
+        # corrupted file then says READ_ERROR instead of decoding to noise. verify() consumes
+        # the file object, hence the second open.
+        try:
+            im.verify()
+        except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError) as exc:
+            raise InvalidImageError(ImageReason.READ_ERROR, f"corrupt PNG: {exc}") from None
+        im = _open(data)
     return im
 
 

@@ -30,9 +30,11 @@ def pose(landmarks: np.ndarray) -> tuple[float, float]:
 
 
 def is_cropped(box: np.ndarray, landmarks: np.ndarray, width: int, height: int, tolerance: float) -> bool:
+    # YuNet shrinks the box of a cut face to its visible part, so "past the border" misses most
+    # cut faces: a box that reaches the border (within a sliver of its own size) is cut.
     x1, y1, x2, y2 = (float(v) for v in box)
-    mx, my = tolerance * (x2 - x1), tolerance * (y2 - y1)
-    if x1 < -mx or y1 < -my or x2 > width + mx or y2 > height + my:
+    mx, my = max(1.0, tolerance * (x2 - x1)), max(1.0, tolerance * (y2 - y1))
+    if x1 < mx or y1 < my or x2 > width - mx or y2 > height - my:
         return True
     return bool(
         np.any(landmarks[:, 0] < 0)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.schemas import to_dict
+from shared.errors import ImageReason
+from shared.schemas import ErrorResult, InvalidImageResult, to_dict
 
 
 def _emit(doc: Any) -> None:
@@ -22,18 +23,16 @@ def _engine(args: argparse.Namespace) -> Any:
     return KYCDeepFace(verify_confidence=args.verify_confidence)
 
 
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError:
-        # An unreadable file is an answer about that input, like any bad image.
-        return b""
-
-
 def cmd_faces(args: argparse.Namespace) -> int:
     engine = _engine(args)
     for path in args.images:
-        _emit(engine.get_faces(_read(path)))
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            # An unreadable file is an answer about that input, like any bad image.
+            _emit(InvalidImageResult(reason=ImageReason.READ_ERROR, message=f"cannot read {path}: {exc.strerror}"))
+            continue
+        _emit(engine.get_faces(data))
     return 0
 
 
@@ -46,8 +45,6 @@ def _features_of(engine: Any, arg: str) -> tuple[str | None, Any]:
     if result.code != "SUCCESS":
         return None, result
     if len(result.faces) != 1:
-        from shared.schemas import ErrorResult
-
         return None, ErrorResult(message=f"{arg}: expected exactly one usable face, found {len(result.faces)}")
     return result.faces[0].features, None
 

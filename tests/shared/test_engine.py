@@ -1,0 +1,182 @@
+"""The face engine on the real models and the labelled photos in ../shared/faces."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared import features
+from shared.engine import KYCDeepFace
+from shared.schemas import FacesResult
+from tests.conftest import LFW_DIR, Photo, load_photos
+from tests.images import OBAMA, jpeg, pil_bytes, png, read_bgr, with_exif_orientation
+
+PHOTOS = load_photos()
+SINGLE = [p for p in PHOTOS if p.identity not in ("multi", "noface")]
+
+
+def faces_of(engine: KYCDeepFace, data: bytes) -> FacesResult:
+    result = engine.get_faces(data)
+    assert isinstance(result, FacesResult), result
+    return result
+
+
+@pytest.mark.parametrize("photo", PHOTOS, ids=lambda p: p.file)
+def test_face_count_matches_labels(engine: KYCDeepFace, photo: Photo) -> None:
+    result = faces_of(engine, photo.path.read_bytes())
+    found = len(result.faces) + len(result.partial_faces)
+    if photo.exact:
+        assert found == photo.min_faces
+    else:
+        assert found >= photo.min_faces
+    if photo.identity == "noface":
+        assert result.faces == [] and result.partial_faces == []
+
+
+def test_document_shape_is_the_seed_format(engine: KYCDeepFace) -> None:
+    doc = faces_of(engine, OBAMA.read_bytes()).model_dump(mode="json")
+    assert set(doc) == {"code", "faces", "partial_faces"}
+    assert doc["code"] == "SUCCESS"
+    face = doc["faces"][0]
+    assert set(face) == {"box", "score", "landmarks", "features"}
+    assert set(face["box"]) == {"x1", "y1", "x2", "y2"}
+    assert 0.8 <= face["score"] <= 1.0
+    assert features.decode(face["features"]).vector.shape == (128,)
+    # dict-style access, as in the seed API
+    assert engine.get_faces(OBAMA.read_bytes())["code"] == "SUCCESS"
+
+
+@pytest.fixture(scope="module")
+def embeddings(engine: KYCDeepFace) -> dict[str, tuple[str, str]]:
+    out = {}
+    for photo in SINGLE:
+        result = faces_of(engine, photo.path.read_bytes())
+        if result.faces:
+            assert len(result.faces) == 1, photo.file
+            out[photo.file] = (photo.identity, result.faces[0].features)
+    return out
+
+
+def test_every_single_face_photo_but_the_cut_crops_is_usable(embeddings: dict[str, tuple[str, str]]) -> None:
+    cut = {"fr_obama_partial_face.jpg", "fr_obama_partial_face2.jpg"}
+    assert set(embeddings) == {p.file for p in SINGLE} - cut
+
+
+def test_same_identity_verified_different_not(engine: KYCDeepFace, embeddings: dict[str, tuple[str, str]]) -> None:
+    wrong = []
+    genuine = impostor = 0
+    for (a, (ia, fa)), (b, (ib, fb)) in itertools.combinations(embeddings.items(), 2):
+        result = engine.match_faces(fa, fb)
+        assert result.code == "SUCCESS"
+        genuine += ia == ib
+        impostor += ia != ib
+        if result.verified != (ia == ib):
+            wrong.append((a, b, result.confidence))
+    assert genuine >= 15 and impostor >= 300
+    assert wrong == []
+
+
+def test_match_is_symmetric_and_self_match_is_certain(engine: KYCDeepFace) -> None:
+    f = faces_of(engine, OBAMA.read_bytes()).faces[0].features
+    g = faces_of(engine, (OBAMA.parent / "fr_obama2.jpg").read_bytes()).faces[0].features
+    assert engine.match_faces(f, f).confidence > 0.999
+    assert engine.match_faces(f, g).model_dump() == engine.match_faces(g, f).model_dump()
+
+
+def test_verify_confidence_moves_the_decision(settings, embeddings) -> None:  # type: ignore[no-untyped-def]
+    (_, fa), (_, fb) = embeddings["fr_obama.jpg"], embeddings["fr_obama2.jpg"]
+    lenient = KYCDeepFace(verify_confidence=0.0, settings=settings).match_faces(fa, fb)
+    strict = KYCDeepFace(verify_confidence=1.0, settings=settings).match_faces(fa, fb)
+    assert lenient.verified and not strict.verified
+    assert lenient.confidence == strict.confidence
+
+
+def test_multi_face_images_give_every_face(engine: KYCDeepFace) -> None:
+    two = faces_of(engine, (OBAMA.parent / "fr_two_people.jpg").read_bytes())
+    assert len(two.faces) == 2
+    boxes = sorted(f.box.x1 for f in two.faces)
+    assert boxes[1] - boxes[0] > 300  # two distinct people, not one face twice
+    many = faces_of(engine, (OBAMA.parent / "df_selfie-many-people.jpg").read_bytes())
+    assert len(many.faces) + len(many.partial_faces) >= 5
+    assert any(p.reason == "CROPPED" for p in many.partial_faces)
+
+
+def test_multi_face_image_matches_each_person(engine: KYCDeepFace, embeddings) -> None:  # type: ignore[no-untyped-def]
+    two = faces_of(engine, (OBAMA.parent / "fr_two_people.jpg").read_bytes())
+    obama, biden = embeddings["fr_obama.jpg"][1], embeddings["fr_biden.jpg"][1]
+    verdicts = sorted(
+        (engine.match_faces(f.features, obama).verified, engine.match_faces(f.features, biden).verified)
+        for f in two.faces
+    )
+    assert verdicts == [(False, True), (True, False)]
+
+
+def test_boxes_are_in_original_pixels_for_downscaled_photos(engine: KYCDeepFace) -> None:
+    image = read_bgr()  # 910x1137, detected on a 400x500 working copy
+    big = faces_of(engine, jpeg(image)).faces[0].box
+    half = faces_of(engine, jpeg(cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))).faces[0].box
+    assert abs(big.x1 - 2 * half.x1) <= 6 and abs(big.x2 - 2 * half.x2) <= 6
+    assert abs(big.y1 - 2 * half.y1) <= 6 and abs(big.y2 - 2 * half.y2) <= 6
+
+
+def test_full_resolution_alignment_keeps_identity_across_sizes(engine: KYCDeepFace) -> None:
+    image = read_bgr()
+    up = cv2.resize(image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # a 2730x3411 "phone photo"
+    a = faces_of(engine, jpeg(image)).faces[0].features
+    b = faces_of(engine, jpeg(up)).faces[0].features
+    assert engine.similarity(a, b) > 0.9
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_honoured(engine: KYCDeepFace, orientation: int) -> None:
+    image = read_bgr()
+    upright = faces_of(engine, jpeg(image, 92)).faces[0]
+    rotated = faces_of(engine, with_exif_orientation(image, orientation))
+    assert len(rotated.faces) == 1
+    box = rotated.faces[0].box
+    assert abs(box.x1 - upright.box.x1) <= 8 and abs(box.y1 - upright.box.y1) <= 8
+    assert engine.similarity(rotated.faces[0].features, upright.features) > 0.9
+
+
+def _variants() -> dict[str, bytes]:
+    rgb = Image.open(OBAMA).convert("RGB")
+    grey16 = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
+    rgba = rgb.convert("RGBA")
+    return {
+        "grayscale": pil_bytes(rgb.convert("L"), "JPEG"),
+        "alpha_png": pil_bytes(rgba, "PNG"),
+        "la_png": pil_bytes(rgb.convert("LA"), "PNG"),
+        "palette_png": pil_bytes(rgb.convert("P"), "PNG"),
+        "gray16_png": png(grey16),
+        "rgb16_png": png(read_bgr().astype(np.uint16) * 257),
+        "cmyk_jpeg": pil_bytes(rgb.convert("CMYK"), "JPEG"),
+        "webp": pil_bytes(rgb, "WEBP"),
+        "bmp": pil_bytes(rgb, "BMP"),
+        "tiff": pil_bytes(rgb, "TIFF"),
+        "gif": pil_bytes(rgb, "GIF"),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_variants()))
+def test_colour_modes_and_formats_work(engine: KYCDeepFace, kind: str) -> None:
+    reference = faces_of(engine, OBAMA.read_bytes()).faces[0].features
+    result = faces_of(engine, _variants()[kind])
+    assert len(result.faces) == 1, kind
+    assert engine.similarity(result.faces[0].features, reference) > 0.75, kind
+
+
+def test_lfw_sample_embeds_consistently(engine: KYCDeepFace) -> None:
+    """Two photos of one LFW person match; a different person does not (sanity on the calib set)."""
+    if not LFW_DIR.is_dir():
+        pytest.skip("no LFW folds")
+    def feat(name: str, i: int) -> str:
+        data = (LFW_DIR / "images" / name / f"{name}_{i:04d}.jpg").read_bytes()
+        return faces_of(engine, data).faces[0].features
+
+    same = engine.match_faces(feat("Abel_Pacheco", 1), feat("Abel_Pacheco", 4))
+    other = engine.match_faces(feat("Abel_Pacheco", 1), feat("Amber_Tamblyn", 1))
+    assert same.verified and not other.verified

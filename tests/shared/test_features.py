@@ -1,0 +1,69 @@
+"""Features strings: portable, versioned, and refused loudly when malformed or mixed."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from shared import features
+from shared.engine import KYCDeepFace
+from shared.errors import FeaturesError
+from tests.images import OBAMA
+
+RNG = np.random.default_rng(7)
+
+
+def test_round_trip_normalises() -> None:
+    v = RNG.normal(size=128).astype(np.float32) * 5
+    decoded = features.decode(features.encode("m@1", v))
+    assert decoded.model_id == "m@1"
+    assert np.allclose(decoded.vector, v / np.linalg.norm(v), atol=1e-6)
+
+
+def _blob_with(model: str, vector: np.ndarray) -> str:
+    return features.encode(model, vector)
+
+
+GOOD = _blob_with("m@1", RNG.normal(size=128))
+RAW = base64.b64decode(GOOD)
+GARBAGE = {
+    "empty": "",
+    "not_base64": "!!!not base64!!!",
+    "base64_of_text": base64.b64encode(b"hello world").decode(),
+    "bad_magic": base64.b64encode(b"XX" + RAW[2:]).decode(),
+    "bad_version": base64.b64encode(RAW[:2] + b"\x09" + RAW[3:]).decode(),
+    "truncated": base64.b64encode(RAW[:-4]).decode(),
+    "extra_bytes": base64.b64encode(RAW + b"\x00\x00\x00\x00").decode(),
+    "not_unit": base64.b64encode(RAW[:-512] + np.full(128, 3.0, "<f4").tobytes()).decode(),
+    "nan": base64.b64encode(RAW[:-512] + np.full(128, np.nan, "<f4").tobytes()).decode(),
+    "number": 12345,
+    "none": None,
+}
+
+
+@pytest.mark.parametrize("name", list(GARBAGE))
+def test_garbage_is_refused_with_a_reason(name: str) -> None:
+    with pytest.raises(FeaturesError) as err:
+        features.decode(GARBAGE[name])  # type: ignore[arg-type]
+    assert err.value.message
+
+
+@pytest.mark.parametrize("name", list(GARBAGE))
+def test_match_faces_turns_garbage_into_an_error_document(engine: KYCDeepFace, name: str) -> None:
+    good = engine.get_faces(OBAMA.read_bytes()).faces[0].features  # type: ignore[union-attr]
+    doc = engine.match_faces(good, GARBAGE[name]).model_dump()
+    assert doc["code"] == "ERROR" and doc["message"]
+    assert set(doc) == {"code", "message"}
+
+
+def test_features_of_another_model_are_never_scored(engine: KYCDeepFace) -> None:
+    ours = engine.get_faces(OBAMA.read_bytes()).faces[0].features  # type: ignore[union-attr]
+    vector = features.decode(ours).vector
+    theirs = features.encode("sface-2021dec@0123456789ab", vector)  # same numbers, other model
+    doc = engine.match_faces(ours, theirs).model_dump()
+    assert doc["code"] == "ERROR"
+    assert "sface-2021dec" in doc["message"]
+    other_dim = features.encode(engine.model_id, np.ones(512, np.float32))
+    assert engine.match_faces(ours, other_dim).model_dump()["code"] == "ERROR"
