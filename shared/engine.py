@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from shared import calibration, features, imaging, quality
@@ -79,6 +80,8 @@ class KYCDeepFace:
         self.verify_confidence = float(verify_confidence)
         self.max_image_size = (int(max_image_size[0]), int(max_image_size[1]))
         self.min_image_size = (int(min_image_size[0]), int(min_image_size[1]))
+        # OpenCV's own thread pool would fight the worker processes for the same cores.
+        cv2.setNumThreads(settings.onnx_threads())
         self.detector = load_detector(settings)
         self.embedder = load_embedder(settings)
 
@@ -165,9 +168,7 @@ class KYCDeepFace:
         """Cosine similarity of two features strings of this engine's model (raises FeaturesError)."""
         fa, fb = features.decode_pair(features1, features2)
         if fa.model_id != self.model_id:
-            raise FeaturesError(
-                f"features come from model {fa.model_id!r}; this engine uses {self.model_id!r}"
-            )
+            raise FeaturesError(f"features come from model {fa.model_id!r}; this engine uses {self.model_id!r}")
         return float(np.clip(np.dot(fa.vector, fb.vector), -1.0, 1.0))
 
     def match_faces(self, features1: Any, features2: Any) -> MatchResult | ErrorResult:

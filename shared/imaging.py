@@ -112,27 +112,79 @@ def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> 
     return im
 
 
-def decode(
-    data: bytes, settings: Settings, min_size: tuple[int, int], max_size: tuple[int, int]
-) -> DecodedImage:
+def _jpeg_is_complete(data: bytes) -> bool:
+    """True when an end-of-image marker follows the first scan.
+
+    libjpeg pads a truncated stream with grey and only warns; the marker check turns that into
+    READ_ERROR. Segments are walked from the start so an EXIF thumbnail's own end marker, which
+    sits inside APP1, cannot pass for the main image's.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            return data.rfind(b"\xff\xd9") > pos
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+    return False
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray | None:
+    """The fast path for the common case: libjpeg-turbo through OpenCV, EXIF orientation applied.
+
+    About 3x faster than Pillow's decode plus colour conversion on phone-sized photos.
+    """
+    if not _jpeg_is_complete(data):
+        raise InvalidImageError(ImageReason.READ_ERROR, "JPEG data is truncated (no end-of-image marker)")
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _decode_with_pillow(im: Image.Image) -> np.ndarray:
+    im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame only
+    im.load()
+    im = ImageOps.exif_transpose(im) or im
+    return _to_bgr(im)
+
+
+def working_copy(full: np.ndarray, max_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Downscale to fit ``max_size`` (w, h): area-average by an integer factor, then bilinear.
+
+    The integer area step antialiases like INTER_AREA at half its cost; the bilinear rest is small.
+    """
+    h, w = full.shape[:2]
+    scale = min(1.0, max_size[0] / w, max_size[1] / h)
+    if scale >= 1.0:
+        return full, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    factor = int(1.0 / scale)
+    image = full
+    if factor >= 2:
+        image = cv2.resize(full, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), scale
+
+
+def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size: tuple[int, int]) -> DecodedImage:
     """Validate, decode and downscale. Raises :class:`InvalidImageError` with a reason."""
     im = check_header(data, settings, min_size)
     try:
-        im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame only
-        im.load()
-        im = ImageOps.exif_transpose(im) or im
-        full = _to_bgr(im)
+        full = None
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            full = _decode_jpeg(bytes(data))
+        if full is None:
+            full = _decode_with_pillow(im)
     except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, MemoryError) as exc:
         raise InvalidImageError(ImageReason.READ_ERROR, f"cannot decode the image: {exc}") from None
     finally:
         im.close()
-    h, w = full.shape[:2]
-    scale = min(1.0, max_size[0] / w, max_size[1] / h)
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        working = cv2.resize(full, size, interpolation=cv2.INTER_AREA)
-    else:
-        working = full
+    working, scale = working_copy(full, max_size)
     luma = float(cv2.cvtColor(working, cv2.COLOR_BGR2GRAY).mean())
     if luma < settings.image_dark_luma:
         raise InvalidImageError(

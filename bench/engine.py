@@ -1,0 +1,137 @@
+"""Per-image cost of the face engine, stage by stage, beside raw onnxruntime inference.
+
+Usage::
+
+    python bench/engine.py [--repeat 5] [--faces ../shared/faces] [--results bench/RESULTS.md]
+
+One process, one onnxruntime intra-op thread (``KYC_INTRA_OP_THREADS=1`` unless set), the photos
+of ``../shared/faces``. For each image and repetition it times:
+
+* ``decode``: header checks, full decode, EXIF, downscale to the working size;
+* ``detect``: YuNet on the working image, decoding and NMS;
+* ``align``: quality gates and the similarity warp of every face;
+* ``embed``: one batched MobileFaceNet call for all usable faces;
+* ``get_faces``: the public call end to end (includes building the result document);
+* ``raw model``: ``session.run`` of the detector on the same padded working image plus the embedder
+  on the same batch: the floor the engine is measured against (ratio = get_faces / raw model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KYC_INTRA_OP_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared import imaging, quality  # noqa: E402
+from shared.alignment import align  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.engine import KYCDeepFace  # noqa: E402
+
+STAGES = ("decode", "detect", "align", "embed", "get_faces", "raw model")
+
+
+def time_image(engine: KYCDeepFace, data: bytes) -> dict[str, float]:
+    t: dict[str, float] = {}
+    s = engine.settings
+    t0 = time.perf_counter()
+    image = imaging.decode(data, s, engine.min_image_size, engine.max_image_size)
+    t1 = time.perf_counter()
+    det = engine.detector.detect(image.working)
+    if image.scale < 1:
+        det = det.scaled(1 / image.scale)
+    t2 = time.perf_counter()
+    h, w = image.full.shape[:2]
+    aligned = []
+    for i in range(len(det)):
+        if quality.assess(det.boxes[i], det.landmarks[i], None, (w, h), s) is None:
+            face = align(image.full, det.landmarks[i])
+            if quality.assess(det.boxes[i], det.landmarks[i], face, (w, h), s) is None:
+                aligned.append(face)
+    t3 = time.perf_counter()
+    batch = np.stack(aligned) if aligned else np.zeros((0, 112, 112, 3), np.uint8)
+    engine.embedder.embed(batch)
+    t4 = time.perf_counter()
+    engine.get_faces(data)
+    t5 = time.perf_counter()
+    blob = engine.embedder.preprocess(batch) if aligned else None
+    t6 = time.perf_counter()
+    engine.detector.infer(image.working)
+    if blob is not None:
+        engine.embedder.infer(blob)
+    t7 = time.perf_counter()
+    t.update(decode=t1 - t0, detect=t2 - t1, align=t3 - t2, embed=t4 - t3, get_faces=t5 - t4)
+    t["raw model"] = t7 - t6
+    return t
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "faces")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--results", type=Path)
+    args = parser.parse_args()
+
+    engine = KYCDeepFace(settings=Settings())
+    engine.warm_up()
+    files = sorted(p for p in args.faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    blobs = [p.read_bytes() for p in files]
+    for data in blobs:  # warm every input shape once (onnxruntime plans per shape)
+        engine.get_faces(data)
+    samples: dict[str, list[float]] = {k: [] for k in STAGES}
+    per_image_total: list[float] = []
+    wall0 = time.perf_counter()
+    for _ in range(args.repeat):
+        for data in blobs:
+            t = time_image(engine, data)
+            for k in STAGES:
+                samples[k].append(t[k])
+            per_image_total.append(t["get_faces"])
+    wall = time.perf_counter() - wall0
+    n = len(per_image_total)
+    floor_mean = statistics.fmean(samples["raw model"])
+    rows = [
+        "| stage | median ms | p95 ms | mean ms | images/s (1 core) | × raw model |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k in STAGES:
+        mean = statistics.fmean(samples[k])
+        rows.append(
+            f"| {k} | {1000 * pct(samples[k], 50):.2f} | {1000 * pct(samples[k], 95):.2f} | {1000 * mean:.2f} | "
+            f"{1 / mean:.1f} | {mean / floor_mean:.2f} |"
+        )
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    header = (
+        f"### Engine — {dt.date.today().isoformat()}\n\n"
+        f"Command: `python bench/engine.py --repeat {args.repeat}`; machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; one onnxruntime intra-op thread; "
+        f"{len(files)} photos of ../shared/faces × {args.repeat} ({n} calls, {wall:.1f} s wall, stages are "
+        f"timed separately then the public call); peak RSS {rss_mib:.0f} MiB.\n"
+    )
+    text = header + "\n" + "\n".join(rows) + "\n"
+    print(text)
+    if args.results:
+        with args.results.open("a") as fh:
+            fh.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
