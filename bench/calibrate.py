@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 
 from shared import calibration  # noqa: E402
 from shared.alignment import align  # noqa: E402
-from shared.imaging import decode  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.quality import pose, sharpness  # noqa: E402
@@ -85,8 +84,9 @@ def embed_all(engine: KYCDeepFace, paths: list[Path]) -> tuple[np.ndarray, np.nd
         stats["yaw"].append(yaw)
         stats["pitch"].append(pitch)
         stats["flagged"].append(0.0 if best.reason is None else 1.0)
-        img = decode(path.read_bytes(), engine.settings, engine.min_image_size, engine.max_image_size)
-        grey = cv2.cvtColor(align(img.full, best.landmarks), cv2.COLOR_BGR2GRAY)
+        image = engine.decode(path.read_bytes())
+        pixels, _ = image.source(1)
+        grey = cv2.cvtColor(align(pixels, best.landmarks), cv2.COLOR_BGR2GRAY)
         h, w = grey.shape
         stats["sharpness"].append(sharpness(grey[int(0.21 * h) : int(0.93 * h), int(0.18 * w) : int(0.82 * w)]))
     return vectors, found, stats
@@ -201,9 +201,7 @@ def main() -> int:
         + ", ".join(f"{100 * f:.3f} % of {n}" for f, n in oof)
         + " |",
         f"| logistic slope | {cmap.slope:.2f} |",
-        "| cosine threshold by FAR (1:N table) | "
-        + ", ".join(f"{f:g}: {c:.3f}" for f, c in cmap.far_table)
-        + " |",
+        "| cosine threshold by FAR (1:N table) | " + ", ".join(f"{f:g}: {c:.3f}" for f, c in cmap.far_table) + " |",
     ]
     if stats.get("yaw"):
         yaw, pitch, sharp = np.abs(stats["yaw"]), np.array(stats["pitch"]), np.array(stats["sharpness"])

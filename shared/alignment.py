@@ -38,6 +38,13 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
+def warp_scale(landmarks: np.ndarray, size: tuple[int, int] = (112, 112)) -> float:
+    """Output pixels per image pixel of the alignment warp for these landmarks."""
+    template = TEMPLATE_112 * np.array([size[0] / 112.0, size[1] / 112.0], dtype=np.float32)
+    matrix = similarity_transform(landmarks, template)
+    return float(np.hypot(matrix[0, 0], matrix[0, 1]))
+
+
 def align(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = (112, 112)) -> np.ndarray:
     """Warp the face with these landmarks (image pixels) to an aligned crop of ``size`` (w, h).
 

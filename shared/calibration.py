@@ -93,7 +93,7 @@ def _logistic_slope(scores: np.ndarray, labels: np.ndarray, iters: int = 50) -> 
 def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     """Smallest cosine whose false-accept rate (share of impostors >= it) is at most ``far``."""
     ranked = np.sort(impostor)[::-1]
-    allowed = int(math.floor(far * ranked.size))
+    allowed = math.floor(far * ranked.size)
     # Accept strictly above the (allowed+1)-th highest impostor score.
     return float(np.nextafter(ranked[allowed], np.inf)) if allowed < ranked.size else float(ranked[-1])
 

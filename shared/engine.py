@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from shared import calibration, features, imaging, quality
-from shared.alignment import align
+from shared.alignment import align, warp_scale
 from shared.config import Settings, get_settings
 from shared.errors import FeaturesError, InvalidImageError, KYCFaceError
-from shared.models import load_detector, load_embedder
+from shared.models import Detection, load_detector, load_embedder
 from shared.schemas import (
     Box,
     ErrorResult,
@@ -124,31 +124,54 @@ class KYCDeepFace:
         The building block of ``get_faces``; calibration uses ``embed_partial=True`` to score
         every face of a benchmark regardless of the quality gates. Raises ``KYCFaceError``s.
         """
-        image = imaging.decode(image_bytes, self.settings, self.min_image_size, self.max_image_size)
-        detection = self.detector.detect(image.working)
-        if image.scale < 1.0:
-            detection = detection.scaled(1.0 / image.scale)
-        full = image.full
-        height, width = full.shape[:2]
-        input_size = self.embedder.spec.input_size
-        found: list[FaceAnalysis] = []
-        to_embed: list[tuple[int, np.ndarray]] = []
-        for i in range(len(detection)):
-            box, marks = detection.boxes[i], detection.landmarks[i]
-            # Geometry first: a cropped or profile face is not worth warping.
-            reason = quality.assess(box, marks, None, (width, height), self.settings)
-            if reason is None or embed_partial:
-                aligned = align(full, marks, input_size)
-                if reason is None:
-                    reason = quality.assess(box, marks, aligned, (width, height), self.settings)
-                if reason is None or embed_partial:
-                    to_embed.append((i, aligned))
-            found.append(FaceAnalysis(box, float(detection.scores[i]), marks, reason, None))
-        if to_embed:
-            vectors = self.embedder.embed(np.stack([a for _, a in to_embed]))
-            for (i, _), vec in zip(to_embed, vectors, strict=True):
+        image = self.decode(image_bytes)
+        found, aligned = self.align_faces(image, self.detect(image), embed_partial)
+        if aligned:
+            vectors = self.embedder.embed(np.stack([a for _, a in aligned]))
+            for (i, _), vec in zip(aligned, vectors, strict=True):
                 found[i] = found[i]._replace(vector=vec)
         return found
+
+    def decode(self, image_bytes: bytes) -> imaging.DecodedImage:
+        return imaging.decode(image_bytes, self.settings, self.min_image_size, self.max_image_size)
+
+    def detect(self, image: imaging.DecodedImage) -> Detection:
+        """Faces on the working copy, in original-image pixels."""
+        detection = self.detector.detect(image.working)
+        return detection.scaled(1.0 / image.scale) if image.scale != 1.0 else detection
+
+    def align_faces(
+        self, image: imaging.DecodedImage, detection: Detection, embed_partial: bool = False
+    ) -> tuple[list[FaceAnalysis], list[tuple[int, np.ndarray]]]:
+        """Quality verdicts for every face, and aligned crops for those to embed.
+
+        Geometry is judged first: a cropped or profile face is not worth warping. Faces are warped
+        from pixels holding at least twice the crop's resolution (see ``DecodedImage.source``).
+        """
+        width, height = image.size
+        input_size = self.embedder.spec.input_size
+        reasons = [
+            quality.assess(detection.boxes[i], detection.landmarks[i], None, (width, height), self.settings)
+            for i in range(len(detection))
+        ]
+        wanted = [i for i, r in enumerate(reasons) if r is None or embed_partial]
+        aligned: list[tuple[int, np.ndarray]] = []
+        if wanted:
+            needed = min(imaging.reduction_for(2.0 * warp_scale(detection.landmarks[i], input_size)) for i in wanted)
+            pixels, reduction = image.source(needed)
+            for i in wanted:
+                face = align(pixels, imaging.to_reduced(detection.landmarks[i], reduction), input_size)
+                if reasons[i] is None:
+                    reasons[i] = quality.assess(
+                        detection.boxes[i], detection.landmarks[i], face, (width, height), self.settings
+                    )
+                if reasons[i] is None or embed_partial:
+                    aligned.append((i, face))
+        found = [
+            FaceAnalysis(detection.boxes[i], float(detection.scores[i]), detection.landmarks[i], reasons[i], None)
+            for i in range(len(detection))
+        ]
+        return found, aligned
 
     def _describe(self, found: list[FaceAnalysis]) -> FacesResult:
         faces: list[Face] = []

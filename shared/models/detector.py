@@ -37,9 +37,7 @@ def _grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
 class YuNetDetector:
     """``detect(bgr)`` on a BGR uint8 image of any size; pads to a multiple of 32 itself."""
 
-    def __init__(
-        self, session: ort.InferenceSession, score_threshold: float, nms_iou: float, max_faces: int
-    ) -> None:
+    def __init__(self, session: ort.InferenceSession, score_threshold: float, nms_iou: float, max_faces: int) -> None:
         self._session = session
         self._input = session.get_inputs()[0].name
         self._outputs = [f"{kind}_{s}" for s in _STRIDES for kind in ("cls", "obj", "bbox", "kps")]

@@ -105,8 +105,7 @@ def resolve_model_file(spec: ModelSpec, model_dir: Path) -> Path:
     where = f"looked in {Path(model_dir).resolve()} (set KYC_MODEL_DIR)"
     if not path.is_file():
         raise ModelError(
-            f"model file {spec.file} not found; {where}. "
-            f"Get it from {spec.source} and check sha256 {spec.sha256}."
+            f"model file {spec.file} not found; {where}. Get it from {spec.source} and check sha256 {spec.sha256}."
         )
     stat = path.stat()
     actual = _sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)

@@ -51,7 +51,7 @@ def load_detector(settings: Settings) -> YuNetDetector:
     spec = get_spec(settings.detector_model, "detector", settings.model_registry_file)
     model = _load(spec, settings)
     outputs = {o.name for o in model.graph.output}
-    if not _YUNET_OUTPUTS <= outputs:
+    if not outputs >= _YUNET_OUTPUTS:
         raise ModelError(f"detector {spec.file} does not have YuNet's outputs; cannot drive it")
     session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
     return YuNetDetector(session, settings.det_score_threshold, settings.det_nms_iou, settings.det_max_faces)

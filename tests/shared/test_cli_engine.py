@@ -10,9 +10,7 @@ from tests.conftest import FACES_DIR
 
 
 def kycface(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_faces_prints_one_document_per_image_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]

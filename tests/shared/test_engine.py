@@ -131,14 +131,19 @@ def test_full_resolution_alignment_keeps_identity_across_sizes(engine: KYCDeepFa
     assert engine.similarity(a, b) > 0.9
 
 
+@pytest.mark.parametrize("upscale", [1.0, 3.5], ids=["as-is", "phone-size"])
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_is_honoured(engine: KYCDeepFace, orientation: int) -> None:
+def test_exif_orientation_is_honoured(engine: KYCDeepFace, orientation: int, upscale: float) -> None:
+    """Also at phone size, where the JPEG is decoded at a reduced DCT scale."""
     image = read_bgr()
+    if upscale != 1.0:
+        image = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
     upright = faces_of(engine, jpeg(image, 92)).faces[0]
     rotated = faces_of(engine, with_exif_orientation(image, orientation))
     assert len(rotated.faces) == 1
     box = rotated.faces[0].box
-    assert abs(box.x1 - upright.box.x1) <= 8 and abs(box.y1 - upright.box.y1) <= 8
+    tolerance = 8 * upscale
+    assert abs(box.x1 - upright.box.x1) <= tolerance and abs(box.y1 - upright.box.y1) <= tolerance
     assert engine.similarity(rotated.faces[0].features, upright.features) > 0.9
 
 
@@ -173,6 +178,7 @@ def test_lfw_sample_embeds_consistently(engine: KYCDeepFace) -> None:
     """Two photos of one LFW person match; a different person does not (sanity on the calib set)."""
     if not LFW_DIR.is_dir():
         pytest.skip("no LFW folds")
+
     def feat(name: str, i: int) -> str:
         data = (LFW_DIR / "images" / name / f"{name}_{i:04d}.jpg").read_bytes()
         return faces_of(engine, data).faces[0].features
