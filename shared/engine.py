@@ -15,7 +15,7 @@ import numpy as np
 from shared import calibration, features, imaging, quality
 from shared.alignment import align, warp_scale
 from shared.config import Settings, get_settings
-from shared.errors import FeaturesError, InvalidImageError, KYCFaceError
+from shared.errors import FeaturesError, ImageReason, InvalidImageError, KYCFaceError
 from shared.models import Detection, load_detector, load_embedder
 from shared.schemas import (
     Box,
@@ -126,6 +126,12 @@ class KYCDeepFace:
         """
         image = self.decode(image_bytes)
         found, aligned = self.align_faces(image, self.detect(image), embed_partial)
+        if image.luma < self.settings.image_dark_luma and not any(f.reason is None for f in found):
+            raise InvalidImageError(
+                ImageReason.TOO_DARK,
+                f"image mean brightness {image.luma:.1f} is under {self.settings.image_dark_luma} "
+                "and no usable face was found",
+            )
         if aligned:
             vectors = self.embedder.embed(np.stack([a for _, a in aligned]))
             for (i, _), vec in zip(aligned, vectors, strict=True):

@@ -52,6 +52,7 @@ class DecodedImage:
     size: tuple[int, int]  # original (width, height), EXIF orientation applied
     pixels: np.ndarray  # BGR uint8 at 1/reduction of the original
     reduction: int
+    luma: float  # mean brightness of the working copy, 0-255
     jpeg: bytes | None  # kept only while a finer decode is possible
 
     def source(self, reduction: int) -> tuple[np.ndarray, int]:
@@ -222,6 +223,9 @@ def working_copy(full: np.ndarray, max_size: tuple[int, int]) -> tuple[np.ndarra
 def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size: tuple[int, int]) -> DecodedImage:
     """Validate, decode and downscale. Raises :class:`InvalidImageError` with a reason.
 
+    Brightness is measured, not judged: a night shot with a lit face is still usable, so the
+    engine decides TOO_DARK only when no usable face came out of a dark image.
+
     A large JPEG is decoded at the coarsest DCT scale that still holds twice the working size;
     faces that need more are served by :meth:`DecodedImage.source`.
     """
@@ -247,11 +251,7 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
     working, local_scale = working_copy(pixels, max_size)
     scale = local_scale / reduction
     luma = float(cv2.cvtColor(working, cv2.COLOR_BGR2GRAY).mean())
-    if luma < settings.image_dark_luma:
-        raise InvalidImageError(
-            ImageReason.TOO_DARK, f"image mean brightness {luma:.1f} is under {settings.image_dark_luma}"
-        )
     return DecodedImage(
-        working=working, scale=scale, size=size, pixels=pixels, reduction=reduction,
+        working=working, scale=scale, size=size, pixels=pixels, reduction=reduction, luma=luma,
         jpeg=jpeg if reduction > 1 else None,
     )  # fmt: skip

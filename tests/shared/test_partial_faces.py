@@ -70,3 +70,14 @@ def test_thresholds_come_from_settings(settings) -> None:  # type: ignore[no-unt
     lax = KYCDeepFace(settings=settings.model_copy(update={"min_face_px": 10}))
     small = cv2.resize(read_bgr(), None, fx=0.15, fy=0.15, interpolation=cv2.INTER_AREA)
     assert reasons(lax, jpeg(small)) == (1, [])
+
+
+def test_dark_night_shot_with_a_lit_face_is_usable(engine: KYCDeepFace) -> None:
+    """Mean brightness alone does not make an image TOO_DARK when a usable face is in it."""
+    night = np.full((1400, 1400, 3), 4, np.uint8)
+    night[500:900, 500:830] = read_bgr()[50:450, 330:660]  # the lit face, 7 % of the frame
+    assert float(night.mean()) < 20
+    assert reasons(engine, jpeg(night)) == (1, [])
+    night[500:900, 500:830] //= 8  # the face in the dark too
+    doc = engine.get_faces(jpeg(night)).model_dump(mode="json")
+    assert doc["code"] == "INVALID_IMAGE" and doc["reason"] == "TOO_DARK"
