@@ -25,6 +25,12 @@ def _default_model_dir() -> Path:
     return Path.home() / ".cache" / "kycdeepface" / "models"
 
 
+def _default_sample_faces_dir() -> Path | None:
+    """The checkout's sibling ``../shared/faces`` (labelled photos for ``kycface sample-manifest``)."""
+    sibling = _PROJECT_ROOT.parent / "shared" / "faces"
+    return sibling if sibling.is_dir() else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KYC_", extra="ignore", protected_namespaces=())
 
@@ -43,7 +49,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
     max_image_side_px: int = Field(default=16_384, gt=0)
-    # Mean luma (0-255) under which the whole image is reported TOO_DARK.
+    # Mean luma (0-255) under which an image with no usable face is reported TOO_DARK.
     image_dark_luma: float = 20.0
 
     # --- detection ----------------------------------------------------------------------------
@@ -89,6 +95,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     worker_concurrency: int = Field(default=0, ge=0)  # 0 = number of cores
+    # Labelled photos (a labels.csv of file,identity,faces_expected) for `kycface sample-manifest`.
+    sample_faces_dir: Path | None = Field(default_factory=_default_sample_faces_dir)
 
     # --- api ----------------------------------------------------------------------------------
     api_keys: list[str] = Field(default_factory=list)
@@ -98,7 +106,12 @@ class Settings(BaseSettings):
     gallery_store: Literal["auto", "redis", "file"] = "auto"
     gallery_file_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "kycdeepface" / "gallery")
     gallery_shards: int = Field(default=1, ge=1)
-    gallery_fpir: float = 0.01
+    # Target false-positive identification rate of find_face: a stranger's chance of any hit.
+    gallery_fpir: float = Field(default=0.01, gt=0, lt=1)
+    # Rows re-scored exactly (float32) after the 8-bit first pass, per query.
+    gallery_shortlist: int = Field(default=128, ge=1)
+    # Ops kept in each gallery's change log; a worker further behind reloads the gallery.
+    gallery_log_max_len: int = Field(default=100_000, ge=100)
 
     def resolved_redis_url(self) -> str | None:
         return self.redis_url or self.broker_url

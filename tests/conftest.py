@@ -15,8 +15,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +189,124 @@ def s3(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3End
     client.create_bucket(Bucket=s3_server.bucket)
     client.create_bucket(Bucket=s3_server.results_bucket)
     yield s3_server
+
+
+# --- Celery workers (pipeline tests) -----------------------------------------------------------
+
+
+def pipeline_env(broker_url: str, s3: S3Endpoint, **overrides: str) -> dict[str, str]:
+    """Environment for a worker subprocess: the test's Redis and S3, the real models."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")}
+    env.update(
+        {
+            "KYC_BROKER_URL": broker_url,
+            "KYC_S3_ENDPOINT_URL": s3.url,
+            "KYC_S3_BUCKET": s3.bucket,
+            "KYC_S3_RESULTS_BUCKET": s3.results_bucket,
+            "KYC_MODEL_DIR": str(Settings().model_dir),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class CeleryWorker:
+    """``celery -A workers worker`` as a subprocess in its own process group, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, queues: str = "kyc.heavy,kyc.light"):
+        self.env = env
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.queues = queues
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        import sys
+        import uuid
+
+        args = [
+            sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork",
+            "-c", str(self.concurrency), "-Q", self.queues, "--loglevel", "INFO",
+            "-n", f"kyc-test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+            "--without-heartbeat",
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log()
+            # The pool is up, and every child has loaded and warmed its models.
+            if " ready." in text and text.count("worker process ") >= self.concurrency:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{text[-4000:]}")
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"celery worker not ready after {timeout_s}s:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown of our own process group
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Iterator[CeleryWorker]:
+    """A started worker for the duration of the block (use from a module- or session-scoped fixture)."""
+    need(Settings().model_dir.is_dir(), "models not found (set KYC_MODEL_DIR)")
+    worker = CeleryWorker(env, log_dir / "celery-worker.log", concurrency)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@contextmanager
+def s3_with_photos(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
+    """Like the ``s3`` fixture, for a wider scope: fresh buckets, the photos under ``faces/``."""
+    import urllib.request
+
+    import boto3
+
+    need((FACES_DIR / "labels.csv").is_file(), f"face photos not found at {FACES_DIR}")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():  # fmt: skip
+            mp.setenv(key, value)
+        urllib.request.urlopen(urllib.request.Request(f"{s3_server.url}/moto-api/reset", method="POST")).close()
+        client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1")
+        client.create_bucket(Bucket=s3_server.bucket)
+        client.create_bucket(Bucket=s3_server.results_bucket)
+        for photo in load_photos():
+            client.put_object(Bucket=s3_server.bucket, Key=f"faces/{photo.file}", Body=photo.path.read_bytes())
+        yield s3_server
+
+
+def features_of(engine: Any, name: str) -> str:
+    """The features of the single usable face of a photo of ``../shared/faces``."""
+    from shared.schemas import FacesResult
+
+    result = engine.get_faces((FACES_DIR / name).read_bytes())
+    if not isinstance(result, FacesResult) or len(result.faces) != 1:
+        raise AssertionError(f"{name}: expected one usable face, got {result}")
+    return result.faces[0].features

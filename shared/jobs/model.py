@@ -1,0 +1,200 @@
+"""The job document: what a caller polls for, versioned, the same for every job kind."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.errors import JobError, KYCFaceError, ResultCode
+from shared.storage.refs import parse_ref
+
+SCHEMA_VERSION: Literal[1] = 1
+# Letters, digits and ._:- so an idempotency key like "case-123:verify" fits a Redis key and an
+# S3 object name without escaping.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+MAX_FEATURES_CHARS = 16 * 1024
+
+
+class JobStatus(str, Enum):
+    """``queued`` -> ``running`` -> ``succeeded`` | ``failed``; the last two are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class JobKind(str, Enum):
+    FACES = "faces"
+    VERIFY = "verify"
+    MATCH = "match"
+
+
+class InputType(str, Enum):
+    REF = "ref"  # an image reference, see shared.storage.refs
+    FEATURES = "features"  # a features string from get_faces
+
+
+# The exact inputs of each kind: a request with a missing or an extra field is refused.
+JOB_INPUTS: dict[JobKind, dict[str, InputType]] = {
+    JobKind.FACES: {"image": InputType.REF},
+    JobKind.VERIFY: {"selfie": InputType.REF, "document": InputType.REF},
+    JobKind.MATCH: {"features1": InputType.FEATURES, "features2": InputType.FEATURES},
+}
+
+
+def validate_inputs(kind: JobKind | str, inputs: dict[str, Any]) -> dict[str, str]:
+    """Check a job request's inputs against its kind, without any I/O.
+
+    Returns:
+        The inputs as a plain ``dict[str, str]``.
+
+    Raises:
+        JobError: unknown kind, missing or unexpected fields, empty or oversized values.
+        ReferenceRejectedError: a reference field that is not a valid reference.
+    """
+    try:
+        job_kind = JobKind(kind)
+    except ValueError:
+        raise JobError(f"unknown job kind {kind!r}") from None
+    spec = JOB_INPUTS[job_kind]
+    missing = sorted(set(spec) - set(inputs))
+    extra = sorted(set(inputs) - set(spec))
+    if missing or extra:
+        raise JobError(f"{job_kind.value} job inputs: missing {missing}, unexpected {extra}")
+    clean: dict[str, str] = {}
+    for name, kind_of in spec.items():
+        value = inputs[name]
+        if not isinstance(value, str) or not value:
+            raise JobError(f"{job_kind.value} job input {name!r} must be a non-empty string")
+        if kind_of is InputType.REF:
+            parse_ref(value)
+        elif len(value) > MAX_FEATURES_CHARS:
+            raise JobError(f"{job_kind.value} job input {name!r} is longer than {MAX_FEATURES_CHARS} characters")
+        clean[name] = value
+    return clean
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class JobFailure(BaseModel):
+    """Why a job failed, as plain data: it crosses the queue and outlives the worker's classes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = ResultCode.ERROR.value
+    type: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> JobFailure:
+        """A failure record for ``exc``; unexpected exceptions never echo their message (it may
+        quote biometric input)."""
+        if isinstance(exc, KYCFaceError):
+            return cls(code=exc.code.value, type=type(exc).__name__, message=exc.message)
+        return cls(type=type(exc).__name__, message=f"internal error: {type(exc).__name__}")
+
+
+class JobDocument(BaseModel):
+    """One job, from submission to its final answer.
+
+    ``result`` is the answer (the engine's result document, ``INVALID_IMAGE`` included) when
+    ``succeeded``; ``error`` says why when ``failed``. ``timings`` holds per-stage seconds
+    (``queue_s``, ``fetch_s``, ``compute_s``) of the last attempt. ``result_ref`` points at the
+    full document in S3 when Redis keeps only its envelope (``KYC_RESULT_STORE=s3``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    kind: JobKind
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = Field(default=0, ge=0)
+    inputs: dict[str, str]
+    result: dict[str, Any] | None = None
+    result_ref: str | None = None
+    error: JobFailure | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("created_at", "started_at", "finished_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamps must carry a timezone")
+        return value
+
+    # -- named constructors for each transition -------------------------------------------------
+
+    @classmethod
+    def new(cls, kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+        """A ``queued`` job; inputs validated, a random id unless the caller gives one.
+
+        Raises:
+            JobError: bad kind, inputs or job id.
+            ReferenceRejectedError: a malformed image reference.
+        """
+        clean = validate_inputs(kind, inputs)
+        if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
+            raise JobError(f"job id {job_id!r} must match {JOB_ID_PATTERN}")
+        return cls(
+            job_id=job_id or uuid.uuid4().hex,
+            kind=JobKind(kind),
+            status=JobStatus.QUEUED,
+            created_at=utcnow(),
+            inputs=clean,
+        )
+
+    def running(self, attempts: int) -> JobDocument:
+        return self.model_copy(update={"status": JobStatus.RUNNING, "started_at": utcnow(), "attempts": attempts})
+
+    def requeued(self, error: JobFailure) -> JobDocument:
+        """Back to ``queued`` after a transient error; ``error`` keeps the last one for operators."""
+        return self.model_copy(update={"status": JobStatus.QUEUED, "error": error})
+
+    def succeeded(self, result: dict[str, Any], timings: dict[str, float] | None = None) -> JobDocument:
+        return self.model_copy(
+            update={
+                "status": JobStatus.SUCCEEDED,
+                "finished_at": utcnow(),
+                "result": result,
+                "error": None,
+                "timings": dict(timings or {}),
+            }
+        )
+
+    def failed(self, error: JobFailure, timings: dict[str, float] | None = None) -> JobDocument:
+        return self.model_copy(
+            update={
+                "status": JobStatus.FAILED,
+                "finished_at": utcnow(),
+                "result": None,
+                "error": error,
+                "timings": dict(timings or {}),
+            }
+        )
+
+    def same_request(self, other: JobDocument) -> bool:
+        """Whether two documents ask for the same work (an idempotent resubmission)."""
+        return self.kind == other.kind and self.inputs == other.inputs
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> JobDocument:
+        return cls.model_validate_json(data)

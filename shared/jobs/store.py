@@ -1,0 +1,240 @@
+"""Job documents in Redis, with transitions that make a redelivered task harmless.
+
+Every transition runs under ``WATCH``/``MULTI`` on the document (and the run lock), so two
+executions of one job id cannot both start it, and a terminal document is never replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import NamedTuple, TypeVar
+
+import redis
+from redis.client import Pipeline
+
+from shared import keys
+from shared.config import Settings
+from shared.errors import JobError, StorageUnavailableError
+from shared.jobs.archive import ResultArchive
+from shared.jobs.model import JobDocument, JobFailure, JobStatus
+from shared.jobs.owner import holder_is_dead
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ClaimOutcome(str, Enum):
+    CLAIMED = "claimed"  # this execution owns the job now: run it
+    MISSING = "missing"  # no document (never submitted, or expired): nothing to do
+    DONE = "done"  # already terminal: a redelivery, nothing to do
+    BUSY = "busy"  # another execution holds the run lock: look again later
+    EXHAUSTED = "exhausted"  # past max attempts: the claim wrote the dead-letter document
+
+
+class Claim(NamedTuple):
+    outcome: ClaimOutcome
+    doc: JobDocument | None = None
+    retry_in_s: float = 0.0
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except redis.exceptions.WatchError:
+        raise
+    except redis.exceptions.RedisError as exc:
+        raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client with timeouts: a stalled Redis must not hang a worker or an API call."""
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+
+
+class JobStore:
+    """Job documents on Redis (TTL ``KYC_JOB_TTL_S``), terminal ones also in S3 when configured.
+
+    With ``KYC_RESULT_STORE=s3`` Redis keeps the state of each job but, once it is final, only
+    its envelope (no ``result``, with ``result_ref``); :meth:`get` fetches the full document from
+    S3. With ``both`` Redis and S3 each hold the full document.
+
+    Args:
+        settings: Redis URL (``KYC_REDIS_URL``, default ``KYC_BROKER_URL``), TTL, result store.
+        client: an existing Redis client (default: one built from the settings).
+
+    Raises:
+        JobError: no Redis URL configured.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        url = settings.resolved_redis_url()
+        if client is None and url is None:
+            raise JobError("no job store: set KYC_REDIS_URL or KYC_BROKER_URL")
+        self.redis = client if client is not None else redis_client(str(url))
+        self.ttl_s = settings.job_ttl_s
+        self.mode = settings.result_store
+        self.archive = ResultArchive(settings) if self.mode in ("s3", "both") else None
+
+    # -- producer side --------------------------------------------------------------------------
+
+    def create(self, doc: JobDocument) -> tuple[JobDocument, bool]:
+        """Store a new ``queued`` document unless the job id exists (``SET NX``).
+
+        Returns:
+            ``(doc, True)`` if stored, ``(existing, False)`` if the id was taken.
+        """
+        with _redis_errors():
+            if self.redis.set(keys.job_key(doc.job_id), doc.to_json(), nx=True, ex=self.ttl_s):
+                return doc, True
+        existing = self.get(doc.job_id)
+        if existing is None:  # expired between the two calls; extremely unlikely, try once more
+            return self.create(doc)
+        return existing, False
+
+    def discard(self, job_id: str) -> None:
+        """Remove a ``queued`` document whose task could not be sent, so the id can be reused."""
+        key = keys.job_key(job_id)
+
+        def remove(pipe: Pipeline) -> None:
+            raw = pipe.get(key)
+            if raw is not None and JobDocument.from_json(raw).status is JobStatus.QUEUED:
+                pipe.multi()
+                pipe.delete(key)
+
+        with _redis_errors():
+            self._atomic(remove, key)
+
+    def get(self, job_id: str) -> JobDocument | None:
+        """The job's document, from Redis or (for final documents) the S3 archive."""
+        with _redis_errors():
+            raw = self.redis.get(keys.job_key(job_id))
+        if raw is None:
+            return self.archive.read(job_id) if self.archive is not None else None
+        doc = JobDocument.from_json(raw)
+        if doc.status.terminal and doc.result_ref is not None and self.archive is not None:
+            return self.archive.read(job_id) or doc
+        return doc
+
+    def attempts(self, job_id: str) -> int:
+        with _redis_errors():
+            return int(self.redis.get(keys.job_attempts_key(job_id)) or 0)
+
+    def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or None where ``CONFIG`` is not allowed (managed Redis)."""
+        try:
+            found = self.redis.config_get("maxmemory-policy")
+        except redis.exceptions.ResponseError:
+            return None
+        except redis.exceptions.RedisError as exc:
+            raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
+        value = found.get("maxmemory-policy")
+        return value.decode() if isinstance(value, bytes) else value
+
+    # -- worker side ----------------------------------------------------------------------------
+
+    def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int) -> Claim:
+        """Start an execution: take the run lock, count the attempt, mark the job ``running``.
+
+        Args:
+            job_id: the job to start.
+            token: unique per execution (:func:`shared.jobs.owner.execution_token`); only its
+                holder may release the lock.
+            lock_ttl_s: how long the lock outlives a crashed holder (past the hard time limit).
+            max_attempts: attempts past this one are refused and the job is dead-lettered.
+        """
+        doc_key, lock_key, count_key = keys.job_key(job_id), keys.job_lock_key(job_id), keys.job_attempts_key(job_id)
+
+        def start(pipe: Pipeline) -> Claim:
+            raw = pipe.get(doc_key)
+            if raw is None:
+                return Claim(ClaimOutcome.MISSING)
+            doc = JobDocument.from_json(raw)
+            if doc.status.terminal:
+                return Claim(ClaimOutcome.DONE, doc)
+            holder = pipe.get(lock_key)
+            if holder is not None and not holder_is_dead(holder):
+                held_ms = max(int(pipe.pttl(lock_key)), 1000)
+                return Claim(ClaimOutcome.BUSY, doc, held_ms / 1000)
+            attempts = int(pipe.get(count_key) or 0) + 1
+            pipe.multi()
+            pipe.set(count_key, attempts, ex=self.ttl_s)
+            if attempts > max_attempts:
+                return Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
+            running = doc.running(attempts)
+            pipe.set(lock_key, token, px=int(lock_ttl_s * 1000))
+            pipe.set(doc_key, running.to_json(), keepttl=True)
+            return Claim(ClaimOutcome.CLAIMED, running)
+
+        with _redis_errors():
+            claim = self._atomic(start, doc_key, lock_key, count_key)
+        if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
+            # The broker keeps no redelivery count: a job that kills its worker every time would
+            # otherwise loop forever. This is the dead letter.
+            failure = JobFailure(
+                type="MaxAttemptsExceeded",
+                message=f"job gave up after {max_attempts} attempts; the last one did not finish "
+                "(worker lost, time limit or storage unavailable)"
+                + (f": {claim.doc.error.message}" if claim.doc.error else ""),
+            )
+            log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
+            return Claim(ClaimOutcome.EXHAUSTED, self.finish(claim.doc.failed(failure), token=None))
+        return claim
+
+    def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
+        """Give a job back after a transient error: ``queued`` again, lock released."""
+        return self._transition(doc.requeued(error), token, final=False)
+
+    def finish(self, doc: JobDocument, token: str | None) -> JobDocument:
+        """Write a terminal document, unless the job already has one.
+
+        Returns:
+            The job's final document: ``doc``, or the one written first by another execution.
+        """
+        if self.archive is not None:
+            doc = self.archive.write_once(doc)
+        return self._transition(doc, token, final=True)
+
+    def _atomic(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
+        """Run ``fn`` under WATCH on ``watch``; it reads, calls ``multi()`` and queues writes.
+        Re-run from the start whenever a watched key changed before EXEC."""
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*watch)
+                    value = fn(pipe)
+                    pipe.execute()
+                    return value
+                except redis.exceptions.WatchError:
+                    continue
+
+    def _transition(self, doc: JobDocument, token: str | None, final: bool) -> JobDocument:
+        doc_key, lock_key = keys.job_key(doc.job_id), keys.job_lock_key(doc.job_id)
+        stored = doc
+        if final and self.mode == "s3" and self.archive is not None:
+            stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.job_id)})
+
+        def write(pipe: Pipeline) -> JobDocument:
+            raw = pipe.get(doc_key)
+            if raw is not None:
+                current = JobDocument.from_json(raw)
+                if current.status.terminal:
+                    return current  # terminal states are final: a redelivery changes nothing
+            ours = token is not None and pipe.get(lock_key) == token.encode()
+            pipe.multi()
+            if final:
+                pipe.set(doc_key, stored.to_json(), ex=self.ttl_s)
+            else:
+                pipe.set(doc_key, stored.to_json(), keepttl=True)
+            if ours:
+                pipe.delete(lock_key)
+            return doc
+
+        with _redis_errors():
+            result = self._atomic(write, doc_key, lock_key)
+        if result is not doc and result.result_ref is not None and self.archive is not None:
+            return self.archive.read(doc.job_id) or result
+        return result

@@ -1,0 +1,51 @@
+"""Every Redis key the project writes, built by functions so no module spells a key by hand.
+
+One prefix per concept; all under ``kyc:`` so an operator can find (and size) our data with
+``SCAN MATCH kyc:*`` beside the broker's own keys.
+"""
+
+from __future__ import annotations
+
+PREFIX = "kyc:"
+JOB_PREFIX = PREFIX + "job:"
+JOB_ATTEMPTS_PREFIX = PREFIX + "job-attempts:"
+JOB_LOCK_PREFIX = PREFIX + "job-lock:"
+
+
+def job_key(job_id: str) -> str:
+    """The job document (JSON string)."""
+    return JOB_PREFIX + job_id
+
+
+def job_attempts_key(job_id: str) -> str:
+    """How many times a worker started the job (INCR). The broker keeps no redelivery count."""
+    return JOB_ATTEMPTS_PREFIX + job_id
+
+
+def job_lock_key(job_id: str) -> str:
+    """Held by the one execution running the job; its value is that execution's token."""
+    return JOB_LOCK_PREFIX + job_id
+
+
+GALLERY_PREFIX = PREFIX + "gallery:"
+
+
+def _gallery(name: str, part: str) -> str:
+    # The {name} hash tag keeps one gallery's keys in one Redis Cluster slot, so its Lua
+    # scripts (check model, write, log) stay atomic there too.
+    return f"{GALLERY_PREFIX}{{{name}}}:{part}"
+
+
+def gallery_faces_key(name: str) -> str:
+    """Hash face id -> features string (model id and vector): the durable templates."""
+    return _gallery(name, "faces")
+
+
+def gallery_log_key(name: str) -> str:
+    """Stream of ``set``/``del`` ops by face id, no vectors: what each worker's index replays."""
+    return _gallery(name, "log")
+
+
+def gallery_meta_key(name: str) -> str:
+    """Hash with the gallery's model id, epoch and the last trimmed log id."""
+    return _gallery(name, "meta")

@@ -1,0 +1,178 @@
+"""Submit jobs and poll their documents. Needs only Redis: no model, no onnxruntime, no OpenCV.
+
+Tasks are sent by name, so a web service or a cron job can enqueue without importing the
+worker code. A caller may choose the job id (an idempotency key such as the onboarding case id
+plus the operation): submitting it again returns the existing job and sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import Celery
+
+from shared.config import Settings, get_settings
+from shared.errors import JobError, StorageUnavailableError
+from shared.jobs import JOB_INPUTS, InputType, JobDocument, JobKind, JobStore
+from shared.storage import store_for
+from workers.routes import queues, route, task_routes
+
+log = logging.getLogger(__name__)
+
+
+def _sender(broker_url: str) -> Celery:
+    """A Celery app used only to publish messages; it never runs tasks."""
+    app = Celery("kyc-producer", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=queues(),
+        task_routes=task_routes(),
+        broker_connection_retry_on_startup=True,
+        # Fail a submit fast when the broker is down rather than blocking the caller's request.
+        broker_transport_options={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
+    )
+    return app
+
+
+class Producer:
+    """Submits jobs to the workers and reads their documents.
+
+    Args:
+        settings: broker (``KYC_BROKER_URL``) and job store settings (default: from the
+            environment).
+
+    Raises:
+        JobError: no broker configured.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        if not self.settings.broker_url:
+            raise JobError("no broker: set KYC_BROKER_URL (or use the embedded backlog)")
+        self.jobs = JobStore(self.settings)
+        self.images = store_for(self.settings)
+        self.app = _sender(self.settings.broker_url)
+
+    def submit(self, kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+        """Submit a job, or return the existing one if ``job_id`` was already submitted.
+
+        Args:
+            kind: ``faces``, ``verify`` or ``match``.
+            inputs: the kind's inputs (see :data:`shared.jobs.JOB_INPUTS`).
+            job_id: idempotency key; a random id when omitted.
+
+        Returns:
+            The job document (``queued``, or the existing document on a duplicate id).
+
+        Raises:
+            JobError: invalid request, or ``job_id`` already used for different work.
+            ReferenceRejectedError: an image reference that workers would refuse.
+            StorageUnavailableError: Redis or the broker is unreachable.
+        """
+        doc = JobDocument.new(kind, inputs, job_id)
+        for name in _ref_fields(doc):
+            self.images.validate(doc.inputs[name])
+        stored, created = self.jobs.create(doc)
+        if not created:
+            if not stored.same_request(doc):
+                raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind.value} job")
+            return stored
+        task, queue = route(doc.kind.value)
+        try:
+            self.app.send_task(task, args=[doc.job_id], queue=queue, task_id=doc.job_id)
+        except Exception as exc:
+            # Nothing will ever run this job: free the id so the caller's retry can submit again.
+            self.jobs.discard(doc.job_id)
+            raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
+        log.info("submitted %s job %s to %s", doc.kind.value, doc.job_id, queue)
+        return stored
+
+    def submit_faces(self, image_ref: str, job_id: str | None = None) -> JobDocument:
+        """Submit a ``faces`` job: every face of one image."""
+        return self.submit(JobKind.FACES, {"image": image_ref}, job_id)
+
+    def submit_verify(self, selfie_ref: str, document_ref: str, job_id: str | None = None) -> JobDocument:
+        """Submit a ``verify`` job: the selfie's face against the document's portrait."""
+        return self.submit(JobKind.VERIFY, {"selfie": selfie_ref, "document": document_ref}, job_id)
+
+    def submit_match(self, features1: str, features2: str, job_id: str | None = None) -> JobDocument:
+        """Submit a ``match`` job: two features strings."""
+        return self.submit(JobKind.MATCH, {"features1": features1, "features2": features2}, job_id)
+
+    def get_job(self, job_id: str) -> JobDocument | None:
+        """The job's current document, or None if unknown (or expired)."""
+        return self.jobs.get(job_id)
+
+    def wait_for(self, job_id: str, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobDocument:
+        """Poll until the job is ``succeeded`` or ``failed``.
+
+        Raises:
+            TimeoutError: not finished within ``timeout_s``.
+            JobError: no such job.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            doc = self.get_job(job_id)
+            if doc is None:
+                raise JobError(f"no job {job_id!r}")
+            if doc.status.terminal:
+                return doc
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {doc.status.value} after {timeout_s}s")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        """Release the Redis and broker connections."""
+        self.jobs.redis.close()
+        self.app.close()
+
+
+def _ref_fields(doc: JobDocument) -> list[str]:
+    return [name for name, kind in JOB_INPUTS[doc.kind].items() if kind is InputType.REF]
+
+
+_default_lock = threading.Lock()
+_default: Producer | None = None
+
+
+def default_producer() -> Producer:
+    """The process's producer on :func:`get_settings`, built on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Producer(get_settings())
+        return _default
+
+
+def submit(kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+    """:meth:`Producer.submit` on the default producer."""
+    return default_producer().submit(kind, inputs, job_id)
+
+
+def submit_faces(image_ref: str, job_id: str | None = None) -> JobDocument:
+    """:meth:`Producer.submit_faces` on the default producer."""
+    return default_producer().submit_faces(image_ref, job_id)
+
+
+def submit_verify(selfie_ref: str, document_ref: str, job_id: str | None = None) -> JobDocument:
+    """:meth:`Producer.submit_verify` on the default producer."""
+    return default_producer().submit_verify(selfie_ref, document_ref, job_id)
+
+
+def submit_match(features1: str, features2: str, job_id: str | None = None) -> JobDocument:
+    """:meth:`Producer.submit_match` on the default producer."""
+    return default_producer().submit_match(features1, features2, job_id)
+
+
+def get_job(job_id: str) -> JobDocument | None:
+    """:meth:`Producer.get_job` on the default producer."""
+    return default_producer().get_job(job_id)
+
+
+def wait_for(job_id: str, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobDocument:
+    """:meth:`Producer.wait_for` on the default producer."""
+    return default_producer().wait_for(job_id, timeout_s, poll_s)

@@ -1,0 +1,160 @@
+"""S3 backend on boto3 (AWS, MinIO, moto): bucket allow-list, size cap before download, and
+errors sorted into permanent and transient ones."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from shared.config import Settings
+from shared.errors import (
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    ReferenceRejectedError,
+    StorageError,
+    StorageUnavailableError,
+)
+from shared.storage.refs import Ref, parse_ref
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+_DENIED = {"403", "AccessDenied", "Forbidden", "AllAccessDisabled"}
+# PreconditionFailed on a read: the object was replaced between HEAD and GET; a retry re-checks it.
+_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "ConditionalRequestConflict",
+    "PreconditionFailed",
+}
+
+_clients_lock = threading.Lock()
+_clients: dict[tuple[Any, ...], Any] = {}
+
+
+def s3_client(settings: Settings) -> Any:
+    """The process's boto3 client for these settings, created on first use.
+
+    Clients are thread-safe but not fork-safe, so the pid is part of the cache key: a Celery
+    child process builds its own instead of reusing its parent's connection pool.
+    """
+    key = (
+        os.getpid(),
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_connect_timeout_s,
+        settings.s3_read_timeout_s,
+        settings.s3_max_attempts,
+    )
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            config = Config(
+                connect_timeout=settings.s3_connect_timeout_s,
+                read_timeout=settings.s3_read_timeout_s,
+                retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+            )
+            # Credentials come from boto3's usual chain (env, profile, instance role).
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
+            )
+            _clients[key] = client
+        return client
+
+
+def translate_error(exc: Exception, ref: Ref) -> StorageError:
+    """Map a boto3/botocore exception to the project's storage error for ``ref``."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _NOT_FOUND or status == 404:
+            return ObjectNotFoundError(f"{ref}: no such object")
+        if code in _DENIED or status == 403:
+            return StorageError(f"{ref}: access denied")
+        if code in _TRANSIENT or status >= 500 or status == 429:
+            return StorageUnavailableError(f"{ref}: S3 unavailable ({code or status})")
+        return StorageError(f"{ref}: S3 error {code or status}")
+    if isinstance(exc, (BotoConnectionError, BotoCoreError)):
+        # Connection refused, DNS, timeouts, truncated reads: the store did not answer.
+        return StorageUnavailableError(f"{ref}: S3 unreachable ({type(exc).__name__})")
+    return StorageError(f"{ref}: S3 error ({type(exc).__name__})")
+
+
+class S3Store:
+    """Objects in S3 buckets from an allow-list.
+
+    Args:
+        settings: endpoint, region, timeouts, retries and ``max_image_bytes``.
+        buckets: buckets this store may touch (default: ``settings.allowed_buckets()``).
+    """
+
+    def __init__(self, settings: Settings, buckets: set[str] | None = None) -> None:
+        self.settings = settings
+        self.buckets = set(buckets) if buckets is not None else settings.allowed_buckets()
+        self.max_bytes = settings.max_image_bytes
+
+    def check(self, ref: str | Ref) -> Ref:
+        """Parse ``ref`` and make sure it is an S3 reference to an allowed bucket."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        if parsed.scheme != "s3" or parsed.bucket is None:
+            raise ReferenceRejectedError(f"{parsed} is not an s3:// reference")
+        if parsed.bucket not in self.buckets:
+            raise ReferenceRejectedError(f"{parsed}: bucket {parsed.bucket!r} is not allowed")
+        return parsed
+
+    def get(self, ref: str) -> bytes:
+        """Download an object; its size is checked with HEAD before any byte is fetched."""
+        parsed = self.check(ref)
+        client = s3_client(self.settings)
+        try:
+            head = client.head_object(Bucket=parsed.bucket, Key=parsed.key)
+            size = int(head.get("ContentLength", 0))
+            if size > self.max_bytes:
+                raise ObjectTooLargeError(f"{parsed}: {size} bytes exceeds the {self.max_bytes}-byte limit")
+            # IfMatch: the object we size-checked is the object we read, not a later upload.
+            body = client.get_object(Bucket=parsed.bucket, Key=parsed.key, IfMatch=head["ETag"])["Body"]
+            try:
+                data: bytes = body.read(self.max_bytes + 1)
+            finally:
+                body.close()
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc, parsed) from None
+        if len(data) > self.max_bytes:
+            raise ObjectTooLargeError(f"{parsed}: exceeds the {self.max_bytes}-byte limit")
+        return data
+
+    def put(self, ref: str, data: bytes) -> None:
+        """Upload (or overwrite) an object."""
+        parsed = self.check(ref)
+        try:
+            s3_client(self.settings).put_object(Bucket=parsed.bucket, Key=parsed.key, Body=data)
+        except Exception as exc:
+            raise translate_error(exc, parsed) from None
+
+    def put_new(self, ref: str, data: bytes) -> bool:
+        """Upload only if no object exists under ``ref`` (``If-None-Match: *``).
+
+        Returns:
+            True if written, False if an object was already there (it is left untouched).
+        """
+        parsed = self.check(ref)
+        try:
+            s3_client(self.settings).put_object(Bucket=parsed.bucket, Key=parsed.key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False
+            raise translate_error(exc, parsed) from None
+        except Exception as exc:
+            raise translate_error(exc, parsed) from None
+        return True

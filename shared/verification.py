@@ -1,0 +1,129 @@
+"""1:1 KYC verification: the selfie's one face against the document's portrait.
+
+Deliberately not "the best-scoring pair among all faces": someone holding up another person's
+photo beside their own face would then pass. The selfie must show exactly one usable face; on
+the document the largest usable face is the portrait, and smaller ones (the ghost image, a
+hologram copy) are reported but never matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import JobError
+from shared.schemas import ErrorResult, Face, FacesResult, InvalidImageResult, MatchResult
+
+Image = Literal["selfie", "document"]
+Matcher = Callable[[str, str], "MatchResult | ErrorResult"]
+
+
+class VerifyCode(str, Enum):
+    SUCCESS = "SUCCESS"  # both faces found and compared; see ``verified``
+    NO_FACE = "NO_FACE"  # no usable face on ``image``
+    MULTIPLE_FACES = "MULTIPLE_FACES"  # more than one usable face on the selfie
+    INVALID_IMAGE = "INVALID_IMAGE"  # ``image`` is not a usable picture
+
+
+class VerificationResult(BaseModel):
+    """The answer of a ``verify`` job.
+
+    ``selfie_face`` and ``document_face`` index the ``faces`` lists of ``selfie`` and
+    ``document`` (the engine's ``get_faces`` documents); ``document_other_faces`` are the
+    smaller usable faces of the document, reported and not matched.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: VerifyCode
+    message: str | None = None
+    image: Image | None = None
+    verified: bool = False
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    selfie_face: int | None = None
+    document_face: int | None = None
+    document_other_faces: list[int] = Field(default_factory=list)
+    selfie: FacesResult | InvalidImageResult
+    document: FacesResult | InvalidImageResult
+
+    @classmethod
+    def refused(
+        cls,
+        code: VerifyCode,
+        image: Image,
+        message: str,
+        selfie: FacesResult | InvalidImageResult,
+        document: FacesResult | InvalidImageResult,
+    ) -> VerificationResult:
+        """An answer that compares nothing, saying which image is at fault and why."""
+        return cls(code=code, image=image, message=message, selfie=selfie, document=document)
+
+
+def _area(face: Face) -> int:
+    return face.box.width * face.box.height
+
+
+def _why_none(image: Image, result: FacesResult) -> str:
+    reasons = sorted({p.reason.value for p in result.partial_faces})
+    detail = f" ({len(result.partial_faces)} unusable: {', '.join(reasons)})" if reasons else ""
+    return f"no usable face on the {image}{detail}"
+
+
+def _answered(image: Image, got: FacesResult | InvalidImageResult | ErrorResult) -> FacesResult | InvalidImageResult:
+    if isinstance(got, ErrorResult):
+        raise JobError(f"engine error on the {image}: {got.message}")
+    return got
+
+
+def decide(
+    selfie: FacesResult | InvalidImageResult | ErrorResult,
+    document: FacesResult | InvalidImageResult | ErrorResult,
+    match: Matcher,
+) -> VerificationResult:
+    """Verify a selfie against an identity document.
+
+    Args:
+        selfie: ``get_faces`` of the selfie.
+        document: ``get_faces`` of the document.
+        match: the engine's ``match_faces``.
+
+    Returns:
+        The verification answer (a refusal such as ``MULTIPLE_FACES`` is an answer too).
+
+    Raises:
+        JobError: the engine returned an ERROR document; there is nothing to answer.
+    """
+    selfie, document = _answered("selfie", selfie), _answered("document", document)
+    if isinstance(selfie, InvalidImageResult):
+        return VerificationResult.refused(
+            VerifyCode.INVALID_IMAGE, "selfie", f"selfie: {selfie.message}", selfie, document
+        )
+    if isinstance(document, InvalidImageResult):
+        return VerificationResult.refused(
+            VerifyCode.INVALID_IMAGE, "document", f"document: {document.message}", selfie, document
+        )
+    if not selfie.faces:
+        return VerificationResult.refused(VerifyCode.NO_FACE, "selfie", _why_none("selfie", selfie), selfie, document)
+    if len(selfie.faces) > 1:
+        message = f"the selfie shows {len(selfie.faces)} usable faces; exactly one is required"
+        return VerificationResult.refused(VerifyCode.MULTIPLE_FACES, "selfie", message, selfie, document)
+    if not document.faces:
+        message = _why_none("document", document)
+        return VerificationResult.refused(VerifyCode.NO_FACE, "document", message, selfie, document)
+    portrait = max(range(len(document.faces)), key=lambda i: _area(document.faces[i]))
+    matched = match(selfie.faces[0].features, document.faces[portrait].features)
+    if isinstance(matched, ErrorResult):
+        raise JobError(f"engine error matching the faces: {matched.message}")
+    return VerificationResult(
+        code=VerifyCode.SUCCESS,
+        verified=matched.verified,
+        confidence=matched.confidence,
+        selfie_face=0,
+        document_face=portrait,
+        document_other_faces=[i for i in range(len(document.faces)) if i != portrait],
+        selfie=selfie,
+        document=document,
+    )

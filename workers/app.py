@@ -1,0 +1,68 @@
+"""The Celery app, configured from the project settings for at-least-once execution.
+
+Every queue-level policy lives here (acknowledgement, prefetch, time limits, visibility
+timeout); the retry policy lives on the task base class in ``workers.tasks``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Settings, get_settings
+from workers import routes
+
+# Celery kills a child whose worker_process_init handler runs longer than this (default 4 s);
+# loading and warming the models can take longer on a cold disk.
+PROCESS_INIT_TIMEOUT_S = 120.0
+
+
+def lock_ttl_s(settings: Settings) -> float:
+    """How long a job's run lock outlives its holder: past the hard time limit, so a lock only
+    expires once its holder cannot possibly still be running."""
+    return float(settings.task_time_limit_s + 30)
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    """Seconds a reserved message may stay unacknowledged before the broker redelivers it.
+
+    It must outlast the hard time limit, or a slow job runs twice; and the longest countdown a
+    retried message waits (backoff, or a busy job's run lock), or a retry is redelivered early.
+    """
+    longest_wait = max(settings.retry_backoff_max_s, lock_ttl_s(settings))
+    return int(settings.task_time_limit_s + longest_wait + 60)
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app on ``KYC_BROKER_URL`` with the tasks of ``workers.tasks``."""
+    app = Celery("kycdeepface", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        # Job documents are the results; Celery's result backend would be a second copy.
+        task_ignore_result=True,
+        # Acknowledge after the job, and give the message back if the process dies mid-job.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # A hard time limit re-queues the message (the attempt counter ends the loop); a task
+        # that raised has already recorded what it could.
+        task_acks_on_timeout=False,
+        task_acks_on_failure=True,
+        # CPU-bound jobs: a worker process reserves one message at a time, so a long backlog
+        # is spread over all processes and a crash loses no more than the running job.
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        task_queues=routes.queues(),
+        task_default_queue=routes.HEAVY_QUEUE,
+        task_routes=routes.task_routes(),
+        worker_concurrency=settings.worker_processes(),
+        worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+settings = get_settings()
+app = create_app(settings)
