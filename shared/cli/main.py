@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import engine_cmds
+from shared.cli import engine_cmds, pipeline_cmds
 from shared.errors import KYCFaceError
 
-GROUPS = (engine_cmds,)
+GROUPS = (engine_cmds, pipeline_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

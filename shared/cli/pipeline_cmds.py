@@ -1,0 +1,200 @@
+"""Pipeline commands: ``worker``, ``submit``, ``status``, ``wait``, ``api``, ``backlog`` and
+``sample-manifest``. Job documents go to stdout as JSON; progress goes to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.config import Settings, get_settings
+from shared.errors import JobError
+
+if TYPE_CHECKING:
+    from shared.jobs import JobDocument
+    from shared.producer import Producer
+
+
+def _emit(doc: JobDocument) -> None:
+    sys.stdout.write(doc.model_dump_json() + "\n")
+    sys.stdout.flush()
+
+
+def _producer(settings: Settings) -> Producer:
+    # Imported here: the engine commands must not pay for Celery and boto3.
+    from shared.producer import Producer
+
+    return Producer(settings)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.broker_url:
+        raise JobError("no broker: set KYC_BROKER_URL (a backlog without one runs embedded: `kycface backlog`)")
+    from workers.app import app
+    from workers.routes import QUEUES
+
+    argv = [
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={args.concurrency or settings.worker_processes()}",
+        f"--queues={args.queues or ','.join(QUEUES)}",
+        f"--loglevel={args.loglevel}",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    producer = _producer(get_settings())
+    try:
+        _emit(producer.submit(args.kind, {name: getattr(args, name) for name in args.inputs}, args.job_id))
+    finally:
+        producer.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    producer = _producer(get_settings())
+    try:
+        doc = producer.get_job(args.job_id)
+    finally:
+        producer.close()
+    if doc is None:
+        raise JobError(f"no job {args.job_id!r} (never submitted, or expired)")
+    _emit(doc)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    producer = _producer(get_settings())
+    try:
+        _emit(producer.wait_for(args.job_id, timeout_s=args.timeout))
+    except TimeoutError as exc:
+        print(f"kycface: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        producer.close()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # By import string, so the one app is the module's, built from the environment's settings.
+    uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower())
+    return 0
+
+
+def cmd_backlog(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shared.backlog.manifest import read_manifest
+    from shared.backlog.output import SUMMARY_FILE
+    from shared.backlog.run import run_backlog
+
+    rows = read_manifest(args.manifest)
+    total = len({row.job.job_id for row in rows})
+    try:
+        with tqdm(total=total, unit="job", file=sys.stderr, disable=args.quiet) as bar:
+            report = run_backlog(
+                rows,
+                args.out,
+                get_settings(),
+                on_result=lambda _doc: bar.update(),
+                processes=args.processes,
+                timeout_s=args.timeout,
+            )
+    except (TimeoutError, KeyboardInterrupt) as exc:
+        # run_backlog has written the summary so far; a re-run picks up where this one stopped.
+        why = str(exc) or "interrupted"
+        print(f"kycface: {why}; partial summary in {args.out / SUMMARY_FILE}", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.statuses.items()))
+    print(
+        f"{report.rows} rows, {report.jobs} jobs ({report.mode}; {report.reused} from a previous run): {counts}\n"
+        f"summary: {report.summary}"
+    )
+    return 0
+
+
+def cmd_sample_manifest(args: argparse.Namespace) -> int:
+    from shared.backlog.sample import write_sample_manifest
+
+    faces_dir = args.faces_dir or get_settings().sample_faces_dir
+    if faces_dir is None:
+        raise JobError("no sample photos found: pass --faces-dir or set KYC_SAMPLE_FACES_DIR")
+    rows = write_sample_manifest(faces_dir, args.out)
+    print(f"{rows} pairs from {faces_dir} written to {args.out}")
+    return 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _register_submit(sub: argparse._SubParsersAction) -> None:
+    submit = sub.add_parser("submit", help="queue one job; prints its job document")
+    kinds = submit.add_subparsers(dest="kind", required=True, metavar="KIND")
+    specs = {
+        "faces": ("every face of one image", [("image", "IMAGE_REF")]),
+        "verify": ("a selfie against an ID document", [("selfie", "SELFIE_REF"), ("document", "DOCUMENT_REF")]),
+        "match": ("two features strings", [("features1", "F1"), ("features2", "F2")]),
+    }
+    for kind, (help_text, inputs) in specs.items():
+        parser = kinds.add_parser(kind, help=help_text)
+        for name, metavar in inputs:
+            parser.add_argument(name, metavar=metavar)
+        parser.add_argument("--job-id", help="idempotency key: resubmitting it returns the existing job")
+        parser.set_defaults(func=cmd_submit, inputs=[name for name, _ in inputs])
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    worker = sub.add_parser("worker", help="run a Celery worker (prefork) with the project's settings")
+    worker.add_argument("-c", "--concurrency", type=int, help="processes (default: KYC_WORKER_CONCURRENCY or cores)")
+    worker.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")
+    worker.add_argument("-n", "--hostname", help="worker node name")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    _register_submit(sub)
+
+    status = sub.add_parser("status", help="print a job's document")
+    status.add_argument("job_id", metavar="JOB_ID")
+    status.set_defaults(func=cmd_status)
+
+    wait = sub.add_parser("wait", help="wait until a job finishes; print its document")
+    wait.add_argument("job_id", metavar="JOB_ID")
+    wait.add_argument("--timeout", type=_positive, default=60.0, help="seconds (default: 60)")
+    wait.set_defaults(func=cmd_wait)
+
+    api = sub.add_parser("api", help="serve the HTTP stub (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--loglevel", default="INFO")
+    api.set_defaults(func=cmd_api)
+
+    backlog = sub.add_parser(
+        "backlog",
+        help="verify every selfie,document row of a CSV manifest",
+        description="Runs on the Celery workers when KYC_BROKER_URL is set, else in a local process pool. "
+        "Relative local paths are read relative to the manifest. Re-running into the same --out "
+        "directory reuses the answers already there.",
+    )
+    backlog.add_argument("manifest", type=Path, metavar="MANIFEST.csv")
+    backlog.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    backlog.add_argument("--processes", type=int, help="embedded pool size (default: cores)")
+    backlog.add_argument("--timeout", type=_positive, help="queued mode: give up waiting after this many seconds")
+    backlog.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    backlog.set_defaults(func=cmd_backlog)
+
+    sample = sub.add_parser("sample-manifest", help="write a sample backlog manifest from labelled photos")
+    sample.add_argument("--out", type=Path, required=True, metavar="FILE")
+    sample.add_argument("--faces-dir", type=Path, help="photos with labels.csv (default: KYC_SAMPLE_FACES_DIR)")
+    sample.set_defaults(func=cmd_sample_manifest)

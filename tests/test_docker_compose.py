@@ -1,0 +1,80 @@
+"""The compose file: valid for the docker CLI when one is installed, and wired as operations expect."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker" / "docker-compose.yml"
+
+
+def compose_cli() -> list[str] | None:
+    """``docker compose`` (v2 plugin) or ``docker-compose`` (v1), whichever is installed."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return spec
+
+
+def test_the_docker_cli_accepts_the_compose_file() -> None:
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose CLI installed")  # optional tooling, even in CI
+    run = subprocess.run([*cli, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+def test_every_role_is_there(compose: dict[str, Any]) -> None:
+    assert {"redis", "minio", "minio-init", "worker", "worker-light", "beat", "api", "flower"} <= set(
+        compose["services"]
+    )
+
+
+def test_redis_keeps_queued_work(compose: dict[str, Any]) -> None:
+    command = " ".join(compose["services"]["redis"]["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+
+
+def test_models_are_mounted_into_workers_only(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("worker", "worker-light"):
+        assert any(v.endswith(":/models:ro") for v in services[name]["volumes"]), name
+    assert "volumes" not in services["api"]
+    for dockerfile in ("Dockerfile.worker", "Dockerfile.api"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert "\nUSER kyc" in text, dockerfile
+        assert ".onnx" not in text, f"{dockerfile} must not bake model weights"
+
+
+def test_services_are_wired_by_kyc_settings(compose: dict[str, Any]) -> None:
+    from shared.config import Settings
+
+    known = {f"KYC_{name.upper()}" for name in Settings.model_fields}
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        unknown = {k for k in env if k.startswith("KYC_")} - known
+        assert not unknown, f"{name} sets unknown settings {unknown}"
+    for name in ("worker", "worker-light", "beat", "api"):
+        assert compose["services"][name]["environment"]["KYC_BROKER_URL"] == "redis://redis:6379/0"
+
+
+def test_dockerfiles_copy_what_the_package_needs() -> None:
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
+    for dockerfile in ("Dockerfile.worker", "Dockerfile.api"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        for package in packages:
+            assert f"COPY {package} ./{package}" in text, (dockerfile, package)
