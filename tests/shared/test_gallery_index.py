@@ -1,0 +1,88 @@
+"""The gallery's in-memory index against float32 brute force, and the 1:N threshold arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.calibration import ConfidenceMap
+from shared.gallery.index import VectorIndex
+from shared.gallery.threshold import gallery_threshold, per_comparison_far
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = 128) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute(gallery: np.ndarray, queries: np.ndarray, k: int) -> list[list[int]]:
+    sims = queries @ gallery.T
+    return [list(np.argsort(-row, kind="stable")[:k]) for row in sims]
+
+
+@pytest.mark.parametrize("n_queries", [1, 3, 16, 64], ids=lambda n: f"{n}q")
+def test_top_k_matches_brute_force(n_queries: int) -> None:
+    rng = np.random.default_rng(n_queries)
+    gallery = unit(rng, 5000)
+    # Half near-duplicates of gallery rows, half unrelated: both kinds of search.
+    near = gallery[rng.integers(0, 5000, n_queries)] + 0.05 * unit(rng, n_queries)
+    queries = np.vstack([near, unit(rng, n_queries)])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = VectorIndex(128)
+    index.upsert([str(i) for i in range(5000)], gallery)
+    truth = brute(gallery, queries, 10)
+    for q, (ids, sims), expected in zip(queries, index.search(queries, 10), truth, strict=True):
+        assert [int(i) for i in ids] == [int(i) for i in expected]
+        assert np.allclose(sims, gallery[[int(i) for i in ids]] @ q, atol=1e-6)  # exact cosines
+
+
+def test_updates_and_deletes_keep_the_index_exact() -> None:
+    rng = np.random.default_rng(7)
+    truth = {str(i): v for i, v in enumerate(unit(rng, 3000))}
+    index = VectorIndex(128, shortlist=32)
+    index.upsert(list(truth), np.stack(list(truth.values())))
+    for face_id in [str(i) for i in rng.choice(3000, 1000, replace=False)]:
+        assert index.remove(face_id)
+        del truth[face_id]
+    replaced = [str(i) for i in range(0, 3000, 7) if str(i) in truth]
+    new_vectors = unit(rng, len(replaced))
+    index.upsert(replaced, new_vectors)
+    truth.update(zip(replaced, new_vectors, strict=True))
+    assert len(index) == len(truth)
+    ids = list(truth)
+    matrix = np.stack([truth[i] for i in ids])
+    queries = unit(rng, 20)
+    for q, (got, _) in zip(queries, index.search(queries, 5), strict=True):
+        assert got == [ids[j] for j in np.argsort(-(matrix @ q))[:5]]
+
+
+def test_small_and_empty_galleries() -> None:
+    index = VectorIndex(4)
+    assert index.search(np.eye(4, dtype=np.float32)[:1], 10) == [([], pytest.approx(np.zeros(0)))]
+    index.upsert(["a", "b"], np.eye(4, dtype=np.float32)[:2])
+    ((ids, sims),) = index.search(np.eye(4, dtype=np.float32)[:1], 10)
+    assert ids == ["a", "b"] and list(sims) == [1.0, 0.0]
+    assert index.remove("a") and not index.remove("a")
+    assert index.vector("a") is None and index.vector("b") is not None
+
+
+CMAP = ConfidenceMap(
+    model_id="m@0", slope=30.0, threshold=0.33, anchor=0.76, far=1e-3,
+    far_table=[(1e-1, 0.14), (1e-2, 0.25), (1e-3, 0.33), (1e-4, 0.40), (1e-5, 0.46)],
+    fitted_on="test", metrics={},
+)  # fmt: skip
+
+
+def test_per_comparison_far_inverts_fpir() -> None:
+    for n in (1, 10, 1000, 10**6):
+        f = per_comparison_far(0.01, n)
+        assert -np.expm1(n * np.log1p(-f)) == pytest.approx(0.01, rel=1e-9)
+    assert per_comparison_far(0.01, 0) == pytest.approx(0.01)
+
+
+def test_gallery_threshold_rises_with_size_from_the_one_to_one_floor() -> None:
+    floor = CMAP.cosine_for(0.76)
+    assert gallery_threshold(CMAP, 0.01, 1, 0.76) == pytest.approx(floor)
+    assert gallery_threshold(CMAP, 0.01, 100, 0.76) == pytest.approx(0.40, abs=1e-3)  # f = 1e-4
+    assert gallery_threshold(CMAP, 0.01, 1000, 0.76) == pytest.approx(0.46, abs=1e-3)  # f = 1e-5
+    assert gallery_threshold(CMAP, 0.01, 10**6, 0.76) > 0.46  # extrapolated, stated as such
