@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/engine.py [--repeat 5] [--faces ../shared/faces] [--results bench/RESULTS.md]
+    python bench/engine.py [--repeat 5] [--faces ../shared/faces] [--results bench/RESULTS.md] [--json PATH]
 
 One process, one onnxruntime intra-op thread (``KYC_INTRA_OP_THREADS=1`` unless set), the photos
 of ``../shared/faces``. For each image and repetition it times:
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import resource
@@ -78,6 +79,7 @@ def main() -> int:
     parser.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "faces")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--results", type=Path)
+    parser.add_argument("--json", type=Path, help="write the per-stage samples' summary as JSON here")
     parser.add_argument(
         "--phone", type=int, default=8, help="also time N photos upscaled to a 12 MP phone size (0: skip)"
     )
@@ -93,11 +95,14 @@ def main() -> int:
         phone = []
         for p in [f for f in files if f.suffix == ".jpg"][: args.phone]:
             image = cv2.imread(str(p))
+            if image is None:
+                continue
             factor = 4000 / max(image.shape[:2])
             big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
             phone.append(cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes())
         sets[f"{len(phone)} photos upscaled to 4000 px (phone size)"] = phone
     tables = []
+    measured: dict[str, dict[str, object]] = {}
     for name, blobs in sets.items():
         for data in blobs:  # warm every input shape once (onnxruntime plans per shape)
             engine.get_faces(data)
@@ -123,6 +128,14 @@ def main() -> int:
                 f"{1 / mean:.1f} | {mean / floor_mean:.2f} |"
             )
         tables.append("\n".join(rows))
+        measured[name] = {
+            "images": len(blobs),
+            "repeat": args.repeat,
+            "stages": {
+                k: {"median_s": pct(v, 50), "p95_s": pct(v, 95), "mean_s": statistics.fmean(v)}
+                for k, v in samples.items()
+            },
+        }
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     header = (
         f"### Engine — {dt.date.today().isoformat()}\n\n"
@@ -132,6 +145,15 @@ def main() -> int:
         f"`raw model` is session.run of both networks on the same tensors. Peak RSS {rss_mib:.0f} MiB.\n"
     )
     text = header + "\n" + "\n\n".join(tables) + "\n"
+    if args.json:
+        report = {
+            "bench": "engine",
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "python bench/engine.py " + " ".join(sys.argv[1:]),
+            "peak_rss_mib": rss_mib,
+            "sets": measured,
+        }
+        args.json.write_text(json.dumps(report, indent=1))
     print(text)
     if args.results:
         with args.results.open("a") as fh:

@@ -1,26 +1,39 @@
-"""End-to-end pipeline throughput against the in-process engine, measured in the same run.
+"""End-to-end pipeline throughput against the in-process engine at the same parallelism, same run.
 
 Usage::
 
-    python bench/pipeline.py [--jobs 200] [--faces ../shared/faces] [--latency 20] [--results bench/RESULTS.md]
+    python bench/pipeline.py [--jobs 200] [--rounds 3] [--stores file,s3] [--phone] [--concurrency N]
+        [--worker-args '--prefetch-multiplier 4'] [--latency 20] [--results bench/RESULTS.md] [--json PATH]
 
 Setup, all on loopback and private to this run: a redis-server on a free port (broker and job
-documents), moto's S3 server in this process with the photos uploaded, and one
-``celery -A workers worker`` with concurrency = cores (one onnxruntime thread per process).
-``--jobs`` faces jobs are submitted at once through the producer; throughput is jobs / (last
-``finished_at`` - first ``created_at``). The baseline is ``engine.get_faces`` over the same bytes
-in this process (onnxruntime threads = cores), after a warm-up pass.
+documents), moto's S3 server in this process with the photos uploaded (and the same photos in a
+temporary directory for ``file://`` references), and one ``celery -A workers worker`` with
+concurrency = cores (one onnxruntime thread per process).
+
+Each round measures, back to back so that a ratio compares runs made under the same load:
+
+* the in-process engine at the worker's parallelism, ``cores`` processes x 1 onnxruntime thread
+  over the same images (the baseline), and 1 process x ``cores`` threads (for reference);
+* per store, ``--jobs`` faces jobs submitted at once through the producer. Throughput is jobs /
+  (last ``finished_at`` - first ``created_at``); "steady state" counts only the jobs finished after
+  the last submit, over that window (in production the producer is another host).
 
 Per-stage times come from the job documents (``queue_s``, ``fetch_s``, ``compute_s``) and the
-worker's log (``write_s``: the terminal document's Redis transaction). ``--latency`` runs that
-many single jobs one after another (submit, poll every 5 ms) for the unloaded round trip.
+worker's log (``write_s``: the terminal document's Redis transaction). CPU time per job of every
+process involved (pool children, Celery's main process, redis-server, this process: producer and
+moto) comes from ``/proc``, and Redis commands per job from ``INFO commandstats``: unlike
+throughput, neither depends on what else the machine is running. Memory of the worker's processes
+(RSS, peak RSS, PSS) is read from ``/proc`` at the end. ``--latency`` runs that many single jobs one
+after another (submit, poll every 5 ms) for the unloaded round trip.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
+import multiprocessing as mp
 import os
 import platform
 import re
@@ -32,7 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,9 +81,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def start_worker(env: dict[str, str], concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], concurrency: int, log_path: Path, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork", "-c", str(concurrency)]
     args += ["-Q", "kyc.heavy,kyc.light", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    args += extra or []
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -79,7 +97,8 @@ def start_worker(env: dict[str, str], concurrency: int, log_path: Path) -> subpr
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited:\n{text[-3000:]}")
         time.sleep(0.1)
-    raise TimeoutError("worker not ready")
+    stop(proc)  # not ours to leave behind
+    raise TimeoutError("worker not ready (readiness is read from its INFO log)")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -94,11 +113,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def in_process(blobs: list[bytes], settings: Settings) -> float:
-    """images/s of engine.get_faces in this process, warmed up."""
+def in_process_threads(blobs: list[bytes], settings: Settings, threads: int) -> float:
+    """images/s of ``engine.get_faces`` in this process, onnxruntime on ``threads`` threads, warmed up."""
     from shared.engine import KYCDeepFace
 
-    engine = KYCDeepFace(settings=settings.model_copy(update={"worker_concurrency": 1}))
+    engine = KYCDeepFace(settings=settings.model_copy(update={"intra_op_threads": threads}))
     for data in set(blobs):
         engine.get_faces(data)
     start = time.perf_counter()
@@ -107,34 +126,253 @@ def in_process(blobs: list[bytes], settings: Settings) -> float:
     return len(blobs) / (time.perf_counter() - start)
 
 
-def wait_all(producer: Producer, job_ids: list[str], timeout_s: float) -> list[JobDocument]:
-    """Poll with one MGET per round: per-job GETs would steal CPU from the worker on a small box."""
-    pending, done = list(job_ids), {}
+def _engine_process(
+    blobs: list[bytes], share: slice, settings: Settings, barrier: Any, out: Any
+) -> None:  # pragma: no cover - runs in a child process
+    from shared.engine import KYCDeepFace
+
+    engine = KYCDeepFace(settings=settings.model_copy(update={"intra_op_threads": 1}))
+    for data in set(blobs):
+        engine.get_faces(data)
+    barrier.wait()
+    start, cpu = time.perf_counter(), time.process_time()
+    for data in blobs[share]:
+        engine.get_faces(data)
+    out.put((start, time.perf_counter(), time.process_time() - cpu, proc_memory(os.getpid())))
+
+
+def in_process_processes(
+    blobs: list[bytes], settings: Settings, processes: int
+) -> tuple[float, float, dict[str, float]]:
+    """images/s of ``processes`` engine processes x 1 onnxruntime thread, each on a share of ``blobs``.
+
+    The same parallelism as a worker with concurrency = ``processes``, without the queue: the
+    processes start together (a barrier, after loading and warming up) and the clock runs from
+    the first start to the last finish. The shares are fixed (the queue balances dynamically), so
+    a process slowed by a neighbour makes the baseline slower, never faster. Returns the rate, the CPU seconds per image (all
+    processes) and one process's memory.
+    """
+    ctx = mp.get_context("spawn")  # no fork after onnxruntime's thread pools exist in this process
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_engine_process, args=(blobs, slice(i, None, processes), settings, barrier, out))
+        for i in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    spans = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+    return len(blobs) / (end - start), sum(s[2] for s in spans) / len(blobs), spans[0][3]
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    """RSS now, peak RSS (VmHWM) and PSS of one process, in MiB (Linux /proc, no psutil needed).
+
+    PSS splits the pages a prefork child shares with its parent between them, so the PSS of a
+    worker's processes adds up to what the worker really occupies; RSS counts shared pages twice.
+    """
+    found: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                found["rss_mib" if name == "VmRSS" else "peak_rss_mib"] = int(value.split()[0]) / 1024
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    found["pss_mib"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return found
+
+
+def worker_memory(pid: int) -> list[dict[str, Any]]:
+    """Memory of the Celery main process and its pool children."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        children = [int(c) for c in fh.read().split()]
+    rows: list[dict[str, Any]] = [{"process": "celery main", "pid": pid, **proc_memory(pid)}]
+    rows += [{"process": "pool child", "pid": c, **proc_memory(c)} for c in children]
+    return rows
+
+
+def wait_all(redis_client: Any, job_ids: list[str], timeout_s: float) -> tuple[list[JobDocument], int]:
+    """Poll with one MGET per round: per-job GETs would steal CPU from the worker on a small box.
+
+    Returns the documents and the number of MGETs it sent (not the pipeline's cost).
+    """
+    pending, done, polls = list(job_ids), {}, 0
     deadline = time.monotonic() + timeout_s
     while pending:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} jobs unfinished")
-        raws = producer.jobs.redis.mget([keys.job_key(j) for j in pending])
+        raws = redis_client.mget([keys.job_key(j) for j in pending])
+        polls += 1
         for job_id, raw in zip(list(pending), raws, strict=True):
-            doc = JobDocument.from_json(raw) if raw is not None else None
-            if doc is not None and doc.status.terminal:
-                done[job_id] = doc
+            # Parse only finished documents: parsing every pending one each round would put
+            # the bench's own CPU on the scale.
+            if raw is not None and (b'"status":"succeeded"' in raw or b'"status":"failed"' in raw):
+                done[job_id] = JobDocument.from_json(raw)
                 pending.remove(job_id)
-        time.sleep(0.1)
-    return [done[j] for j in job_ids]
+        time.sleep(0.25)
+    return [done[j] for j in job_ids], polls
+
+
+def command_counts(redis_client: Any) -> dict[str, int]:
+    """Redis's cumulative calls per command (``INFO commandstats``)."""
+    stats = redis_client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_s(p) for p in group) for name, group in pids.items()}
+
+
+def run_batch(
+    producer: Producer,
+    items: list[str],
+    worker_log: Path,
+    pids: dict[str, list[int]],
+    submit: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """Submit one job per item at once (``faces`` of an image reference by default) and wait for all.
+
+    Returns throughput, per-stage times, Redis commands per job and the CPU each process spent
+    per job (where the cores went: the pool children, Celery's main process, redis-server, this
+    bench, which is also the producer and moto's S3 server).
+    """
+    redis_client = producer.jobs.redis
+    log_offset = worker_log.stat().st_size
+    before = command_counts(redis_client)
+    cpu_before = cpu_by_process(pids)
+    start = time.perf_counter()
+    submit = submit or (lambda ref: producer.submit_faces(ref).job_id)
+    ids = [submit(item) for item in items]
+    submit_s = time.perf_counter() - start
+    submitted = dt.datetime.now(dt.UTC)
+    docs, polls = wait_all(redis_client, ids, timeout_s=600)
+    after = command_counts(redis_client)
+    cpu_after = cpu_by_process(pids)
+    # The bench's own polling (its MGETs) and INFO are not the pipeline's cost.
+    calls = {k: v - before.get(k, 0) for k, v in after.items() if k != "info" and v > before.get(k, 0)}
+    calls["mget"] = calls.get("mget", 0) - polls
+    time.sleep(0.3)  # the worker logs its last lines after writing the documents
+    with worker_log.open("rb") as fh:
+        fh.seek(log_offset)
+        log_text = fh.read().decode(errors="replace")
+    first = min(d.created_at for d in docs)
+    finished = sorted(d.finished_at for d in docs if d.finished_at is not None)
+    last = finished[-1]
+    # Steady state: the jobs finished after the last submit, over that window. The producer is
+    # another service in production (the API host); here its burst shares the worker's cores.
+    after_submit = [f for f in finished if f > submitted]
+    steady = len(after_submit) / (last - submitted).total_seconds() if len(after_submit) > 1 else float("nan")
+    stages = {k: [d.timings[k] for d in docs if k in d.timings] for k in ("queue_s", "fetch_s", "compute_s")}
+    stages["write_s"] = [float(m) for m in re.findall(r"write_s=([0-9.]+)", log_text)][: len(docs)]
+    return {
+        "jobs": len(docs),
+        "failed": sum(d.status is not JobStatus.SUCCEEDED for d in docs),
+        "images_per_s": len(docs) / (last - first).total_seconds(),
+        "steady_images_per_s": steady,
+        "submit_s": submit_s,
+        "redis_calls_per_job": {k: round(v / len(docs), 2) for k, v in sorted(calls.items())},
+        "stages_s": stages,
+        "cpu_ms_per_job": {k: round(1000 * (cpu_after[k] - cpu_before[k]) / len(docs), 2) for k in pids},
+    }
+
+
+def fixed_cost(
+    producer: Producer, files: list[Path], worker_log: Path, pids: dict[str, list[int]], jobs: int
+) -> dict[str, Any]:
+    """The pipeline's cost per job without the image work: ``match`` jobs (two features strings,
+    a fraction of a millisecond of compute) through the same worker; the second of two batches."""
+    from shared.engine import KYCDeepFace
+    from shared.schemas import FacesResult
+
+    engine = KYCDeepFace(settings=Settings(intra_op_threads=1))
+    features = []
+    for path in files:
+        found = engine.get_faces(path.read_bytes())
+        if isinstance(found, FacesResult) and found.faces:
+            features.append(found.faces[0].features)
+        if len(features) == 2:
+            break
+    first, second = features
+
+    def submit(item: str) -> str:
+        return producer.submit_match(item, second).job_id
+
+    got = {}
+    for _ in range(2):  # the first batch warms up the match path
+        got = run_batch(producer, [first] * jobs, worker_log, pids, submit)
+    return got
+
+
+def phone_size(files: list[Path]) -> dict[str, bytes]:
+    """The photos as 4000 px JPEGs: what a phone selfie costs to fetch and decode (see bench/engine.py)."""
+    import cv2
+
+    out = {}
+    for p in files:
+        image = cv2.imread(str(p))
+        if image is None:
+            continue
+        factor = 4000 / max(image.shape[:2])
+        big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+        out[p.name] = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    return out
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "p95": pct(values, 95),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement this many times")
     parser.add_argument("--latency", type=int, default=20)
     parser.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "faces")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--stores", default="file,s3", help="image stores to run the pipeline on: file, s3 or both")
     parser.add_argument("--results", type=Path, default=None, help="write the Pipeline section of this file")
+    parser.add_argument("--json", type=Path, default=None, help="write the measurements as JSON here")
+    parser.add_argument(
+        "--fixed-cost", type=int, default=0, help="also run this many match jobs: the cost per job without images"
+    )
+    parser.add_argument(
+        "--phone", action="store_true", help="the photos upscaled to 4000 px, the size of a phone photo"
+    )
+    parser.add_argument(
+        "--worker-args",
+        default="",
+        help="extra arguments for `celery worker`, e.g. '--prefetch-multiplier 4' (keep the INFO log level: "
+        "readiness and write times are read from the log)",
+    )
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         print("redis-server is not installed", file=sys.stderr)
         return 1
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -142,7 +380,11 @@ def main() -> int:
 
     files = sorted(p for p in args.faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     names = [files[i % len(files)].name for i in range(args.jobs)]
-    blobs = {p.name: p.read_bytes() for p in files}
+    blobs = {p.name: p.read_bytes() for p in files} if not args.phone else phone_size(files)
+    images = [blobs[n] for n in names]
+    cores = os.cpu_count() or 1
+    rounds: list[dict[str, Any]] = []
+    latency: list[float] = []
 
     with tempfile.TemporaryDirectory(prefix="kyc-bench-") as tmp:
         redis_port, s3_port = free_port(), free_port()
@@ -154,6 +396,14 @@ def main() -> int:
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
         moto.start()
         worker = None
+        image_dir = Path(tmp) / "images"
+        image_dir.mkdir()
+        for name, data in blobs.items():
+            (image_dir / name).write_bytes(data)
+        refs = {
+            "s3": [f"s3://{BUCKET}/bench/{n}" for n in names],
+            "file": [f"file://{image_dir / n}" for n in names],
+        }
         try:
             wait_port(redis_port)
             wait_port(s3_port)
@@ -166,24 +416,42 @@ def main() -> int:
                 client.put_object(Bucket=BUCKET, Key=f"bench/{name}", Body=data)
 
             settings = Settings(broker_url=broker, s3_endpoint_url=s3_url, s3_bucket=BUCKET)
-            baseline = in_process([blobs[n] for n in names], settings)
-
             env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")}
             env.update(creds, KYC_BROKER_URL=broker, KYC_S3_ENDPOINT_URL=s3_url, KYC_S3_BUCKET=BUCKET)
             env["KYC_MODEL_DIR"] = str(settings.model_dir)
             log_path = Path(tmp) / "worker.log"
-            worker = start_worker(env, args.concurrency, log_path)
+            worker = start_worker(env, args.concurrency, log_path, shlex.split(args.worker_args))
             producer = Producer(settings)
-
-            start = time.perf_counter()
-            ids = [producer.submit_faces(f"s3://{BUCKET}/bench/{n}").job_id for n in names]
-            submit_s = time.perf_counter() - start
-            docs = wait_all(producer, ids, timeout_s=600)
-            latency = []
+            with open(f"/proc/{worker.pid}/task/{worker.pid}/children") as fh:
+                children = [int(c) for c in fh.read().split()]
+            pids = {
+                "pool children": children,
+                "celery main": [worker.pid],
+                "redis-server": [redis_proc.pid],
+                "bench (producer, moto)": [os.getpid()],
+            }
+            for r in range(args.rounds):
+                # One round = every measurement once, back to back, so a ratio compares runs made
+                # under the same load; the spread over rounds shows how much the load moved.
+                got: dict[str, Any] = {"load_1m": load_average()}
+                got["threads"] = in_process_threads(images, settings, cores)
+                got["processes"], cpu_per_image, baseline_memory = in_process_processes(images, settings, cores)
+                got["processes_cpu_ms"] = 1000 * cpu_per_image
+                for store in stores:
+                    got[store] = run_batch(producer, refs[store], log_path, pids)
+                rounds.append(got)
+                print(
+                    f"round {r + 1}: load {got['load_1m']:.2f}, in-process {got['threads']:.1f} (1x{cores} threads) "
+                    f"/ {got['processes']:.1f} ({cores}x1) images/s, "
+                    + ", ".join(f"pipeline {s} {got[s]['images_per_s']:.1f}" for s in stores),
+                    file=sys.stderr,
+                )
             for i in range(args.latency):
                 t0 = time.perf_counter()
-                producer.wait_for(producer.submit_faces(f"s3://{BUCKET}/bench/{names[i]}").job_id, poll_s=0.005)
+                producer.wait_for(producer.submit_faces(refs[stores[-1]][i]).job_id, poll_s=0.005)
                 latency.append(time.perf_counter() - t0)
+            fixed = fixed_cost(producer, files, log_path, pids, args.fixed_cost) if args.fixed_cost else None
+            memory = worker_memory(worker.pid)
             producer.close()
         finally:
             if worker is not None:
@@ -191,70 +459,158 @@ def main() -> int:
             moto.stop()
             redis_proc.terminate()
             redis_proc.wait()
-        worker_log = log_path.read_text(errors="replace")
 
-    failed = [d for d in docs if d.status is not JobStatus.SUCCEEDED]
-    first = min(d.created_at for d in docs)
-    last = max(d.finished_at for d in docs if d.finished_at is not None)
-    pipeline = len(docs) / (last - first).total_seconds()
-    stages = {k: [d.timings[k] for d in docs if k in d.timings] for k in ("queue_s", "fetch_s", "compute_s")}
-    stages["write_s"] = [float(m) for m in re.findall(r"write_s=([0-9.]+)", worker_log)][: len(docs)]
-    labels = {"queue_s": "queue wait", "fetch_s": "S3 fetch (HEAD+GET)", "compute_s": "compute (get_faces)"}
-    labels["write_s"] = "result write (Redis)"
-
-    rows = [
-        "| measure | value |",
-        "|---|---:|",
-        f"| in-process engine, 1 process x {os.cpu_count()} onnx threads | {baseline:.1f} images/s "
-        f"({1000 / baseline:.1f} ms/image) |",
-        f"| pipeline, 1 worker x {args.concurrency} processes x 1 onnx thread | {pipeline:.1f} images/s |",
-        f"| ratio pipeline / in-process | {pipeline / baseline:.2f} |",
-        f"| submit {len(docs)} jobs (producer) | {submit_s:.2f} s ({len(docs) / submit_s:.0f} jobs/s) |",
-        f"| failed jobs | {len(failed)} |",
-    ]
-    if latency:
-        rows.append(
-            f"| single-job round trip, unloaded (median / p95 of {len(latency)}) | "
-            f"{1000 * statistics.median(latency):.0f} / {1000 * pct(latency, 95):.0f} ms |"
-        )
-    rows += [
-        "",
-        "| stage, per job | median ms | p95 ms | mean ms |",
-        "|---|---:|---:|---:|",
-    ]
-    for key, values in stages.items():
-        if values:
-            rows.append(
-                f"| {labels[key]} | {1000 * statistics.median(values):.1f} | {1000 * pct(values, 95):.1f} | "
-                f"{1000 * statistics.fmean(values):.1f} |"
-            )
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10]
-    command = "python bench/pipeline.py " + shlex.join(sys.argv[1:])
-    text = (
-        "## Pipeline\n\n"
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Command: `{command.strip()}`. "
-        f"`nproc` = {os.cpu_count()}; {platform.python_version()} on {platform.machine()}. "
-        f"{len(docs)} `faces` jobs over {len(files)} photos of `../shared/faces` (cycled), submitted at once. "
-        "Redis, moto S3 and the worker on loopback; queue wait includes the backlog ahead of each job. "
-        "Caveat: on a small machine the worker shares the cores with moto (a Python S3 server), Redis and "
-        "the producer, so the S3 fetch stage is mostly their CPU time, not network; and each worker process "
-        "runs onnxruntime on one thread, so its compute per image is slower than the in-process baseline's "
-        "while the processes together use the same cores.\n\n"
-        + "\n".join(rows)
-        + "\n\n```\n"
-        + "\n".join(lscpu)
-        + "\n```\n"
-    )
+    report = {
+        "bench": "pipeline",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python bench/pipeline.py " + shlex.join(sys.argv[1:]),
+        "cores": cores,
+        "concurrency": args.concurrency,
+        "jobs": args.jobs,
+        "photos": len(files),
+        "image_set": "phone size (4000 px)" if args.phone else "as they are",
+        "stores": stores,
+        "rounds": rounds,
+        "latency_s": latency,
+        "worker_memory": memory,
+        "fixed_cost": fixed,
+        "in_process_memory": baseline_memory,
+    }
+    text = render(report)
     print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
     if args.results:
         write_section(args.results, text)
-    return 1 if failed else 0
+    return 1 if any(r[s]["failed"] for r in rounds for s in stores) else 0
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """``median (min-max)`` of a handful of runs."""
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+STORE_LABEL = {"s3": "S3 (moto, same host)", "file": "local files (file://)"}
+
+
+def render(report: dict[str, Any]) -> str:
+    """The Markdown section for RESULTS.md."""
+    rounds, cores, conc = report["rounds"], report["cores"], report["concurrency"]
+    rows = [
+        f"| measure ({len(rounds)} rounds: median (min-max)) | value |",
+        "|---|---:|",
+        f"| 1-minute load average at each round's start | {spread([r['load_1m'] for r in rounds])} |",
+        f"| in-process engine, 1 process x {cores} onnx threads | "
+        f"{spread([r['threads'] for r in rounds], '{:.1f}')} images/s |",
+        f"| in-process engine, {cores} processes x 1 onnx thread (the baseline) | "
+        f"{spread([r['processes'] for r in rounds], '{:.1f}')} images/s |",
+    ]
+    for store in report["stores"]:
+        runs = [r[store] for r in rounds]
+        rows += [
+            f"| pipeline, {STORE_LABEL[store]}, 1 worker x {conc} processes x 1 onnx thread, first submit to "
+            f"last result | {spread([x['images_per_s'] for x in runs], '{:.1f}')} images/s |",
+            f"| same, steady state (after the last submit) | "
+            f"{spread([x['steady_images_per_s'] for x in runs], '{:.1f}')} images/s |",
+            f"| **ratio pipeline ({store}) / in-process {cores}x1** (first submit to last result) | "
+            f"**{spread([r[store]['images_per_s'] / r['processes'] for r in rounds])}** |",
+            f"| ratio, steady state / in-process {cores}x1 | "
+            f"{spread([r[store]['steady_images_per_s'] / r['processes'] for r in rounds])} |",
+            f"| ratio pipeline ({store}) / in-process 1x{cores} | "
+            f"{spread([r[store]['images_per_s'] / r['threads'] for r in rounds])} |",
+        ]
+    last = rounds[-1][report["stores"][0]]
+    rows.append(f"| submit {last['jobs']} jobs (producer) | {last['submit_s']:.2f} s |")
+    rows.append(f"| failed jobs | {sum(r[s]['failed'] for r in rounds for s in report['stores'])} |")
+    if report["latency_s"]:
+        lat = report["latency_s"]
+        rows.append(
+            f"| single-job round trip, unloaded (median / p95 of {len(lat)}) | "
+            f"{1000 * statistics.median(lat):.0f} / {1000 * pct(lat, 95):.0f} ms |"
+        )
+    labels = {
+        "queue_s": "queue wait",
+        "fetch_s": "fetch",
+        "compute_s": "compute (get_faces)",
+        "write_s": "result write",
+    }
+    rows += ["", "| stage, per job (all rounds) | store | median ms | p95 ms | mean ms |", "|---|---|---:|---:|---:|"]
+    for store in report["stores"]:
+        for key, label in labels.items():
+            values = [v for r in rounds for v in r[store]["stages_s"][key]]
+            if values:
+                s = summary(values)
+                rows.append(
+                    f"| {label} | {store} | {1000 * s['median']:.1f} | {1000 * s['p95']:.1f} | {1000 * s['mean']:.1f} |"
+                )
+    rows += ["", "| CPU ms per job (median of rounds) | " + " | ".join(report["stores"]) + " |"]
+    rows.append("|---|" + "---:|" * len(report["stores"]))
+    for name in rounds[0][report["stores"][0]]["cpu_ms_per_job"]:
+        cells = [statistics.median(r[s]["cpu_ms_per_job"][name] for r in rounds) for s in report["stores"]]
+        rows.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    engine_cpu = statistics.median(r["processes_cpu_ms"] for r in rounds)
+    totals = [statistics.median(sum(r[s]["cpu_ms_per_job"].values()) for r in rounds) for s in report["stores"]]
+    rows.append("| **all processes** | " + " | ".join(f"**{t:.1f}**" for t in totals) + " |")
+    rows.append(
+        f"| in-process engine ({cores}x1), per image | " + " | ".join(f"{engine_cpu:.1f}" for _ in totals) + " |"
+    )
+    rows.append(
+        "| CPU ratio in-process / pipeline (load-independent) | "
+        + " | ".join(f"{engine_cpu / t:.2f}" for t in totals)
+        + " |"
+    )
+    fixed = report.get("fixed_cost")
+    fixed_line = ""
+    if fixed:
+        cpu = fixed["cpu_ms_per_job"]
+        fixed_line = (
+            f"\n\nFixed cost per job, without images ({fixed['jobs']} `match` jobs, compute median "
+            f"{1000 * statistics.median(fixed['stages_s']['compute_s']):.2f} ms, {fixed['images_per_s']:.0f} jobs/s): "
+            f"{sum(cpu.values()):.2f} ms CPU per job (" + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + ")."
+        )
+    calls = rounds[-1][report["stores"][0]]["redis_calls_per_job"]
+    redis_line = ", ".join(f"{k} {v:g}" for k, v in calls.items())
+    rows += ["", "| process | pid | RSS MiB | peak RSS MiB | PSS MiB |", "|---|---:|---:|---:|---:|"]
+    for m in report["worker_memory"]:
+        rows.append(
+            f"| {m['process']} | {m['pid']} | {m.get('rss_mib', 0):.0f} | {m.get('peak_rss_mib', 0):.0f} | "
+            f"{m.get('pss_mib', 0):.0f} |"
+        )
+    b = report["in_process_memory"]
+    rows.append(
+        f"| in-process engine (1 of the {cores} baseline processes) | - | {b.get('rss_mib', 0):.0f} | "
+        f"{b.get('peak_rss_mib', 0):.0f} | {b.get('pss_mib', 0):.0f} |"
+    )
+    heading = (
+        "## Pipeline" if report.get("image_set", "as they are") == "as they are" else "## Pipeline, phone-size photos"
+    )
+    return (
+        f"{heading}\n\n"
+        f"{report['date']}. Command: `{report['command'].strip()}`. `nproc` = {cores}; Python "
+        f"{platform.python_version()} on {platform.machine()}. Each round: the in-process engine at both "
+        f"parallelisms, then {report['jobs']} `faces` jobs per store over {report['photos']} photos of "
+        f"`../shared/faces` ({report.get('image_set', 'as they are')}, cycled), submitted at once to one worker (private redis-server, loopback). "
+        f"The baseline is the engine at the worker's parallelism: {cores} processes x 1 onnxruntime thread on "
+        "the same images, no queue. Caveat: moto's S3 server is Python running in the bench process on the "
+        "same cores as the worker (a real S3 or MinIO is another machine), so the `s3` rows pay for the "
+        "server's CPU too; the `file` rows isolate the queue's own overhead.\n\n"
+        + "\n".join(rows)
+        + fixed_line
+        + f"\n\nRedis commands per job (submit, claim, finish and Celery's own; the bench's polling excluded): "
+        f"{redis_line}.\n\n```\n"
+        + "\n".join(subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10])
+        + "\n```\n"
+    )
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's ``## Pipeline`` section, leaving the others' sections alone."""
+    """Replace this benchmark's section (its first line is the heading), leaving the others alone."""
     old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Pipeline\n.*?(?=^## |\Z)", re.S | re.M)
+    heading = text.splitlines()[0]
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
     path.write_text(new)
 
