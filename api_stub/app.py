@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
-    guarded = [Depends(api_key_guard(settings.api_keys))]
+    guarded = [Depends(api_key_guard([k.get_secret_value() for k in settings.api_keys]))]
 
     @app.post(
         "/v1/jobs",

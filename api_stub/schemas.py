@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared import features
-from shared.errors import FeaturesError, ReferenceRejectedError
+from shared.errors import FeaturesError, JobError, ReferenceRejectedError
+from shared.gallery import inputs as gallery_inputs
 from shared.jobs.model import JOB_ID_PATTERN, JOB_INPUTS, MAX_FEATURES_CHARS, InputType, JobKind
 from shared.storage.refs import MAX_REF_CHARS, parse_ref
 
@@ -51,6 +52,36 @@ FeaturesString = Annotated[
     Field(min_length=1, max_length=MAX_FEATURES_CHARS, description="a features string from a faces result"),
     AfterValidator(_features),
 ]
+
+
+def _gallery_input(input_type: str) -> AfterValidator:
+    def check(value: str) -> str:
+        try:
+            gallery_inputs.check(input_type, value)
+        except JobError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    return AfterValidator(check)
+
+
+def _probe(value: str) -> str:
+    # A features string, else (like every image here) an s3:// reference, never a local path.
+    try:
+        features.decode(value)
+    except FeaturesError:
+        return _s3_ref(value)
+    return value
+
+
+GalleryName = Annotated[str, Field(description="gallery name, e.g. customers"), _gallery_input("gallery")]
+FaceId = Annotated[str, Field(description="the caller's id of the face, e.g. a customer id"), _gallery_input("face_id")]
+Probe = Annotated[
+    str,
+    Field(min_length=1, max_length=gallery_inputs.MAX_PROBE_CHARS, description="features string or s3://bucket/key"),
+    AfterValidator(_probe),
+]
+TopK = Annotated[str, Field(description='candidates to return, "1" to "1000"'), _gallery_input("top_k")]
 JobId = Annotated[
     str,
     Field(
@@ -93,8 +124,34 @@ class MatchJobRequest(_JobRequest):
     features2: FeaturesString
 
 
+class EnrollJobRequest(_JobRequest):
+    """Enrol (or replace) a face in a gallery, from an image with one usable face or features."""
+
+    kind: Literal["enroll"]
+    gallery: GalleryName
+    face_id: FaceId
+    probe: Probe
+
+
+class SearchJobRequest(_JobRequest):
+    """The top-k enrolled faces most like the probe, each verified at the gallery's 1:N threshold."""
+
+    kind: Literal["search"]
+    gallery: GalleryName
+    probe: Probe
+    top_k: TopK = "10"
+
+
+class DeleteJobRequest(_JobRequest):
+    """Erase a face's template from a gallery."""
+
+    kind: Literal["delete"]
+    gallery: GalleryName
+    face_id: FaceId
+
+
 JobRequest = Annotated[
-    FacesJobRequest | VerifyJobRequest | MatchJobRequest,
+    FacesJobRequest | VerifyJobRequest | MatchJobRequest | EnrollJobRequest | SearchJobRequest | DeleteJobRequest,
     Field(discriminator="kind"),
 ]
 

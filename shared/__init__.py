@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.engine import KYCDeepFace
+    from shared.gallery import KYCDeepFaceDB
 
-__all__ = ["KYCDeepFace"]
+__all__ = ["KYCDeepFace", "KYCDeepFaceDB"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from shared.engine import KYCDeepFace
 
         return KYCDeepFace
+    if name == "KYCDeepFaceDB":
+        from shared.gallery import KYCDeepFaceDB
+
+        return KYCDeepFaceDB
     raise AttributeError(f"module 'shared' has no attribute {name!r}")

@@ -7,11 +7,13 @@ Units are in the names (``_S`` seconds, ``_PX`` pixels, ``_BYTES`` bytes). Build
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,19 @@ def _default_sample_faces_dir() -> Path | None:
     """The checkout's sibling ``../shared/faces`` (labelled photos for ``kycface sample-manifest``)."""
     sibling = _PROJECT_ROOT.parent / "shared" / "faces"
     return sibling if sibling.is_dir() else None
+
+
+_URL_FIELDS = {"broker_url", "redis_url", "s3_endpoint_url"}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and reprs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
 
 
 class Settings(BaseSettings):
@@ -95,11 +110,21 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     worker_concurrency: int = Field(default=0, ge=0)  # 0 = number of cores
+    # How long a job's run lock outlives the hard time limit, and how long past the longest wait
+    # a reserved message stays invisible: together they bound recovery after a lost worker host.
+    lock_margin_s: int = Field(default=30, ge=1)
+    redelivery_margin_s: int = Field(default=60, ge=1)
+    # Seconds between sweeps for abandoned messages (kombu's unacked restore) on each worker.
+    unacked_restore_interval_s: int = Field(default=10, ge=1)
+    # The sweeper (``kyc.maintenance.requeue_stale`` on celery beat) re-sends jobs stored this long
+    # ago, never claimed, whose message is gone (a producer crash before the send, a Redis crash).
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    sweep_stale_s: int = Field(default=300, gt=0)
     # Labelled photos (a labels.csv of file,identity,faces_expected) for `kycface sample-manifest`.
     sample_faces_dir: Path | None = Field(default_factory=_default_sample_faces_dir)
 
     # --- api ----------------------------------------------------------------------------------
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[SecretStr] = Field(default_factory=list)  # SecretStr: never in a repr or a log
     api_max_body_bytes: int = 64 * 1024
 
     # --- gallery ------------------------------------------------------------------------------
@@ -112,6 +137,23 @@ class Settings(BaseSettings):
     gallery_shortlist: int = Field(default=128, ge=1)
     # Ops kept in each gallery's change log; a worker further behind reloads the gallery.
     gallery_log_max_len: int = Field(default=100_000, ge=100)
+    # Scheduled screening on celery beat: "gallery:against" pairs to rescreen (e.g.
+    # "customers:watchlist"), galleries to dedupe, how often, and faces per chunk task.
+    gallery_rescreen: list[str] = Field(default_factory=list)
+    gallery_dedupe: list[str] = Field(default_factory=list)
+    gallery_screen_interval_s: float = Field(default=24 * 3600, gt=0)
+    gallery_chunk_size: int = Field(default=10_000, ge=1)
+    # Where screening reports go (s3://bucket/prefix/ or a directory). Default: "gallery-reports/"
+    # under the results bucket when one is set, else beside the gallery files.
+    gallery_report_prefix: str | None = None
+    # Sharded search on Celery: how long a search waits for the other shards' workers before it
+    # searches their shards itself.
+    gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A Redis or S3 URL may carry a password (user:password@host): never print it.
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name in _URL_FIELDS and isinstance(value, str) else value)
 
     def resolved_redis_url(self) -> str | None:
         return self.redis_url or self.broker_url

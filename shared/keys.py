@@ -27,6 +27,19 @@ def job_lock_key(job_id: str) -> str:
     return JOB_LOCK_PREFIX + job_id
 
 
+JOBS_UNSTARTED = PREFIX + "jobs-unstarted"
+
+
+def jobs_unstarted_key() -> str:
+    """Sorted set job id -> submit time of jobs stored but not yet claimed by a worker.
+
+    The sweeper re-sends the ones whose message is gone: a producer that crashed between storing
+    the job and sending its task, or a message lost with Redis between a worker's pop and its
+    unacked record. Claims remove their job, so the set holds the backlog's ids and nothing else.
+    """
+    return JOBS_UNSTARTED
+
+
 GALLERY_PREFIX = PREFIX + "gallery:"
 
 
@@ -49,3 +62,18 @@ def gallery_log_key(name: str) -> str:
 def gallery_meta_key(name: str) -> str:
     """Hash with the gallery's model id, epoch and the last trimmed log id."""
     return _gallery(name, "meta")
+
+
+def gallery_run_key(run_id: str) -> str:
+    """Hash of a screening run fanned out over workers: its plan and how many chunks are pending."""
+    return f"{GALLERY_PREFIX}run:{run_id}"
+
+
+def gallery_run_parts_key(run_id: str) -> str:
+    """Hash chunk number -> that chunk's hits (JSON), until the last chunk writes the report."""
+    return f"{GALLERY_PREFIX}run:{run_id}:parts"
+
+
+def gallery_fanout_key(fanout_id: str) -> str:
+    """List the shards of a sharded search push their top-k into, for the job collecting them."""
+    return f"{GALLERY_PREFIX}fanout:{fanout_id}"

@@ -7,16 +7,20 @@ plus the operation): submitting it again returns the existing job and sends noth
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 
 from shared.config import Settings, get_settings
 from shared.errors import JobError, StorageUnavailableError
-from shared.jobs import JOB_INPUTS, InputType, JobDocument, JobKind, JobStore
+from shared.jobs import JOB_INPUTS, InputType, JobDocument, JobKind, JobStatus, JobStore
+from shared.jobs.store import redis_client
 from shared.storage import store_for
 from workers.routes import queues, route, task_routes
 
@@ -56,6 +60,7 @@ class Producer:
         self.jobs = JobStore(self.settings)
         self.images = store_for(self.settings)
         self.app = _sender(self.settings.broker_url)
+        self._broker: redis.Redis | None = None  # the broker's Redis, for the sweeper's peeks
 
     def submit(self, kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
         """Submit a job, or return the existing one if ``job_id`` was already submitted.
@@ -81,15 +86,68 @@ class Producer:
             if not stored.same_request(doc):
                 raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind.value} job")
             return stored
-        task, queue = route(doc.kind.value)
         try:
-            self.app.send_task(task, args=[doc.job_id], queue=queue, task_id=doc.job_id)
+            self._send(doc)
         except Exception as exc:
             # Nothing will ever run this job: free the id so the caller's retry can submit again.
             self.jobs.discard(doc.job_id)
             raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
-        log.info("submitted %s job %s to %s", doc.kind.value, doc.job_id, queue)
+        log.info("submitted %s job %s", doc.kind.value, doc.job_id)
         return stored
+
+    def _send(self, doc: JobDocument) -> None:
+        task, queue = route(doc.kind.value)
+        # task_id = job id: a duplicate message is recognisable, and harmless (see JobStore.claim).
+        self.app.send_task(task, args=[doc.job_id], queue=queue, task_id=doc.job_id)
+
+    def requeue_stale(self, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Send again the task of every job that was stored ``older_than_s`` ago, never claimed,
+        and whose message is no longer waiting on its queue.
+
+        This closes two gaps: a producer that crashed between storing a job and sending its
+        task, and a message lost with Redis between a worker's pop and its unacked record (the
+        kombu Redis transport's window). A message still waits when an older job's message is
+        still on the queue (the queue is FIFO), so a long backlog is not duplicated. Idempotent:
+        a duplicate message finds the job claimed or done and does nothing.
+
+        Returns:
+            The ids of the jobs sent again.
+        """
+        resent = []
+        oldest_waiting: dict[str, float] = {}
+        for job_id, submitted in self.jobs.unstarted(older_than_s, limit):
+            doc = self.jobs.get(job_id)
+            if doc is None or doc.status is not JobStatus.QUEUED or doc.attempts > 0:
+                self.jobs.forget_unstarted(job_id)  # expired, or started by now
+                continue
+            queue = route(doc.kind.value)[1]
+            if queue not in oldest_waiting:
+                oldest_waiting[queue] = self._oldest_waiting(queue)
+            if submitted < oldest_waiting[queue]:
+                self._send(doc)
+                self.jobs.touch_unstarted(job_id)
+                resent.append(job_id)
+        if resent:
+            log.warning("re-sent %d job(s) whose message never reached a worker", len(resent))
+        return resent
+
+    def _oldest_waiting(self, queue: str, peek: int = 20) -> float:
+        """Submit time of the oldest unstarted job among the next ``peek`` messages of ``queue``
+        (kombu pushes left and pops right); infinity when none is waiting."""
+        if self._broker is None:
+            self._broker = redis_client(str(self.settings.broker_url))
+        try:
+            raw = self._broker.lrange(queue, -peek, -1)
+        except redis.exceptions.RedisError as exc:
+            raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
+        ids = []
+        for message in raw:
+            try:
+                ids.append(str(json.loads(message)["headers"]["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        times = [t for t in self.jobs.submitted_at(ids) if t is not None]
+        return min(times, default=math.inf)
 
     def submit_faces(self, image_ref: str, job_id: str | None = None) -> JobDocument:
         """Submit a ``faces`` job: every face of one image."""
@@ -128,6 +186,8 @@ class Producer:
     def close(self) -> None:
         """Release the Redis and broker connections."""
         self.jobs.redis.close()
+        if self._broker is not None:
+            self._broker.close()
         self.app.close()
 
 

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import JobError, KYCFaceError, StorageUnavailableError
+from shared.gallery import jobs as gallery_jobs
 from shared.jobs.model import JobDocument, JobFailure, JobKind, validate_inputs
 from shared.schemas import ErrorResult, to_dict
 from shared.storage.base import ImageStore
@@ -58,8 +59,9 @@ def run_job(
     An unusable image is an answer (``INVALID_IMAGE``, ``NO_FACE``...), not an exception.
 
     Args:
-        kind: ``faces`` (``image``), ``verify`` (``selfie``, ``document``) or ``match``
-            (``features1``, ``features2``).
+        kind: ``faces`` (``image``), ``verify`` (``selfie``, ``document``), ``match``
+            (``features1``, ``features2``), or a gallery kind (``enroll``, ``search``, ``delete``:
+            see :mod:`shared.gallery.jobs`).
         inputs: the job's inputs, as in :data:`shared.jobs.JOB_INPUTS`.
         engine: the face engine.
         store: where image references are read from.
@@ -67,7 +69,8 @@ def run_job(
 
     Returns:
         ``faces``: the ``get_faces`` document; ``verify``: a
-        :class:`~shared.verification.VerificationResult`; ``match``: the ``match_faces`` document.
+        :class:`~shared.verification.VerificationResult`; ``match``: the ``match_faces`` document;
+        gallery kinds: the gallery's result document.
 
     Raises:
         StorageError: an image could not be read (``StorageUnavailableError`` is transient).
@@ -85,8 +88,10 @@ def run_job(
         selfie = watch.compute(engine.get_faces, selfie_bytes)
         document = watch.compute(engine.get_faces, document_bytes)
         return to_dict(watch.compute(decide, selfie, document, engine.match_faces))
-    matched = watch.compute(engine.match_faces, clean["features1"], clean["features2"])
-    return _answer(matched)
+    if job_kind is JobKind.MATCH:
+        matched = watch.compute(engine.match_faces, clean["features1"], clean["features2"])
+        return _answer(matched)
+    return gallery_jobs.run(job_kind.value, clean, engine, lambda ref: watch.fetch(store, ref), watch.compute)
 
 
 def _answer(result: Any) -> dict[str, Any]:

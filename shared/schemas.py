@@ -104,6 +104,9 @@ class MatchResult(_Doc):
 
 
 class FindResult(_Doc):
+    """Best gallery hit: ``found`` is its face id only when ``verified``; ``confidence`` is the
+    best candidate's either way (0 for an empty gallery)."""
+
     code: Literal["SUCCESS"] = "SUCCESS"
     found: str | None
     confidence: float = Field(ge=0.0, le=1.0)
@@ -113,13 +116,37 @@ class FindResult(_Doc):
 class Candidate(_Doc):
     face_id: str
     confidence: float = Field(ge=0.0, le=1.0)
-    similarity: float
-    verified: bool
+    similarity: float  # cosine
+    verified: bool  # similarity reaches the gallery's 1:N threshold
 
 
 class FindManyResult(_Doc):
+    """Top-k candidates, best first, and the operating point that decided ``verified``."""
+
     code: Literal["SUCCESS"] = "SUCCESS"
     candidates: list[Candidate]
+    gallery_size: int = 0
+    threshold: float = 0.0  # cosine a candidate must reach to be verified at this gallery size
+
+
+class EnrolResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    gallery: str
+    face_id: str
+
+
+class DeleteResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    gallery: str
+    face_id: str
+    deleted: bool  # False: there was no such face (deleting twice is not an error)
+
+
+class TemplateResult(_Doc):
+    code: Literal["SUCCESS"] = "SUCCESS"
+    gallery: str
+    face_id: str
+    features: str | None  # None: no such face
 
 
 GetFacesResult = Annotated[FacesResult | InvalidImageResult | ErrorResult, Field(discriminator="code")]

@@ -217,8 +217,16 @@ def pipeline_env(broker_url: str, s3: S3Endpoint, **overrides: str) -> dict[str,
 class CeleryWorker:
     """``celery -A workers worker`` as a subprocess in its own process group, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, queues: str = "kyc.heavy,kyc.light"):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        queues: str = "kyc.heavy,kyc.light",
+        loglevel: str = "INFO",
+    ):
         self.env = env
+        self.loglevel = loglevel
         self.log_path = log_path
         self.concurrency = concurrency
         self.queues = queues
@@ -230,7 +238,7 @@ class CeleryWorker:
 
         args = [
             sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork",
-            "-c", str(self.concurrency), "-Q", self.queues, "--loglevel", "INFO",
+            "-c", str(self.concurrency), "-Q", self.queues, "--loglevel", self.loglevel,
             "-n", f"kyc-test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
             "--without-heartbeat",
         ]  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.config import Settings, get_settings
-from workers import routes
+from workers import broker, gallery_schedule, routes
 
 # Celery kills a child whose worker_process_init handler runs longer than this (default 4 s);
 # loading and warming the models can take longer on a cold disk.
@@ -19,7 +19,7 @@ PROCESS_INIT_TIMEOUT_S = 120.0
 def lock_ttl_s(settings: Settings) -> float:
     """How long a job's run lock outlives its holder: past the hard time limit, so a lock only
     expires once its holder cannot possibly still be running."""
-    return float(settings.task_time_limit_s + 30)
+    return float(settings.task_time_limit_s + settings.lock_margin_s)
 
 
 def visibility_timeout_s(settings: Settings) -> int:
@@ -29,13 +29,15 @@ def visibility_timeout_s(settings: Settings) -> int:
     retried message waits (backoff, or a busy job's run lock), or a retry is redelivered early.
     """
     longest_wait = max(settings.retry_backoff_max_s, lock_ttl_s(settings))
-    return int(settings.task_time_limit_s + longest_wait + 60)
+    return int(settings.task_time_limit_s + longest_wait + settings.redelivery_margin_s)
 
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app on ``KYC_BROKER_URL`` with the tasks of ``workers.tasks``."""
-    app = Celery("kycdeepface", broker=settings.broker_url, include=["workers.tasks"])
+    app = Celery("kycdeepface", broker=settings.broker_url, include=["workers.tasks", "workers.gallery_tasks"])
     app.conf.update(
+        # kombu's Redis transport, with a lost-connection crash worked around (see workers.broker).
+        broker_transport=broker.transport_for(settings.broker_url),
         task_serializer="json",
         accept_content=["json"],
         # Job documents are the results; Celery's result backend would be a second copy.
@@ -52,7 +54,14 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout_s(settings),
+            # Messages reserved by a worker that died (or that lost Redis mid-job) come back
+            # once invisible past the timeout; look for them every interval, not kombu's
+            # default of every 10th interval (100 s).
+            "unacked_restore_interval": settings.unacked_restore_interval_s,
+            "unacked_restore_throttle": 1,
+        },
         task_queues=routes.queues(),
         task_default_queue=routes.HEAVY_QUEUE,
         task_routes=routes.task_routes(),
@@ -60,6 +69,15 @@ def create_app(settings: Settings) -> Celery:
         worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
+        # Periodic upkeep, for ``celery -A workers beat`` (one beat per deployment).
+        beat_schedule={
+            routes.SWEEP_TASK: {
+                "task": routes.SWEEP_TASK,
+                "schedule": settings.sweep_interval_s,
+                "options": {"queue": routes.LIGHT_QUEUE, "expires": settings.sweep_interval_s},
+            },
+            **gallery_schedule.beat_entries(settings),
+        },
     )
     return app
 

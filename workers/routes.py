@@ -19,7 +19,14 @@ ROUTES: dict[str, tuple[str, str]] = {
     "faces": ("kyc.jobs.faces", HEAVY_QUEUE),
     "verify": ("kyc.jobs.verify", HEAVY_QUEUE),
     "match": ("kyc.jobs.match", LIGHT_QUEUE),
+    # Gallery jobs: enrol and search may decode a probe image; a delete is one Redis call.
+    "enroll": ("kyc.jobs.enroll", HEAVY_QUEUE),
+    "search": ("kyc.jobs.search", HEAVY_QUEUE),
+    "delete": ("kyc.jobs.delete", LIGHT_QUEUE),
 }
+
+# Periodic upkeep (celery beat), on the light queue: it only reads Redis and sends messages.
+SWEEP_TASK = "kyc.maintenance.requeue_stale"
 
 
 def route(kind: str) -> tuple[str, str]:
@@ -38,4 +45,4 @@ def queues() -> list[Queue]:
 
 def task_routes() -> dict[str, dict[str, str]]:
     """Celery's ``task_routes`` setting, derived from :data:`ROUTES`."""
-    return {name: {"queue": queue} for name, queue in ROUTES.values()}
+    return {name: {"queue": queue} for name, queue in ROUTES.values()} | {SWEEP_TASK: {"queue": LIGHT_QUEUE}}

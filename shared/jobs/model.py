@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import JobError, KYCFaceError, ResultCode
+from shared.gallery import inputs as gallery_inputs
 from shared.storage.refs import parse_ref
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -37,11 +38,20 @@ class JobKind(str, Enum):
     FACES = "faces"
     VERIFY = "verify"
     MATCH = "match"
+    # 1:N gallery jobs (shared.gallery.jobs)
+    ENROLL = "enroll"
+    SEARCH = "search"
+    DELETE = "delete"
 
 
 class InputType(str, Enum):
     REF = "ref"  # an image reference, see shared.storage.refs
     FEATURES = "features"  # a features string from get_faces
+    # Gallery inputs, checked by shared.gallery.inputs
+    GALLERY = "gallery"  # a gallery name
+    FACE_ID = "face_id"  # the caller's id of an enrolled face
+    PROBE = "probe"  # a features string, or else an image reference
+    TOP_K = "top_k"  # how many candidates, "1" to "1000"
 
 
 # The exact inputs of each kind: a request with a missing or an extra field is refused.
@@ -49,7 +59,11 @@ JOB_INPUTS: dict[JobKind, dict[str, InputType]] = {
     JobKind.FACES: {"image": InputType.REF},
     JobKind.VERIFY: {"selfie": InputType.REF, "document": InputType.REF},
     JobKind.MATCH: {"features1": InputType.FEATURES, "features2": InputType.FEATURES},
+    JobKind.ENROLL: {"gallery": InputType.GALLERY, "face_id": InputType.FACE_ID, "probe": InputType.PROBE},
+    JobKind.SEARCH: {"gallery": InputType.GALLERY, "probe": InputType.PROBE, "top_k": InputType.TOP_K},
+    JobKind.DELETE: {"gallery": InputType.GALLERY, "face_id": InputType.FACE_ID},
 }
+_GALLERY_INPUTS = (InputType.GALLERY, InputType.FACE_ID, InputType.PROBE, InputType.TOP_K)
 
 
 def validate_inputs(kind: JobKind | str, inputs: dict[str, Any]) -> dict[str, str]:
@@ -78,6 +92,8 @@ def validate_inputs(kind: JobKind | str, inputs: dict[str, Any]) -> dict[str, st
             raise JobError(f"{job_kind.value} job input {name!r} must be a non-empty string")
         if kind_of is InputType.REF:
             parse_ref(value)
+        elif kind_of in _GALLERY_INPUTS:
+            gallery_inputs.check(kind_of.value, value)
         elif len(value) > MAX_FEATURES_CHARS:
             raise JobError(f"{job_kind.value} job input {name!r} is longer than {MAX_FEATURES_CHARS} characters")
         clean[name] = value
@@ -85,7 +101,7 @@ def validate_inputs(kind: JobKind | str, inputs: dict[str, Any]) -> dict[str, st
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class JobFailure(BaseModel):

@@ -7,13 +7,16 @@ executions of one job id cannot both start it, and a terminal document is never 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from typing import NamedTuple, TypeVar
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.retry import Retry
 
 from shared import keys
 from shared.config import Settings
@@ -50,9 +53,33 @@ def _redis_errors() -> Iterator[None]:
         raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
 
 
+# A Redis restart (or failover) costs each pooled connection one failed command: retry those a
+# few times with backoff (about 3 s in all) so callers never see it, without hanging on an outage.
+REDIS_RETRIES = 5
+
+
 def redis_client(url: str) -> redis.Redis:
-    """A Redis client with timeouts: a stalled Redis must not hang a worker or an API call."""
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    """A Redis client with timeouts and bounded reconnects: a stalled Redis must not hang a worker
+    or an API call, and a restarted one must not need a manual action."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+
+
+# SET NX the document and, only if it was new, remember the job as not yet sent: one atomic step,
+# so no crash can leave a stored job that the sweeper does not know about.
+_CREATE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
 
 
 class JobStore:
@@ -78,17 +105,22 @@ class JobStore:
         self.ttl_s = settings.job_ttl_s
         self.mode = settings.result_store
         self.archive = ResultArchive(settings) if self.mode in ("s3", "both") else None
+        self._create = self.redis.register_script(_CREATE)
 
     # -- producer side --------------------------------------------------------------------------
 
     def create(self, doc: JobDocument) -> tuple[JobDocument, bool]:
         """Store a new ``queued`` document unless the job id exists (``SET NX``).
 
+        A new job is also recorded as unstarted until a worker claims it, so a message that never
+        reaches a worker leaves a trace the sweeper acts on (see :meth:`unstarted`).
+
         Returns:
             ``(doc, True)`` if stored, ``(existing, False)`` if the id was taken.
         """
         with _redis_errors():
-            if self.redis.set(keys.job_key(doc.job_id), doc.to_json(), nx=True, ex=self.ttl_s):
+            job_keys = [keys.job_key(doc.job_id), keys.jobs_unstarted_key()]
+            if self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), doc.job_id]):
                 return doc, True
         existing = self.get(doc.job_id)
         if existing is None:  # expired between the two calls; extremely unlikely, try once more
@@ -107,6 +139,33 @@ class JobStore:
 
         with _redis_errors():
             self._atomic(remove, key)
+            self.redis.zrem(keys.jobs_unstarted_key(), job_id)
+
+    def forget_unstarted(self, job_id: str) -> None:
+        """Take the job off the sweeper's list (it started, finished or expired)."""
+        with _redis_errors():
+            self.redis.zrem(keys.jobs_unstarted_key(), job_id)
+
+    def touch_unstarted(self, job_id: str) -> None:
+        """Its task was just sent again: it now waits behind every message already queued."""
+        with _redis_errors():
+            self.redis.zadd(keys.jobs_unstarted_key(), {job_id: time.time()}, xx=True)
+
+    def unstarted(self, older_than_s: float, limit: int = 1000) -> list[tuple[str, float]]:
+        """``(job id, submit time)`` of jobs stored over ``older_than_s`` ago and never claimed."""
+        with _redis_errors():
+            found = self.redis.zrangebyscore(
+                keys.jobs_unstarted_key(), "-inf", time.time() - older_than_s, 0, limit, withscores=True
+            )
+        pairs: list[tuple[bytes | str, float]] = list(found)  # type: ignore[arg-type]
+        return [(i.decode() if isinstance(i, bytes) else str(i), float(score)) for i, score in pairs]
+
+    def submitted_at(self, job_ids: list[str]) -> list[float | None]:
+        """Submit times of jobs still unstarted (None for the others)."""
+        if not job_ids:
+            return []
+        with _redis_errors():
+            return list(self.redis.zmscore(keys.jobs_unstarted_key(), job_ids))
 
     def get(self, job_id: str) -> JobDocument | None:
         """The job's document, from Redis or (for final documents) the S3 archive."""
@@ -149,18 +208,19 @@ class JobStore:
         doc_key, lock_key, count_key = keys.job_key(job_id), keys.job_lock_key(job_id), keys.job_attempts_key(job_id)
 
         def start(pipe: Pipeline) -> Claim:
-            raw = pipe.get(doc_key)
+            # One MGET for the three watched keys: every round trip here is paid once per job.
+            raw, holder, count = pipe.mget(doc_key, lock_key, count_key)
             if raw is None:
                 return Claim(ClaimOutcome.MISSING)
             doc = JobDocument.from_json(raw)
             if doc.status.terminal:
                 return Claim(ClaimOutcome.DONE, doc)
-            holder = pipe.get(lock_key)
             if holder is not None and not holder_is_dead(holder):
                 held_ms = max(int(pipe.pttl(lock_key)), 1000)
                 return Claim(ClaimOutcome.BUSY, doc, held_ms / 1000)
-            attempts = int(pipe.get(count_key) or 0) + 1
+            attempts = int(count or 0) + 1
             pipe.multi()
+            pipe.zrem(keys.jobs_unstarted_key(), job_id)  # its message reached a worker
             pipe.set(count_key, attempts, ex=self.ttl_s)
             if attempts > max_attempts:
                 return Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
@@ -218,12 +278,12 @@ class JobStore:
             stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.job_id)})
 
         def write(pipe: Pipeline) -> JobDocument:
-            raw = pipe.get(doc_key)
+            raw, holder = pipe.mget(doc_key, lock_key)
             if raw is not None:
                 current = JobDocument.from_json(raw)
                 if current.status.terminal:
                     return current  # terminal states are final: a redelivery changes nothing
-            ours = token is not None and pipe.get(lock_key) == token.encode()
+            ours = token is not None and holder == token.encode()
             pipe.multi()
             if final:
                 pipe.set(doc_key, stored.to_json(), ex=self.ttl_s)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 _DENIED = {"403", "AccessDenied", "Forbidden", "AllAccessDisabled"}
-# PreconditionFailed on a read: the object was replaced between HEAD and GET; a retry re-checks it.
+# PreconditionFailed: a conditional request lost a race with another writer; a retry re-checks it.
 _TRANSIENT = {
     "SlowDown",
     "Throttling",
@@ -112,17 +112,22 @@ class S3Store:
         return parsed
 
     def get(self, ref: str) -> bytes:
-        """Download an object; its size is checked with HEAD before any byte is fetched."""
+        """Download an object; its size is checked from the GET response's headers before any
+        byte of the body is read.
+
+        One request, not HEAD then GET: the headers describe the very object whose body follows
+        (no later upload can slip in between), and an oversized body is never read, its
+        connection is closed instead.
+        """
         parsed = self.check(ref)
         client = s3_client(self.settings)
         try:
-            head = client.head_object(Bucket=parsed.bucket, Key=parsed.key)
-            size = int(head.get("ContentLength", 0))
-            if size > self.max_bytes:
-                raise ObjectTooLargeError(f"{parsed}: {size} bytes exceeds the {self.max_bytes}-byte limit")
-            # IfMatch: the object we size-checked is the object we read, not a later upload.
-            body = client.get_object(Bucket=parsed.bucket, Key=parsed.key, IfMatch=head["ETag"])["Body"]
+            response = client.get_object(Bucket=parsed.bucket, Key=parsed.key)
+            body = response["Body"]
             try:
+                size = int(response.get("ContentLength", 0))
+                if size > self.max_bytes:
+                    raise ObjectTooLargeError(f"{parsed}: {size} bytes exceeds the {self.max_bytes}-byte limit")
                 data: bytes = body.read(self.max_bytes + 1)
             finally:
                 body.close()

@@ -124,6 +124,7 @@ def test_s3_bucket_allow_list(s3: S3Endpoint) -> None:
 
 
 def test_s3_size_cap_is_checked_before_download(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One GET: the size comes from its headers, and an oversized body is closed unread.
     store = S3Store(s3_settings(s3, max_image_bytes=100))
     store.put("s3://kyc-images/big.jpg", b"x" * 101)
     client = s3_client(store.settings)
@@ -131,8 +132,15 @@ def test_s3_size_cap_is_checked_before_download(s3: S3Endpoint, monkeypatch: pyt
     original = client.get_object
 
     def spy(**kwargs: Any) -> Any:
-        downloads.append(kwargs["Key"])
-        return original(**kwargs)
+        response = original(**kwargs)
+        body, read = response["Body"], response["Body"].read
+
+        def counted_read(*args: Any) -> bytes:
+            downloads.append(kwargs["Key"])
+            return bytes(read(*args))
+
+        monkeypatch.setattr(body, "read", counted_read)
+        return response
 
     monkeypatch.setattr(client, "get_object", spy)
     with pytest.raises(ObjectTooLargeError, match="101 bytes"):
