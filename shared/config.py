@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     worker_concurrency: int = Field(default=0, ge=0)  # 0 = number of cores
+    # Load the gallery's numba kernels at process start (~110 MiB RSS each); off for workers that
+    # only serve faces/verify/match, which then never import numba.
+    worker_warm_gallery: bool = True
     # How long a job's run lock outlives the hard time limit, and how long past the longest wait
     # a reserved message stays invisible: together they bound recovery after a lost worker host.
     lock_margin_s: int = Field(default=30, ge=1)

@@ -59,6 +59,8 @@ class KYCDeepFace:
         min_image_size: (width, height) under which an image is ``INVALID_IMAGE / TOO_SMALL``.
         model: name of the embedding model in the registry (default: ``KYC_EMBEDDING_MODEL``).
         settings: the project settings (default: from the environment).
+        reraise: exception types that must not become an ERROR document, e.g. a task runner's
+            soft time limit, which is raised asynchronously wherever the code happens to be.
 
     Raises:
         ModelError: a model file is missing, corrupt or of an unknown kind (at construction, so
@@ -72,11 +74,13 @@ class KYCDeepFace:
         min_image_size: tuple[int, int] = (100, 100),
         model: str | None = None,
         settings: Settings | None = None,
+        reraise: tuple[type[BaseException], ...] = (),
     ) -> None:
         settings = settings or get_settings()
         if model is not None:
             settings = settings.model_copy(update={"embedding_model": model})
         self.settings = settings
+        self.reraise = reraise
         self.verify_confidence = float(verify_confidence)
         self.max_image_size = (int(max_image_size[0]), int(max_image_size[1]))
         self.min_image_size = (int(min_image_size[0]), int(min_image_size[1]))
@@ -114,6 +118,8 @@ class KYCDeepFace:
         except KYCFaceError as exc:
             return ErrorResult.from_error(exc)
         except Exception as exc:
+            if isinstance(exc, self.reraise):
+                raise
             # Never echo the input: it is biometric data.
             log.exception("get_faces failed unexpectedly")
             return ErrorResult.from_error(exc)
@@ -215,5 +221,7 @@ class KYCDeepFace:
         except KYCFaceError as exc:
             return ErrorResult.from_error(exc)
         except Exception as exc:
+            if isinstance(exc, self.reraise):
+                raise
             log.exception("match_faces failed unexpectedly")
             return ErrorResult.from_error(exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -25,6 +26,8 @@ Image.MAX_IMAGE_PIXELS = None
 # refused as INVALID_FORMAT rather than handed to a decoder we do not want to expose.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
+# Decoded by OpenCV when upright 8-bit RGB or grey (PNG's CRCs are verified by Pillow first).
+_OPENCV_FORMATS = {"PNG", "WEBP", "BMP"}
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
 
@@ -96,8 +99,8 @@ def _open(data: bytes) -> Image.Image:
         raise InvalidImageError(ImageReason.READ_ERROR, f"cannot read the image header: {exc}") from None
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    w, h = im.size
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright), read without decoding any pixels."""
     try:
         if im.format == "PNG":
             # PngImageFile.getexif() decodes the whole image to look for a late eXIf chunk: a
@@ -107,10 +110,14 @@ def _oriented_size(im: Image.Image) -> tuple[int, int]:
                 exif.load(im.info["exif"])
         else:
             exif = im.getexif()
-        orientation = exif.get(_EXIF_ORIENTATION, 1)
+        return int(exif.get(_EXIF_ORIENTATION, 1))
     except Exception:  # a malformed EXIF block must not fail an otherwise good photo
-        orientation = 1
-    return (h, w) if orientation in _ROTATED else (w, h)
+        return 1
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    w, h = im.size
+    return (h, w) if _orientation(im) in _ROTATED else (w, h)
 
 
 def _to_bgr(im: Image.Image) -> np.ndarray:
@@ -124,8 +131,12 @@ def _to_bgr(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
-    rgb = np.asarray(im.convert("RGB"))
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    # One writable copy, swapped to BGR in place: large PNG/TIFF decodes are the worker's peak RSS.
+    pixels = np.array(im)
+    im.close()
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels)
 
 
 def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> Image.Image:
@@ -196,6 +207,12 @@ def _decode_jpeg(data: bytes, reduction: int) -> np.ndarray | None:
     return _imdecode(data, reduction)
 
 
+def _decode_with_opencv(data: bytes) -> np.ndarray | None:
+    """Upright 8-bit RGB or grey PNG, WebP and BMP straight into BGR: one copy of the pixels
+    instead of Pillow's four-byte buffer plus conversions."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
 def _decode_with_pillow(im: Image.Image) -> np.ndarray:
     im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame only
     im.load()
@@ -229,23 +246,29 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
     A large JPEG is decoded at the coarsest DCT scale that still holds twice the working size;
     faces that need more are served by :meth:`DecodedImage.source`.
     """
-    im = check_header(data, settings, min_size)
-    size = _oriented_size(im)
-    data = bytes(data)
-    jpeg = data if im.format == "JPEG" and im.mode in ("RGB", "L") else None
-    reduction = 1
-    try:
-        pixels = None
-        if jpeg is not None:
-            reduction = reduction_for(2.0 * min(1.0, max_size[0] / size[0], max_size[1] / size[1]))
-            pixels = _decode_jpeg(jpeg, reduction)
-        if pixels is None:
-            jpeg, reduction = None, 1
-            pixels = _decode_with_pillow(im)
-    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, MemoryError) as exc:
-        raise InvalidImageError(ImageReason.READ_ERROR, f"cannot decode the image: {exc}") from None
-    finally:
-        im.close()
+    # Pillow warns about odd but readable files (corrupt EXIF, unusual chunks); the result already
+    # says what matters, and a warning promoted to an error must not fail a usable photo.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        im = check_header(data, settings, min_size)
+        size = _oriented_size(im)
+        data = bytes(data)
+        jpeg = data if im.format == "JPEG" and im.mode in ("RGB", "L") else None
+        reduction = 1
+        try:
+            pixels = None
+            if jpeg is not None:
+                reduction = reduction_for(2.0 * min(1.0, max_size[0] / size[0], max_size[1] / size[1]))
+                pixels = _decode_jpeg(jpeg, reduction)
+            elif im.format in _OPENCV_FORMATS and im.mode in ("RGB", "L") and _orientation(im) == 1:
+                pixels = _decode_with_opencv(data)
+            if pixels is None:
+                jpeg, reduction = None, 1
+                pixels = _decode_with_pillow(im)
+        except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, MemoryError) as exc:
+            raise InvalidImageError(ImageReason.READ_ERROR, f"cannot decode the image: {exc}") from None
+        finally:
+            im.close()
     if jpeg is None:
         size = (pixels.shape[1], pixels.shape[0])
     working, local_scale = working_copy(pixels, max_size)

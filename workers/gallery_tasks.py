@@ -166,6 +166,9 @@ def fan_out(gallery: str, shards: list[int], queries: list[str], top_k: int) -> 
 @worker_process_init.connect
 def _warm_kernels(**_: Any) -> None:
     # Compile (first start) or load the index's kernels now, not inside the first search job.
+    # numba costs ~110 MiB per process: a worker that never serves gallery jobs can skip it.
+    if not settings.worker_warm_gallery:
+        return
     from shared.gallery import kernels
 
     kernels.warm_up()

@@ -186,3 +186,25 @@ def test_lfw_sample_embeds_consistently(engine: KYCDeepFace) -> None:
     same = engine.match_faces(feat("Abel_Pacheco", 1), feat("Abel_Pacheco", 4))
     other = engine.match_faces(feat("Abel_Pacheco", 1), feat("Amber_Tamblyn", 1))
     assert same.verified and not other.verified
+
+
+class _Interrupt(Exception):
+    """Stands in for a task runner's asynchronous interrupt (Celery's SoftTimeLimitExceeded)."""
+
+
+def test_reraise_types_escape_the_catch_all(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    engine = KYCDeepFace(settings=settings, reraise=(_Interrupt,))
+
+    def interrupted(*_: object) -> None:
+        raise _Interrupt
+
+    monkeypatch.setattr(engine.detector, "detect", interrupted)
+    with pytest.raises(_Interrupt):
+        engine.get_faces(OBAMA.read_bytes())
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(engine.detector, "detect", broken)
+    doc = engine.get_faces(OBAMA.read_bytes()).model_dump()
+    assert doc == {"code": "ERROR", "message": "internal error: RuntimeError"}
