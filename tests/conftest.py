@@ -318,3 +318,25 @@ def features_of(engine: Any, name: str) -> str:
     if not isinstance(result, FacesResult) or len(result.faces) != 1:
         raise AssertionError(f"{name}: expected one usable face, got {result}")
     return result.faces[0].features
+
+
+@pytest.fixture(scope="module")
+def photos_s3(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
+    """The photos of ../shared/faces in the S3 bucket, for a module's worker."""
+    with s3_with_photos(s3_server) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def broker_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str:
+    """A clean Redis database for a module whose worker outlives single tests.
+
+    The module names it with ``DB = n``; the function-scoped ``redis_url`` uses database 0.
+    """
+    import redis
+
+    url = f"redis://127.0.0.1:{redis_server.port}/{int(request.module.DB)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
@@ -20,26 +19,13 @@ from shared.runner import run_job
 from shared.schemas import to_dict
 from shared.storage import LocalStore
 from tests.api_stub.conftest import API_KEY
-from tests.conftest import FACES_DIR, RedisServer, S3Endpoint, celery_worker, pipeline_env, s3_with_photos
+from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, pipeline_env
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 # Its own database: other modules flush the session's Redis between tests, and this module's
 # worker outlives a single test.
 DB = 4
-
-
-@pytest.fixture(scope="module")
-def photos_s3(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
-    with s3_with_photos(s3_server) as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_server: RedisServer) -> str:
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import Celery
 
 from shared.config import Settings
@@ -21,7 +20,7 @@ from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.jobs import JobStatus
 from shared.producer import Producer
-from tests.conftest import CeleryWorker, RedisServer, S3Endpoint, features_of, pipeline_env, s3_with_photos
+from tests.conftest import CeleryWorker, S3Endpoint, features_of, pipeline_env
 from workers.gallery_schedule import SCREEN_TASK, beat_entries
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -29,19 +28,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 DB = 4  # its own database: other modules flush the session's Redis between tests
 ENROL = {"obama": "fr_obama.jpg", "biden": "fr_biden.jpg", "id-01": "df_img11.jpg", "id-02": "df_img12.jpg"}
 PROBES = {"obama": "fr_obama2.jpg", "biden": "fr_biden2.jpg", "id-01": "df_img5.jpg", "id-02": "df_img55.jpg"}
-
-
-@pytest.fixture(scope="module")
-def photos_s3(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
-    with s3_with_photos(s3_server) as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_server: RedisServer) -> str:
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,10 @@ from shared.schemas import to_dict
 from tests.conftest import (
     FACES_DIR,
     Photo,
-    RedisServer,
     S3Endpoint,
     celery_worker,
     features_of,
     pipeline_env,
-    s3_with_photos,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -37,19 +35,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 # The broker and job documents live on their own database: other modules flush the session's
 # Redis between tests, and this module's worker outlives a single test.
 DB = 3
-
-
-@pytest.fixture(scope="module")
-def photos_s3(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
-    with s3_with_photos(s3_server) as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_server: RedisServer) -> str:
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 @pytest.fixture(scope="module")

@@ -16,24 +16,11 @@ from shared.engine import KYCDeepFace
 from shared.jobs import JobDocument, JobStatus
 from shared.producer import Producer
 from shared.schemas import to_dict
-from tests.conftest import FACES_DIR, RedisServer, S3Endpoint, celery_worker, pipeline_env, s3_with_photos
+from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, pipeline_env
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 DB = 4  # see test_pipeline_e2e.py
-
-
-@pytest.fixture(scope="module")
-def photos_s3(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
-    with s3_with_photos(s3_server) as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_server: RedisServer) -> str:
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 @pytest.fixture(scope="module")
