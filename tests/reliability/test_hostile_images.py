@@ -42,9 +42,9 @@ from tests.shared.test_hostile_images import CASES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-# Peak RSS of a worker process. Decoding a PNG (or BMP, TIFF, WebP) costs up to ~20 bytes per
-# pixel at its peak (several full-size copies in shared/imaging.py; JPEG decodes reduced and costs
-# little), so the bound is stated per pixel: BASE_RSS_MB plus BYTES_PER_PIXEL for the largest
+# Peak RSS of a worker process. Decoding a large non-JPEG image costs memory per pixel (~7 B/px
+# for an upright 8-bit PNG through OpenCV, ~15 B/px through Pillow; JPEG decodes reduced and costs
+# little), so the bound is stated per pixel, with margin: BASE_RSS_MB plus BYTES_PER_PIXEL for the largest
 # image the pixel limit lets through. Measured here: ~130 MB for the main process, 200-340 MB for
 # a pool process on every other input, 770-930 MB for the one that decoded the real
 # 36-megapixel PNG below. docs/OPERATIONS.md states the bound for the default limits.
