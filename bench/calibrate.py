@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +35,7 @@ from shared import calibration  # noqa: E402
 from shared.alignment import align  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
-from shared.quality import pose, sharpness  # noqa: E402
+from shared.quality import inner_face, pose, sharpness  # noqa: E402
 
 Pair = tuple[str, int, str, int]
 
@@ -86,9 +85,7 @@ def embed_all(engine: KYCDeepFace, paths: list[Path]) -> tuple[np.ndarray, np.nd
         stats["flagged"].append(0.0 if best.reason is None else 1.0)
         image = engine.decode(path.read_bytes())
         pixels, _ = image.source(1)
-        grey = cv2.cvtColor(align(pixels, best.landmarks), cv2.COLOR_BGR2GRAY)
-        h, w = grey.shape
-        stats["sharpness"].append(sharpness(grey[int(0.21 * h) : int(0.93 * h), int(0.18 * w) : int(0.82 * w)]))
+        stats["sharpness"].append(sharpness(inner_face(align(pixels, best.landmarks))))
     return vectors, found, stats
 
 

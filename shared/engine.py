@@ -163,7 +163,7 @@ class KYCDeepFace:
         width, height = image.size
         input_size = self.embedder.spec.input_size
         reasons = [
-            quality.assess(detection.boxes[i], detection.landmarks[i], None, (width, height), self.settings)
+            quality.geometry(detection.boxes[i], detection.landmarks[i], (width, height), self.settings)
             for i in range(len(detection))
         ]
         wanted = [i for i, r in enumerate(reasons) if r is None or embed_partial]
@@ -174,9 +174,7 @@ class KYCDeepFace:
             for i in wanted:
                 face = align(pixels, imaging.to_reduced(detection.landmarks[i], reduction), input_size)
                 if reasons[i] is None:
-                    reasons[i] = quality.assess(
-                        detection.boxes[i], detection.landmarks[i], face, (width, height), self.settings
-                    )
+                    reasons[i] = quality.appearance(face, self.settings)
                 if reasons[i] is None or embed_partial:
                     aligned.append((i, face))
         found = [

@@ -49,17 +49,10 @@ def sharpness(aligned_grey: np.ndarray) -> float:
     return float(cv2.Laplacian(aligned_grey, cv2.CV_32F).var())
 
 
-def assess(
-    box: np.ndarray,
-    landmarks: np.ndarray,
-    aligned: np.ndarray | None,
-    image_size: tuple[int, int],
-    settings: Settings,
+def geometry(
+    box: np.ndarray, landmarks: np.ndarray, image_size: tuple[int, int], settings: Settings
 ) -> PartialReason | None:
-    """None when the face is usable; else the first reason it is not.
-
-    ``aligned`` may be None for faces already ruled out on geometry (they are not warped at all).
-    """
+    """The checks the detection alone decides, so an unfit face is never warped: None when passed."""
     width, height = image_size
     if is_cropped(box, landmarks, width, height, settings.crop_tolerance):
         return PartialReason.CROPPED
@@ -68,12 +61,19 @@ def assess(
     yaw, pitch = pose(landmarks)
     if abs(yaw) > settings.max_yaw or not settings.max_pitch_low <= pitch <= settings.max_pitch_high:
         return PartialReason.NOT_FRONT_FACING
-    if aligned is None:
-        return None
+    return None
+
+
+def inner_face(aligned: np.ndarray) -> np.ndarray:
+    """Grey inner face of an aligned crop: the template's corners hold background and hair."""
     grey = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY)
-    # Only the inner face: the template's corners hold background and hair.
     h, w = grey.shape
-    inner = grey[int(0.21 * h) : int(0.93 * h), int(0.18 * w) : int(0.82 * w)]
+    return grey[int(0.21 * h) : int(0.93 * h), int(0.18 * w) : int(0.82 * w)]
+
+
+def appearance(aligned: np.ndarray, settings: Settings) -> PartialReason | None:
+    """The checks on the aligned face's pixels: None when it is bright and sharp enough."""
+    inner = inner_face(aligned)
     if float(inner.mean()) < settings.face_dark_luma:
         return PartialReason.TOO_DARK
     if sharpness(inner) < settings.blur_min_laplacian_var:

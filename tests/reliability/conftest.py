@@ -25,7 +25,15 @@ from shared import keys
 from shared.config import Settings
 from shared.jobs import JobDocument
 from shared.producer import Producer
-from tests.conftest import CeleryWorker, RedisServer, S3Endpoint, load_photos, need, pipeline_env
+from tests.conftest import (
+    CeleryWorker,
+    RedisServer,
+    S3Endpoint,
+    load_photos,
+    need,
+    pipeline_env,
+    stop_process_group,
+)
 
 SMALL_SIDE_PX = 360
 SMALL_PREFIX = "small/"
@@ -237,10 +245,4 @@ def beat_running(env: dict[str, str], workdir: Path, timeout_s: float = 30.0) ->
             time.sleep(0.1)
         yield log_path
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_process_group(proc, grace_s=10)
