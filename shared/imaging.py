@@ -10,6 +10,7 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -115,9 +116,10 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
-    w, h = im.size
-    return (h, w) if _orientation(im) in _ROTATED else (w, h)
+class Header(NamedTuple):
+    image: Image.Image  # opened lazily: no pixels decoded yet
+    orientation: int  # EXIF orientation, 1 = upright
+    size: tuple[int, int]  # (width, height) once the orientation is applied
 
 
 def _to_bgr(im: Image.Image) -> np.ndarray:
@@ -139,7 +141,7 @@ def _to_bgr(im: Image.Image) -> np.ndarray:
     return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels)
 
 
-def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> Image.Image:
+def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> Header:
     """Open the image lazily and apply every limit that the header alone can decide."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidImageError(ImageReason.INVALID_FORMAT, "image must be bytes")
@@ -151,7 +153,8 @@ def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> 
         )
     data = bytes(data)
     im = _open(data)
-    w, h = _oriented_size(im)
+    orientation = _orientation(im)
+    w, h = im.size[::-1] if orientation in _ROTATED else im.size
     if max(w, h) > settings.max_image_side_px or w * h > settings.max_image_pixels:
         raise InvalidImageError(
             ImageReason.TOO_LARGE,
@@ -169,7 +172,7 @@ def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> 
         except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError) as exc:
             raise InvalidImageError(ImageReason.READ_ERROR, f"corrupt PNG: {exc}") from None
         im = _open(data)
-    return im
+    return Header(im, orientation, (w, h))
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
@@ -250,8 +253,7 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
     # says what matters, and a warning promoted to an error must not fail a usable photo.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        im = check_header(data, settings, min_size)
-        size = _oriented_size(im)
+        im, orientation, size = check_header(data, settings, min_size)
         data = bytes(data)
         jpeg = data if im.format == "JPEG" and im.mode in ("RGB", "L") else None
         reduction = 1
@@ -260,7 +262,7 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
             if jpeg is not None:
                 reduction = reduction_for(2.0 * min(1.0, max_size[0] / size[0], max_size[1] / size[1]))
                 pixels = _decode_jpeg(jpeg, reduction)
-            elif im.format in _OPENCV_FORMATS and im.mode in ("RGB", "L") and _orientation(im) == 1:
+            elif im.format in _OPENCV_FORMATS and im.mode in ("RGB", "L") and orientation == 1:
                 pixels = _decode_with_opencv(data)
             if pixels is None:
                 jpeg, reduction = None, 1
