@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.config import Settings
 from shared.errors import ImageReason, InvalidImageError
+from shared.headers import check_structure
 
 # Our own limits (Settings) are enforced before decode; Pillow's global bomb guard would only
 # duplicate them with a different number and a warning instead of a typed result.
@@ -152,6 +153,7 @@ def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> 
             ImageReason.TOO_LARGE, f"image is {len(data)} bytes; limit is {settings.max_image_bytes}"
         )
     data = bytes(data)
+    check_structure(data)
     im = _open(data)
     orientation = _orientation(im)
     w, h = im.size[::-1] if orientation in _ROTATED else im.size
