@@ -37,6 +37,40 @@ _TRANSIENT = {
     "PreconditionFailed",
 }
 
+# botocore's DEBUG records carry what must never reach a log: the signed request with its
+# `Authorization` header ("Sending http request"), the canonical request, string to sign and
+# signature (botocore.auth), and request bodies ("Making request ... with params"), which are
+# images and result documents with templates. No redaction of those reprs is reliable, so the
+# SDK's loggers never emit below INFO, whatever level the process logs at.
+_SDK_LOGGERS = ("botocore", "boto3", "s3transfer")
+
+
+class _NoSdkDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_NO_SDK_DEBUG = _NoSdkDebug()
+
+
+def quiet_sdk_loggers() -> None:
+    """Keep boto3's and botocore's DEBUG records out of every handler.
+
+    The parents are raised to INFO so a DEBUG root (``--loglevel DEBUG``, ``basicConfig``) does not
+    reach them, and each existing child logger gets a filter, which holds even where a level was
+    set on that child explicitly (``boto3.set_stream_logger``). A filter on a logger applies to
+    the records created there, hence one per logger; the modules that create them are all
+    imported once a client exists.
+    """
+    for name in _SDK_LOGGERS:
+        parent = logging.getLogger(name)
+        if parent.level < logging.INFO:
+            parent.setLevel(logging.INFO)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in _SDK_LOGGERS:
+            logger.addFilter(_NO_SDK_DEBUG)  # a no-op when it is there already
+
+
 _clients_lock = threading.Lock()
 _clients: dict[tuple[Any, ...], Any] = {}
 
@@ -63,10 +97,12 @@ def s3_client(settings: Settings) -> Any:
                 read_timeout=settings.s3_read_timeout_s,
                 retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
             )
+            quiet_sdk_loggers()
             # Credentials come from boto3's usual chain (env, profile, instance role).
             client = boto3.session.Session().client(
                 "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
             )
+            quiet_sdk_loggers()  # again: building the client imported more of botocore
             _clients[key] = client
         return client
 
