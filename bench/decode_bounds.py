@@ -15,18 +15,31 @@ The builders are importable: the tests build the same hostile files from them.
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import math
+import os
+import resource
 import struct
+import subprocess
 import sys
+import tempfile
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.config import Settings  # noqa: E402
+from shared.errors import InvalidImageError  # noqa: E402
+from shared.headers import MAX_JPEG_SCANS, MAX_TIFF_STRIPS  # noqa: E402
+from shared.imaging import decode  # noqa: E402
 
 FACES = ROOT.parent / "shared" / "faces"
 PHOTO = FACES / "fr_obama.jpg"
@@ -137,3 +150,242 @@ def png_many_chunks(chunks: int, size: tuple[int, int] = (400, 500)) -> bytes:
     parts = [stream[i : i + step] for i in range(0, len(stream), step)]
     parts += [b""] * (chunks - len(parts))
     return data[:8] + head + b"".join(png_chunk(b"IDAT", p) for p in parts) + png_chunk(b"IEND", b"")
+
+
+def tiff_with_strips(strips: int, size: tuple[int, int] = (400, 500)) -> bytes:
+    """An uncompressed RGB TIFF of the photo, one row per strip, declaring ``strips`` strips
+    (those past the last row repeat it: Pillow builds a tile for each)."""
+    image = photo_rgb(size)
+    w, h = size
+    row = 3 * w
+    entries = 9
+    arrays = 8 + 2 + 12 * entries + 4
+    pixels = arrays + 8 * strips + 6
+
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, kind, count, value)
+
+    ifd = struct.pack("<H", entries) + b"".join(
+        [
+            entry(256, 4, 1, w),
+            entry(257, 4, 1, h),
+            entry(258, 3, 3, arrays + 8 * strips),  # BitsPerSample 8,8,8
+            entry(259, 3, 1, 1),  # no compression
+            entry(262, 3, 1, 2),  # RGB
+            entry(273, 4, strips, arrays),
+            entry(277, 3, 1, 3),
+            entry(278, 4, 1, 1),  # RowsPerStrip
+            entry(279, 4, strips, arrays + 4 * strips),
+        ]
+    )
+    offsets = np.minimum(np.arange(strips), h - 1) * row + pixels
+    return (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + ifd
+        + struct.pack("<I", 0)
+        + offsets.astype("<u4").tobytes()
+        + np.full(strips, row, "<u4").tobytes()
+        + struct.pack("<HHH", 8, 8, 8)
+        + image.tobytes()
+    )
+
+
+def gif_with_junk(junk: int, size: tuple[int, int] = (400, 500)) -> bytes:
+    """A real GIF of the photo with ``junk`` zero bytes before its first image (Pillow skips
+    them one by one)."""
+    data = encode(photo_rgb(size).convert("P", palette=Image.Palette.ADAPTIVE), "GIF")
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return data[:pos] + b"\x00" * junk + data[pos:]
+
+
+def _dims(pixels: int) -> tuple[int, int]:
+    """(w, h) of a 4:3 image of at most ``pixels`` pixels."""
+    w = int(math.sqrt(pixels * 4 / 3))
+    return w, pixels // w
+
+
+def _blocky(pixels: int) -> Image.Image:
+    """The photo at 1/8 of the size, enlarged without smoothing: real content that still
+    compresses losslessly within the byte limit at 50 MP."""
+    w, h = _dims(pixels)
+    return photo_rgb((w // 8, h // 8)).resize((w, h), Image.Resampling.NEAREST)
+
+
+def bmp_rle8(image: Image.Image) -> bytes:
+    """An 8-bit run-length-encoded BMP (Pillow reads these but cannot write them)."""
+    pal = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    px = np.asarray(pal)
+    w, h = pal.size
+    rows = []
+    for y in range(h - 1, -1, -1):  # bottom-up
+        row = px[y]
+        starts = np.flatnonzero(np.diff(row, prepend=-1))
+        out = bytearray()
+        for s, e in zip(starts, [*starts[1:], w], strict=True):
+            for k in range(s, e, 255):
+                out += bytes([min(255, e - k), row[s]])
+        rows.append(bytes(out) + b"\x00\x00")
+    body = b"".join(rows) + b"\x00\x01"
+    rgb = (pal.getpalette() or [])[:768]
+    rgb += [0] * (768 - len(rgb))
+    palette = b"".join(bytes([rgb[3 * i + 2], rgb[3 * i + 1], rgb[3 * i], 0]) for i in range(256))
+    offset = 14 + 40 + len(palette)
+    header = b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 1, len(body), 2835, 2835, 256, 0)
+    return header + info + palette + body
+
+
+def _jpeg(pixels: int, **kwargs: object) -> bytes:
+    return encode(photo_rgb(_dims(pixels)), "JPEG", quality=95, **kwargs)
+
+
+def _png(image: Image.Image) -> bytes:
+    return encode(image, "PNG", compress_level=6)
+
+
+def _tiff_pages(pixels: int) -> bytes:
+    pages = [Image.new("RGB", (64, 48), (i % 256, 0, 0)) for i in range(2000)]
+    return encode(_blocky(pixels), "TIFF", compression="tiff_deflate", save_all=True, append_images=pages)
+
+
+def _gif_frames(pixels: int) -> bytes:
+    first = _blocky(pixels).convert("P", palette=Image.Palette.ADAPTIVE)
+    frames = [Image.new("P", (64, 48), i % 256) for i in range(2000)]
+    return encode(first, "GIF", save_all=True, append_images=frames)
+
+
+# name -> (decoder path, builder of a file at ``pixels`` pixels, also decode at full scale)
+Builder = Callable[[int], bytes]
+CASES: dict[str, tuple[str, Builder, bool]] = {
+    "jpeg_baseline": ("libjpeg via OpenCV, DCT-reduced", lambda p: _jpeg(p, subsampling=0), False),
+    "jpeg_baseline_full": ("libjpeg via OpenCV, reduced then full scale", lambda p: _jpeg(p, subsampling=0), True),
+    "jpeg_progressive": ("libjpeg via OpenCV, DCT-reduced", lambda p: _jpeg(p, progressive=True, subsampling=0), False),
+    "jpeg_progressive_full": (
+        "libjpeg via OpenCV, reduced then full scale",
+        lambda p: _jpeg(p, progressive=True, subsampling=0),
+        True,
+    ),
+    "jpeg_100_scans": (
+        "libjpeg via OpenCV, DCT-reduced",
+        lambda p: scan_bomb(MAX_JPEG_SCANS - 1, _dims(p)),
+        False,
+    ),
+    "jpeg_cmyk": (
+        "libjpeg via Pillow",
+        lambda p: encode(photo_rgb(_dims(p)).convert("CMYK"), "JPEG", quality=95),
+        False,
+    ),
+    "jpeg_grey": ("libjpeg via OpenCV, DCT-reduced", lambda p: encode(photo_rgb(_dims(p)).convert("L"), "JPEG"), False),
+    "png_rgb": ("libpng via OpenCV", lambda p: _png(_blocky(p)), False),
+    "png_rgba": ("Pillow, alpha on white", lambda p: _png(_blocky(p).convert("RGBA")), False),
+    "png_16bit_grey": (
+        "Pillow, 16-bit scaled",
+        lambda p: _png(Image.fromarray(np.asarray(_blocky(p).convert("L"), np.uint16) * 257)),
+        False,
+    ),
+    "png_palette": ("Pillow, palette", lambda p: _png(_blocky(p).convert("P", palette=Image.Palette.ADAPTIVE)), False),
+    "webp_lossy": ("libwebp via OpenCV", lambda p: encode(photo_rgb(_dims(p)), "WEBP", quality=80, method=0), False),
+    "webp_alpha": (
+        "libwebp via Pillow, alpha on white",
+        lambda p: encode(photo_rgb(_dims(p)).convert("RGBA"), "WEBP", quality=80, method=0),
+        False,
+    ),
+    "tiff_deflate": ("libtiff via Pillow", lambda p: encode(_blocky(p), "TIFF", compression="tiff_deflate"), False),
+    "tiff_2000_pages": ("libtiff via Pillow, first page", _tiff_pages, False),
+    "tiff_16bit_grey": (
+        "libtiff via Pillow, 16-bit scaled",
+        lambda p: encode(
+            Image.fromarray(np.asarray(_blocky(p).convert("L"), np.uint16) * 257), "TIFF", compression="tiff_deflate"
+        ),
+        False,
+    ),
+    "tiff_cmyk": (
+        "libtiff via Pillow",
+        lambda p: encode(_blocky(p).convert("CMYK"), "TIFF", compression="tiff_deflate"),
+        False,
+    ),
+    "gif_2000_frames": ("Pillow GIF, first frame", _gif_frames, False),
+    "bmp_rle8": ("BMP RLE8 via OpenCV", lambda p: bmp_rle8(_blocky(p)), False),
+    "bmp_24bit_max_bytes": (
+        "BMP via OpenCV",
+        lambda p: encode(photo_rgb(_dims(min(p, (25 << 20) // 3 - 4096))), "BMP"),
+        False,
+    ),
+    # Refused from the header: the time is the refusal.
+    "jpeg_scan_bomb_30000": ("refused: scans", lambda p: scan_bomb(30_000, _dims(min(p, 12_000_000))), False),
+    "png_1M_chunks": ("refused: chunks", lambda p: png_many_chunks(1_000_000), False),
+    "tiff_3M_strips": ("refused: strips", lambda p: tiff_with_strips(3_000_000), False),
+    "tiff_65536_strips": ("Pillow raw TIFF, at the strip bound", lambda p: tiff_with_strips(MAX_TIFF_STRIPS), False),
+    "gif_24M_junk": ("refused: junk before the image", lambda p: gif_with_junk(24_000_000), False),
+}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not getrusage: Linux carries ru_maxrss over from the parent
+    across fork and exec, so a child would report the (larger) bench parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(path: Path, full_scale: bool) -> dict[str, object]:
+    """Decode the file once in this process: wall time, peak RSS and the answer."""
+    settings = Settings()
+    data = path.read_bytes()
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    try:
+        image = decode(data, settings, MIN_SIZE, WORKING_SIZE)
+        if full_scale:
+            image.source(1)
+        answer = f"{image.size[0]}x{image.size[1]} at 1/{image.reduction}"
+    except InvalidImageError as exc:
+        answer = f"INVALID_IMAGE {exc.reason.value}"
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_mb": peak_rss_mb(), "before_mb": before, "answer": answer}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pixels", type=int, default=Settings().max_image_pixels, help="default: KYC_MAX_IMAGE_PIXELS")
+    parser.add_argument("--only", help="comma-separated case names")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child: decode this file
+    parser.add_argument("--full-scale", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.full_scale)))
+        return 0
+    names = args.only.split(",") if args.only else list(CASES)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            path_kind, build, full_scale = CASES[name]
+            file = Path(tmp) / name
+            file.write_bytes(build(args.pixels))
+            # A fresh process per case: its peak RSS is this decode's, not an earlier one's.
+            cmd = [sys.executable, __file__, "--measure", str(file)] + (["--full-scale"] if full_scale else [])
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            row = {"case": name, "path": path_kind, "mb": file.stat().st_size / 1e6, **json.loads(out.splitlines()[-1])}
+            file.unlink()
+            rows.append(row)
+            print(f"{name}: {row['answer']} {row['seconds']:.2f} s {row['peak_mb']:.0f} MB", file=sys.stderr)
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"\nDecoder worst cases at {args.pixels:,} pixels (load average {' '.join(load)}, {os.cpu_count()} cores)\n")
+    print("| case | decoder path | file MB | answer | time s | peak RSS MB | RSS before decode MB |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['path']} | {r['mb']:.1f} | {r['answer']} | {r['seconds']:.2f} "
+            f"| {r['peak_mb']:.0f} | {r['before_mb']:.0f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,9 +2,10 @@
 
 A file within every byte and pixel limit can still hold a decoder for minutes: libjpeg decodes
 every scan a progressive JPEG carries, and each scan costs a pass over all blocks even when it
-carries two bytes of data (an end-of-band run). Pillow's own header parsers loop in Python once
-per PNG chunk or JPEG marker. These walks count those units with C-speed searches and a bounded
-number of Python steps, and refuse a file that has more of them than any real encoder writes.
+carries two bytes of data (an end-of-band run). Pillow's own parsers loop in Python once per
+JPEG marker, PNG chunk, GIF sub-block (or junk byte) and TIFF strip. These walks count those
+units with C-speed searches and a bounded number of Python steps, and refuse a file that has
+more of them than any real encoder writes (INVALID_FORMAT, naming what there is too much of).
 """
 
 from __future__ import annotations
@@ -26,13 +27,24 @@ MAX_JPEG_MARKERS = 10_000
 # libpng writes 8 KiB IDAT chunks (3,200 in a 25 MiB file) and a row-by-row encoder writes one
 # per row (16,384 at the longest side allowed); Pillow parses and verifies them one Python step each.
 MAX_PNG_CHUNKS = 50_000
+# Pillow reads a GIF's blocks before the first image one Python step per extension sub-block and
+# per junk byte (5 MB of junk: 2.5 s). Real files have a handful, a few hundred with XMP.
+MAX_GIF_STEPS = 10_000
+# Pillow builds one Python tile per TIFF strip or tile, at ~30 us each: 3 million strip entries
+# (24 MB) on a 400x500 image took 95 s. One strip per row at the longest side allowed, for 4
+# separate planes, is 65,536; libtiff's writer puts ~8 KiB in a strip (6,124 at 50 MP).
+MAX_TIFF_STRIPS = 65_536
+# Entries of the first IFD, each a Python step for Pillow; real files carry 10 to 60.
+MAX_TIFF_ENTRIES = 4_096
 
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
 # libjpeg's next_marker(): skip to a 0xFF, skip fill 0xFFs, and a 0x00 after it is a stuffed
 # byte, not a marker. RSTn are markers inside a scan's entropy data and standalone elsewhere:
-# none of them starts a segment, so the search steps over them too. The search is in C, so a
-# 25 MiB file of stuffed bytes, restarts or junk between segments costs milliseconds.
-_JPEG_MARKER = re.compile(rb"\xff[^\x00\xff\xd0-\xd7]")
+# none of them starts a segment, so the search steps over them too. Each byte is mapped to its
+# role, "F" (0xFF), "z" (0x00, RSTn: no marker after a 0xFF) or "m" (anything else), so a marker
+# is the substring "Fm" and each search runs in C: 24 MB of fill or stuffed bytes cost 0.3-0.45 s
+# on a loaded core, the worst a 25 MiB file can do here.
+_ROLES = bytes(ord("F") if b == 0xFF else ord("z") if b == 0 or 0xD0 <= b <= 0xD7 else ord("m") for b in range(256))
 _NO_LENGTH = {0x01, _SOI}  # TEM and SOI stand alone; every other marker is followed by a length
 
 
@@ -53,19 +65,17 @@ def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> int:
     Raises:
         InvalidImageError: INVALID_FORMAT when there are more than :data:`MAX_JPEG_MARKERS` markers.
     """
+    roles = data.translate(_ROLES)
     scans = markers = 0
     pos = 2
-    while (found := _JPEG_MARKER.search(data, pos)) is not None:
-        marker = data[found.start() + 1]
-        pos = found.end()
+    while (found := roles.find(b"Fm", pos)) >= 0:
+        marker = data[found + 1]
+        pos = found + 2
         if marker == _EOI:
             break
         markers += 1
         if markers > MAX_JPEG_MARKERS:
-            raise InvalidImageError(
-                ImageReason.INVALID_FORMAT,
-                f"JPEG has more than {MAX_JPEG_MARKERS} markers; no encoder writes that many",
-            )
+            raise _too_many("JPEG", f"markers (more than {MAX_JPEG_MARKERS})")
         if marker in _NO_LENGTH:
             continue
         if marker == _SOS:
@@ -77,15 +87,6 @@ def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> int:
         (length,) = struct.unpack_from(">H", data, pos)
         pos += max(length, 2)  # a length below 2 covers only itself, as in libjpeg's skip_variable()
     return scans
-
-
-def check_jpeg_scans(data: bytes) -> None:
-    """Refuse a JPEG with more scans than any encoder writes (a scan bomb), before decoding."""
-    if jpeg_scans(data) > MAX_JPEG_SCANS:
-        raise InvalidImageError(
-            ImageReason.INVALID_FORMAT,
-            f"JPEG has more than {MAX_JPEG_SCANS} scans; encoders write at most a few dozen",
-        )
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -107,17 +108,82 @@ def png_chunks(data: bytes, limit: int = MAX_PNG_CHUNKS) -> int:
     return chunks
 
 
-def check_png_chunks(data: bytes) -> None:
-    """Refuse a PNG cut into more chunks than an encoder writes, before Pillow walks them."""
-    if png_chunks(data) > MAX_PNG_CHUNKS:
-        raise InvalidImageError(
-            ImageReason.INVALID_FORMAT, f"PNG has more than {MAX_PNG_CHUNKS} chunks; encoders write a few thousand"
-        )
+_GIF_BLOCK = re.compile(rb"[\x21\x2c\x3b]")  # extension, image descriptor, trailer
+
+
+def gif_steps(data: bytes, limit: int = MAX_GIF_STEPS) -> int:
+    """Sub-blocks and junk bytes before the first image; ``limit + 1`` once past ``limit``."""
+    flags = data[10] if len(data) > 10 else 0
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # header, screen, global palette
+    steps = 0
+    while steps <= limit:
+        # Bytes Pillow skips one at a time count as steps, so look no further than the budget.
+        found = _GIF_BLOCK.search(data, pos, pos + limit - steps + 1)
+        if found is None:
+            return limit + 1 if pos + limit - steps + 1 < len(data) else steps
+        steps += found.start() - pos
+        pos = found.start()
+        if data[pos] != 0x21:
+            break  # the first image, or the end: Pillow's header loop stops here
+        pos += 2  # introducer and label
+        while pos < len(data) and steps <= limit:
+            size = data[pos]
+            pos += 1 + size
+            steps += 1
+            if size == 0:
+                break
+    return steps
+
+
+_TIFF_OFFSET_TAGS = {273, 279, 324, 325}  # StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
+
+def tiff_counts(data: bytes) -> tuple[int, int]:
+    """(entries of the first IFD, largest strip or tile count it declares); zeros if unreadable."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (magic,) = struct.unpack_from(order + "H", data, 2)
+        if magic == 43:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+            (ifd,) = struct.unpack_from(order + "Q", data, 8)
+            (entries,) = struct.unpack_from(order + "Q", data, ifd)
+            first, size, fmt = ifd + 8, 20, order + "HHQ"
+        else:
+            (ifd,) = struct.unpack_from(order + "I", data, 4)
+            (entries,) = struct.unpack_from(order + "H", data, ifd)
+            first, size, fmt = ifd + 2, 12, order + "HHI"
+        strips = 0
+        for i in range(min(entries, MAX_TIFF_ENTRIES + 1)):
+            tag, _, count = struct.unpack_from(fmt, data, first + i * size)
+            if tag in _TIFF_OFFSET_TAGS:
+                strips = max(strips, count)
+    except struct.error:  # truncated: Pillow reports it
+        return 0, 0
+    return entries, strips
 
 
 def check_structure(data: bytes) -> None:
-    """Apply the structure limits of the file's format, judged from its signature."""
+    """Apply the structure limits of the file's format, judged from its signature.
+
+    Raises:
+        InvalidImageError: INVALID_FORMAT, naming the unit there are too many of.
+    """
     if data.startswith(b"\xff\xd8"):
-        check_jpeg_scans(data)
+        if jpeg_scans(data) > MAX_JPEG_SCANS:
+            raise _too_many("JPEG", f"scans (more than {MAX_JPEG_SCANS}; encoders write at most a few dozen)")
     elif data.startswith(_PNG_SIGNATURE):
-        check_png_chunks(data)
+        if png_chunks(data) > MAX_PNG_CHUNKS:
+            raise _too_many("PNG", f"chunks (more than {MAX_PNG_CHUNKS}; encoders write a few thousand)")
+    elif data.startswith((b"GIF87a", b"GIF89a")):
+        if gif_steps(data) > MAX_GIF_STEPS:
+            raise _too_many("GIF", f"blocks before its first image (more than {MAX_GIF_STEPS})")
+    elif data.startswith(_TIFF_SIGNATURES):
+        entries, strips = tiff_counts(data)
+        if entries > MAX_TIFF_ENTRIES:
+            raise _too_many("TIFF", f"directory entries (more than {MAX_TIFF_ENTRIES})")
+        if strips > MAX_TIFF_STRIPS:
+            raise _too_many("TIFF", f"strips or tiles (more than {MAX_TIFF_STRIPS})")
+
+
+def _too_many(kind: str, what: str) -> InvalidImageError:
+    return InvalidImageError(ImageReason.INVALID_FORMAT, f"{kind} has too many {what}")

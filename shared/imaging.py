@@ -30,6 +30,9 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 # Decoded by OpenCV when upright 8-bit RGB or grey (PNG's CRCs are verified by Pillow first).
 _OPENCV_FORMATS = {"PNG", "WEBP", "BMP"}
+# Pillow decodes run-length BMPs (RLE8, RLE4) in pure Python, 0.15 s per megapixel: 50 MP in a
+# 400 kB file held a worker ~8 s. OpenCV's C decoder does the same in ~1/20 of that.
+_BMP_RLE = {1, 2}
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
 
@@ -266,6 +269,10 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
                 pixels = _decode_jpeg(jpeg, reduction)
             elif im.format in _OPENCV_FORMATS and im.mode in ("RGB", "L") and orientation == 1:
                 pixels = _decode_with_opencv(data)
+            elif im.format == "BMP" and im.info.get("compression") in _BMP_RLE:
+                pixels = _decode_with_opencv(data)
+                if pixels is None:  # never Pillow's Python decoder
+                    raise InvalidImageError(ImageReason.READ_ERROR, "cannot decode the run-length BMP")
             if pixels is None:
                 jpeg, reduction = None, 1
                 pixels = _decode_with_pillow(im)

@@ -3,18 +3,40 @@ before a decoder or Pillow's parser sees them, and real files of every shape sti
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
-from bench.decode_bounds import png_many_chunks, progressive_jpeg_with_scans, scan_bomb
+from bench.decode_bounds import (
+    bmp_rle8,
+    encode,
+    gif_with_junk,
+    photo_rgb,
+    png_many_chunks,
+    progressive_jpeg_with_scans,
+    scan_bomb,
+    tiff_with_strips,
+)
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.errors import ImageReason, InvalidImageError
-from shared.headers import MAX_JPEG_MARKERS, MAX_JPEG_SCANS, MAX_PNG_CHUNKS, jpeg_scans, png_chunks
+from shared.headers import (
+    MAX_GIF_STEPS,
+    MAX_JPEG_MARKERS,
+    MAX_JPEG_SCANS,
+    MAX_PNG_CHUNKS,
+    MAX_TIFF_ENTRIES,
+    MAX_TIFF_STRIPS,
+    gif_steps,
+    jpeg_scans,
+    png_chunks,
+    tiff_counts,
+)
 from shared.imaging import decode
 from tests.conftest import FACES_DIR
 from tests.images import OBAMA, jpeg, read_bgr
@@ -126,3 +148,74 @@ def test_png_chunk_flood_is_refused_and_a_real_split_png_decodes(settings: Setti
 def test_a_small_baseline_jpeg_still_decodes(settings: Settings) -> None:
     image = decode(jpeg(read_bgr()[:300, :300]), settings, MIN_SIZE, WORKING)
     assert image.size == (300, 300)
+
+
+def test_fill_and_stuffing_floods_are_walked_in_c() -> None:
+    good = OBAMA.read_bytes()
+    sos = good.rfind(b"\xff\xda") + 14
+    for filler in (b"\xff\x00", b"\xff\xd3", b"\xff\xff"):
+        flood = good[:sos] + filler * 10_000_000 + good[sos:]
+        start = time.perf_counter()
+        assert jpeg_scans(flood) == 1
+        assert time.perf_counter() - start < 1.5  # ~0.1 s on a quiet core
+
+
+def test_gif_junk_before_the_image_is_refused_and_a_little_is_read(settings: Settings) -> None:
+    # Pillow skips junk one byte per Python step: 5 MB took it 2.5 s.
+    error, elapsed = _refused(gif_with_junk(20_000_000), settings)
+    assert error.reason == ImageReason.INVALID_FORMAT and "GIF" in error.message
+    assert elapsed < 0.5
+    some = gif_with_junk(MAX_GIF_STEPS // 2)
+    assert gif_steps(some) == MAX_GIF_STEPS // 2
+    assert decode(some, settings, MIN_SIZE, WORKING).size == (400, 500)
+
+
+def test_many_frame_gif_and_many_page_tiff_decode_their_first_image(settings: Settings) -> None:
+    first = photo_rgb((400, 500))
+    rest = [Image.new("RGB", (64, 48), (i % 256, 0, 0)) for i in range(1000)]
+    for fmt in ("GIF", "TIFF"):
+        data = encode(first, fmt, save_all=True, append_images=rest)
+        start = time.perf_counter()
+        image = decode(data, settings, MIN_SIZE, WORKING)
+        assert image.size == (400, 500) and time.perf_counter() - start < 1.0
+        assert abs(image.luma - decode(encode(first, fmt), settings, MIN_SIZE, WORKING).luma) < 1.0
+
+
+def test_tiff_strip_flood_is_refused_and_real_strips_decode(settings: Settings) -> None:
+    # Pillow builds a Python tile per strip: 3 million entries on a 400x500 image took 95 s.
+    error, elapsed = _refused(tiff_with_strips(3_000_000), settings)
+    assert error.reason == ImageReason.INVALID_FORMAT and "strips" in error.message
+    assert elapsed < 0.5
+    one_row_each = tiff_with_strips(500)
+    assert tiff_counts(one_row_each) == (9, 500)
+    image = decode(one_row_each, settings, MIN_SIZE, WORKING)
+    assert image.size == (400, 500)
+    expected = cv2.cvtColor(np.asarray(photo_rgb((400, 500))), cv2.COLOR_RGB2BGR)
+    assert np.array_equal(image.pixels, expected)
+    assert tiff_counts(tiff_with_strips(MAX_TIFF_STRIPS))[1] == MAX_TIFF_STRIPS
+
+
+def test_tiff_directory_flood_is_refused(settings: Settings) -> None:
+    data = bytearray(tiff_with_strips(500))
+    struct.pack_into("<H", data, 8, MAX_TIFF_ENTRIES + 1)  # the entry count of the first IFD
+    error, _ = _refused(bytes(data), settings)
+    assert error.reason == ImageReason.INVALID_FORMAT and "directory entries" in error.message
+    for cut in (2, 5, 9, 40):
+        assert tiff_counts(bytes(data[:cut])) == (0, 0)
+
+
+def test_run_length_bmp_decodes_in_c_like_pillow(settings: Settings) -> None:
+    # Pillow's RLE decoder is Python: 0.15 s per megapixel, 50 MP fits in a 400 kB file.
+    source = photo_rgb((2000, 2500))
+    data = bmp_rle8(source)
+    start = time.perf_counter()
+    image = decode(data, settings, MIN_SIZE, WORKING)
+    elapsed = time.perf_counter() - start
+    assert image.size == (2000, 2500)
+    with Image.open(io.BytesIO(data)) as im:
+        reference = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2BGR)
+    assert np.array_equal(image.pixels, reference)
+    assert elapsed < 0.5, f"{elapsed:.2f} s"
+    broken = data[: len(data) // 3]
+    with pytest.raises(InvalidImageError):
+        decode(broken, settings, MIN_SIZE, WORKING)
