@@ -237,6 +237,14 @@ def bmp_rle8(image: Image.Image) -> bytes:
     return header + info + palette + body
 
 
+def with_alpha(image: Image.Image) -> Image.Image:
+    """RGBA whose alpha is the image's own brightness: translucent everywhere, so no encoder
+    can drop the alpha channel as opaque."""
+    rgba = image.convert("RGBA")
+    rgba.putalpha(image.convert("L"))
+    return rgba
+
+
 def _jpeg(pixels: int, **kwargs: object) -> bytes:
     return encode(photo_rgb(_dims(pixels)), "JPEG", quality=95, **kwargs)
 
@@ -279,17 +287,21 @@ CASES: dict[str, tuple[str, Builder, bool]] = {
     ),
     "jpeg_grey": ("libjpeg via OpenCV, DCT-reduced", lambda p: encode(photo_rgb(_dims(p)).convert("L"), "JPEG"), False),
     "png_rgb": ("libpng via OpenCV", lambda p: _png(_blocky(p)), False),
-    "png_rgba": ("Pillow, alpha on white", lambda p: _png(_blocky(p).convert("RGBA")), False),
+    "png_rgba": ("libpng via OpenCV, alpha on white", lambda p: _png(with_alpha(_blocky(p))), False),
     "png_16bit_grey": (
-        "Pillow, 16-bit scaled",
+        "libpng via Pillow, 16-bit scaled",
         lambda p: _png(Image.fromarray(np.asarray(_blocky(p).convert("L"), np.uint16) * 257)),
         False,
     ),
-    "png_palette": ("Pillow, palette", lambda p: _png(_blocky(p).convert("P", palette=Image.Palette.ADAPTIVE)), False),
+    "png_palette": (
+        "libpng via Pillow, palette",
+        lambda p: _png(_blocky(p).convert("P", palette=Image.Palette.ADAPTIVE)),
+        False,
+    ),
     "webp_lossy": ("libwebp via OpenCV", lambda p: encode(photo_rgb(_dims(p)), "WEBP", quality=80, method=0), False),
     "webp_alpha": (
-        "libwebp via Pillow, alpha on white",
-        lambda p: encode(photo_rgb(_dims(p)).convert("RGBA"), "WEBP", quality=80, method=0),
+        "libwebp via OpenCV, alpha on white",
+        lambda p: encode(with_alpha(photo_rgb(_dims(p))), "WEBP", quality=80, method=0),
         False,
     ),
     "tiff_deflate": ("libtiff via Pillow", lambda p: encode(_blocky(p), "TIFF", compression="tiff_deflate"), False),

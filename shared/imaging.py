@@ -134,15 +134,41 @@ def _to_bgr(im: Image.Image) -> np.ndarray:
         grey = np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8)
         return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, rgba)
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+        pixels = np.asarray(rgba)
+        rgba.close()  # the array holds its own copy
+        return _on_white(pixels, _FROM_RGBA)
     if im.mode != "RGB":
         im = im.convert("RGB")
     # One writable copy, swapped to BGR in place: large PNG/TIFF decodes are the worker's peak RSS.
     pixels = np.array(im)
     im.close()
     return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels)
+
+
+_BAND_ROWS = 256  # rows composited at a time: the temporaries stay a few MB
+_FROM_RGBA, _FROM_BGRA = slice(2, None, -1), slice(0, 3)
+
+
+def _on_white(src: np.ndarray, bgr: slice) -> np.ndarray:
+    """Four-channel 8-bit pixels composited on white into BGR, a band of rows at a time.
+
+    Pillow's alpha_composite needs a white RGBA canvas, its result and an RGB conversion, all
+    full size: 26 B/px and 8.5 s at 50 MP. Here only the result is allocated.
+
+    Args:
+        src: (h, w, 4) uint8, alpha last.
+        bgr: the slice of the colour channels in B, G, R order (``2::-1`` for RGBA).
+    """
+    out = np.empty((*src.shape[:2], 3), np.uint8)
+    for top in range(0, src.shape[0], _BAND_ROWS):
+        band = src[top : top + _BAND_ROWS]
+        alpha = cv2.merge([band[..., 3]] * 3)
+        colour = np.ascontiguousarray(band[..., bgr])
+        # (c * a + 255 * (255 - a)) / 255 is c * a / 255 + (255 - a): OpenCV rounds the product
+        # to nearest, which is what Pillow's compositing computes, twice as fast as numpy.
+        out[top : top + _BAND_ROWS] = cv2.add(cv2.multiply(colour, alpha, scale=1 / 255), cv2.bitwise_not(alpha))
+    return out
 
 
 def check_header(data: bytes, settings: Settings, min_size: tuple[int, int]) -> Header:
@@ -221,6 +247,15 @@ def _decode_with_opencv(data: bytes) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
+def _decode_bgra_with_opencv(data: bytes) -> np.ndarray | None:
+    """Upright 8-bit RGBA PNG and WebP: OpenCV's BGRA composited on white, without Pillow's
+    copies (a 50 MP WebP with alpha: 1.2 GB and 10 s through Pillow)."""
+    bgra = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if bgra is None or bgra.dtype != np.uint8 or bgra.ndim != 3 or bgra.shape[2] != 4:
+        return None  # 16-bit or unexpected: Pillow's path
+    return _on_white(bgra, _FROM_BGRA)
+
+
 def _decode_with_pillow(im: Image.Image) -> np.ndarray:
     im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame only
     im.load()
@@ -269,6 +304,8 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
                 pixels = _decode_jpeg(jpeg, reduction)
             elif im.format in _OPENCV_FORMATS and im.mode in ("RGB", "L") and orientation == 1:
                 pixels = _decode_with_opencv(data)
+            elif im.format in ("PNG", "WEBP") and im.mode == "RGBA" and orientation == 1:
+                pixels = _decode_bgra_with_opencv(data)
             elif im.format == "BMP" and im.info.get("compression") in _BMP_RLE:
                 pixels = _decode_with_opencv(data)
                 if pixels is None:  # never Pillow's Python decoder

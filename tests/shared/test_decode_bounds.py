@@ -21,6 +21,7 @@ from bench.decode_bounds import (
     progressive_jpeg_with_scans,
     scan_bomb,
     tiff_with_strips,
+    with_alpha,
 )
 from shared.config import Settings
 from shared.engine import KYCDeepFace
@@ -219,3 +220,18 @@ def test_run_length_bmp_decodes_in_c_like_pillow(settings: Settings) -> None:
     broken = data[: len(data) // 3]
     with pytest.raises(InvalidImageError):
         decode(broken, settings, MIN_SIZE, WORKING)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_alpha_is_composited_on_white_like_pillow(fmt: str, settings: Settings) -> None:
+    rgba = with_alpha(photo_rgb((400, 500)))
+    data = encode(rgba, fmt, lossless=True) if fmt == "WEBP" else encode(rgba, fmt)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "RGBA"  # the alpha survived the encoder
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        expected = cv2.cvtColor(
+            np.asarray(Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")), cv2.COLOR_RGB2BGR
+        )
+    image = decode(data, settings, MIN_SIZE, WORKING)
+    assert image.pixels.shape == expected.shape
+    assert np.abs(image.pixels.astype(int) - expected).max() <= 1
