@@ -17,7 +17,7 @@ from shared.errors import ImageReason, InvalidImageError
 
 # libjpeg's progression (jpeg_simple_progression, used by libjpeg-turbo, Pillow and OpenCV)
 # writes 10 scans for a colour image, 6 for grey and 18 for CMYK; mozjpeg's scan optimisation
-# chooses among 64 candidate scans and writes about 10; Photoshop offers 3 to 5. libtiff stops a
+# writes a subset of its 64 candidate scans; Photoshop offers 3 to 5. libtiff stops a
 # JPEG inside a TIFF at 100 scans by default (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER), which is
 # also the bound here: 10x what encoders write, and at 50 MP each extra scan costs ~10 ms.
 MAX_JPEG_SCANS = 100
