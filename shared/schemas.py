@@ -59,11 +59,28 @@ class Landmarks(_Doc):
     mouth_left: tuple[float, float]
 
 
+class FaceQuality(_Doc):
+    """How good a usable face is: the strictest ``quality`` level it passes, and what fails above it."""
+
+    level: Literal["none", "low", "medium", "high"]
+    reasons: list[PartialReason]  # what keeps it from ``high`` (empty when it passes ``high``)
+
+
+class Liveness(_Doc):
+    """Passive liveness of a face: P(real) from one image. A signal, not a certified PAD."""
+
+    score: float = Field(ge=0.0, le=1.0)
+    live: bool  # score >= KYC_LIVENESS_THRESHOLD
+    model: str
+
+
 class Face(_Doc):
     box: Box
     score: float
     landmarks: Landmarks
     features: str
+    quality: FaceQuality | None = None
+    liveness: Liveness | None = None  # only when asked for (the verify selfie)
 
 
 class PartialFace(_Doc):

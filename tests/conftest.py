@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 FACES_DIR = SHARED / "faces"
 LFW_DIR = SHARED / "lfw-calib"
+LIVENESS_DIR = SHARED / "liveness"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -28,11 +28,11 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    kind: Literal["detector", "embedding"]
+    kind: Literal["detector", "embedding", "liveness"]
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     source: str
-    # Embedding models only: what the network expects of an aligned face.
+    # Embedding and liveness models: what the network expects of its crop.
     input_size: tuple[int, int] = (112, 112)
     color: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # applied to x / 255
@@ -79,6 +79,19 @@ BUILTIN: tuple[ModelSpec, ...] = (
         mean=(127 / 255, 127 / 255, 127 / 255),
         std=(128 / 255, 128 / 255, 128 / 255),
         dim=512,
+    ),
+    ModelSpec(
+        name="fr_minifasnet",
+        kind="liveness",
+        file="face_liveness_fr_minifasnet.onnx",
+        sha256="afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d",
+        source=(
+            "npm package faceplugin-face-recognition-js@0.0.1, package/model/fr_liveness.onnx "
+            "(`npm pack faceplugin-face-recognition-js@0.0.1`; declared MIT)"
+        ),
+        input_size=(128, 128),
+        color="BGR",  # raw 0-255, no normalisation
+        dim=3,  # logits: real, spoof, unused
     ),
 )
 

@@ -65,5 +65,5 @@ def test_features_of_another_model_are_never_scored(engine: KYCDeepFace) -> None
     doc = engine.match_faces(ours, theirs).model_dump()
     assert doc["code"] == "ERROR"
     assert "sface-2021dec" in doc["message"]
-    other_dim = features.encode(engine.model_id, np.ones(512, np.float32))
+    other_dim = features.encode(engine.model_id, np.ones(engine.embedder.spec.dim // 2, np.float32))
     assert engine.match_faces(ours, other_dim).model_dump()["code"] == "ERROR"

@@ -13,7 +13,7 @@ from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.errors import ModelError
 from shared.models import load_detector, load_embedder
-from shared.models.registry import BUILTIN
+from shared.models.registry import BUILTIN, get_spec
 
 
 def test_missing_model_names_file_place_and_source(settings: Settings, tmp_path: Path) -> None:
@@ -27,14 +27,15 @@ def test_missing_model_names_file_place_and_source(settings: Settings, tmp_path:
 def test_wrong_checksum_is_refused(settings: Settings, tmp_path: Path) -> None:
     for spec in BUILTIN:
         shutil.copy(settings.model_dir / spec.file, tmp_path / spec.file)
-    with (tmp_path / BUILTIN[1].file).open("r+b") as fh:
+    embedding = get_spec(settings.embedding_model, "embedding")
+    with (tmp_path / embedding.file).open("r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00\x01\x02\x03")
     s = settings.model_copy(update={"model_dir": tmp_path})
     load_detector(s)  # the untouched detector still loads
     with pytest.raises(ModelError) as err:
         load_embedder(s)
-    assert "sha256" in err.value.message and BUILTIN[1].file in err.value.message
+    assert "sha256" in err.value.message and embedding.file in err.value.message
 
 
 def test_registry_file_adds_a_model_by_configuration(settings: Settings, tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_batched_embedding_equals_one_at_a_time(engine: KYCDeepFace) -> None:
     faces = rng.integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
     batch = engine.embedder.embed(faces)
     singles = np.concatenate([engine.embedder.embed(faces[i : i + 1]) for i in range(5)])
-    assert batch.shape == (5, 128)
+    assert batch.shape == (5, engine.embedder.spec.dim)
     assert np.allclose(batch, singles, atol=1e-5)
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
 
