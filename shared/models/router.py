@@ -15,6 +15,10 @@ from shared.models.registry import ModelSpec, get_spec, resolve_model_file
 from shared.models.session import create_session
 
 _YUNET_OUTPUTS = {f"{k}_{s}" for s in (8, 16, 32) for k in ("cls", "obj", "bbox", "kps")}
+# An image -> vector network is a classifier (liveness: a few class logits) or an embedder (a
+# descriptor of 64+ values); nothing in between is a model we know how to drive.
+_MAX_CLASSES = 16
+_MIN_EMBEDDING_DIM = 64
 
 
 def _load(spec: ModelSpec, settings: Settings) -> onnx.ModelProto:
@@ -70,8 +74,16 @@ def _check_image_to_vector(model: onnx.ModelProto, spec: ModelSpec) -> None:
         raise ModelError(f"{spec.kind} model {spec.file} is not image (N,3,H,W) -> vector (N,D)")
     if in_dims[2:] != list(spec.input_size)[::-1] and all(isinstance(d, int) for d in in_dims[2:]):
         raise ModelError(f"{spec.kind} model {spec.file} takes {in_dims[2:]}, registry says {spec.input_size}")
-    if isinstance(out_dims[1], int) and out_dims[1] != spec.dim:
-        raise ModelError(f"{spec.kind} model {spec.file} outputs {out_dims[1]} values, registry says {spec.dim}")
+    width = out_dims[1] if isinstance(out_dims[1], int) else spec.dim
+    if width != spec.dim:
+        raise ModelError(f"{spec.kind} model {spec.file} outputs {width} values, registry says {spec.dim}")
+    # The graph, not only the registry entry, decides the wrapper: class logits are never embedded.
+    looks_like = "liveness" if width <= _MAX_CLASSES else "embedding" if width >= _MIN_EMBEDDING_DIM else None
+    if looks_like != spec.kind:
+        raise ModelError(
+            f"{spec.file} outputs {width} values per image: "
+            + (f"a {looks_like} model, not {spec.kind}" if looks_like else "neither class logits nor an embedding")
+        )
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -12,7 +12,7 @@ import pytest
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.errors import ModelError
-from shared.models import load_detector, load_embedder
+from shared.models import load_detector, load_embedder, load_liveness
 from shared.models.registry import BUILTIN, get_spec
 
 
@@ -95,3 +95,25 @@ def test_fr_feature_batches_in_memory_and_takes_bgr_minus_127_over_128(settings:
     singles = np.concatenate([embedder.embed(faces[i : i + 1]) for i in range(3)])
     assert batch.shape == (3, 512)
     assert np.allclose(batch, singles, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("fr_minifasnet", "embedding"), ("fr_feature", "liveness")])
+def test_router_reads_the_kind_from_the_graph(settings: Settings, tmp_path: Path, name: str, kind: str) -> None:
+    """The liveness classifier registered as an embedder (and the reverse) is refused by its outputs."""
+    spec = get_spec(name, "liveness" if kind == "embedding" else "embedding").model_dump()
+    spec.update(name="mislabelled", kind=kind)
+    registry = tmp_path / "models.json"
+    registry.write_text(json.dumps([spec]))
+    s = settings.model_copy(update={"model_registry_file": registry, f"{kind}_model": "mislabelled"})
+    with pytest.raises(ModelError) as err:
+        (load_embedder if kind == "embedding" else load_liveness)(s)
+    assert f"not {kind}" in err.value.message
+
+
+def test_liveness_scorer_gives_a_probability(settings: Settings) -> None:
+    scorer = load_liveness(settings)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    score = scorer.score(image, np.array([100.0, 100.0, 200.0, 200.0]))
+    assert 0.0 <= score <= 1.0
+    assert scorer.preprocess(image, np.array([100.0, 100.0, 200.0, 200.0])).shape == (1, 3, 128, 128)
