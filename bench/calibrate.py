@@ -44,7 +44,7 @@ from shared import calibration  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.models import get_spec  # noqa: E402
-from shared.quality import QualityGate, QualityLevel  # noqa: E402
+from shared.schemas import QualityGate, QualityLevel  # noqa: E402
 
 Pair = tuple[str, int, str, int]
 

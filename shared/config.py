@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.quality import QualityGate, QualityLevel
+from shared.schemas import QualityGate, QualityLevel
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from shared.alignment import align, warp_scale
 from shared.config import Settings, get_settings
 from shared.errors import FeaturesError, ImageReason, InvalidImageError, KYCFaceError, ModelError
 from shared.models import Detection, LivenessScorer, load_detector, load_embedder, load_liveness
-from shared.quality import Appearance, Geometry, QualityGate, QualityLevel
+from shared.quality import Appearance, Geometry
 from shared.schemas import (
     Box,
     ErrorResult,
@@ -30,6 +30,8 @@ from shared.schemas import (
     MatchResult,
     PartialFace,
     PartialReason,
+    QualityGate,
+    QualityLevel,
 )
 
 log = logging.getLogger(__name__)
@@ -140,13 +142,15 @@ class KYCDeepFace:
         """
         try:
             level = QualityLevel(quality if quality is not None else self.settings.quality_default)
+        except ValueError:
+            known = ", ".join(q.value for q in QualityLevel)
+            return ErrorResult(message=f"unknown quality level {str(quality)[:20]!r}; one of {known}")
+        try:
             return self._describe(self.analyse(image_bytes, level=level, liveness=liveness))
         except InvalidImageError as exc:
             return InvalidImageResult(reason=exc.reason, message=exc.message)
         except KYCFaceError as exc:
             return ErrorResult.from_error(exc)
-        except ValueError as exc:
-            return ErrorResult(message=f"bad quality option: {exc}")
         except Exception as exc:
             if isinstance(exc, self.reraise):
                 raise

@@ -12,33 +12,11 @@ selfie (a retake is cheap, and the reason says what to fix). The thresholds live
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
-from shared.schemas import PartialReason
-
-
-class QualityLevel(str, Enum):
-    NONE = "none"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-
-
-class QualityGate(BaseModel):
-    """Thresholds of one level. Pose in landmark units (see :func:`pose`), pixels in the original."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    min_face_px: float  # face box width
-    max_yaw: float  # |nose offset| / eye distance; 0.45 is roughly 40 degrees
-    min_pitch: float  # nose height between eye line (0) and mouth line (1)
-    max_pitch: float
-    min_sharpness: float  # Laplacian variance of the aligned inner face
-    min_luma: float  # mean brightness of the aligned inner face, 0-255
+from shared.schemas import PartialReason, QualityGate
 
 
 def pose(landmarks: np.ndarray) -> tuple[float, float]:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ImageReason
-from shared.quality import QualityLevel
-from shared.schemas import ErrorResult, InvalidImageResult, to_dict
+from shared.schemas import ErrorResult, InvalidImageResult, QualityLevel, to_dict
 
 
 def _emit(doc: Any) -> None:

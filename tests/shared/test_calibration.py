@@ -52,7 +52,7 @@ def test_calibration_reports_failure_to_acquire_per_quality_level(engine: KYCDee
     """bench/calibrate.py on real LFW faces: a turned face counts as FTA under the strict gate and its
     pairs become FTA, never a non-match; the generalised rates follow ISO/IEC 19795-1."""
     from bench.calibrate import acquired, all_pairs, embed_all, iso_rates
-    from shared.quality import QualityLevel
+    from shared.schemas import QualityLevel
     from tests.conftest import LFW_DIR, need
 
     carson = LFW_DIR / "images" / "Johnny_Carson"
