@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.schemas import QualityGate, QualityLevel
+
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,7 +54,10 @@ class Settings(BaseSettings):
     # --- models -------------------------------------------------------------------------------
     model_dir: Path = Field(default_factory=_default_model_dir)
     detector_model: str = "yunet-2026may"
-    embedding_model: str = "mobilefacenet"
+    # fr_feature (512-d) is the accurate default; "mobilefacenet" (128-d) is ~2.5x faster per face.
+    # Features carry their model: a gallery or a stored features string works only with its model.
+    embedding_model: str = "fr_feature"
+    liveness_model: str = "fr_minifasnet"
     # Extra embedding models as a JSON file of registry entries (see shared/models/registry.py).
     model_registry_file: Path | None = None
     # 0 means "cores / worker concurrency", computed at session creation.
@@ -76,12 +81,42 @@ class Settings(BaseSettings):
     # --- face quality (partial faces) ---------------------------------------------------------
     # A box nearer the border than this fraction of its own size (or past it) counts as CROPPED.
     crop_tolerance: float = 0.02
-    min_face_px: int = 40  # face box width in original pixels
-    max_yaw: float = 0.45  # |nose offset| / eye distance; ~0.45 is roughly 40 degrees
-    max_pitch_low: float = 0.15  # nose height between eye line and mouth line (0..1)
-    max_pitch_high: float = 0.85
-    blur_min_laplacian_var: float = 30.0  # on the aligned 112x112 grey face
-    face_dark_luma: float = 40.0  # mean luma of the aligned face
+    # Gates by level (see shared/quality.py), derived from what hurts matching on lfw-calib
+    # (`bench/calibrate.py` prints TAR of genuine pairs by the worse face's pose and sharpness):
+    # * low (documents, gallery probes, get_faces' default): refuse only what the model cannot
+    #   match. With fr_feature every genuine pair still matched at FAR 0.1 % up to the most turned
+    #   LFW face (|yaw| 0.94) and the softest (sharpness 15), so the gate sits just past both:
+    #   |yaw| 1.0 (a near profile, where the five landmarks stop being reliable), sharpness 8.
+    #   Size and darkness are not exercised by LFW (all faces >= 66 px, luma >= 61): 24 px is
+    #   where the 112 px crop would be upsampled ~5x, luma 25 a face with almost no contrast left.
+    # * high (the verify selfie; a retake is cheap and the reason says what to fix): faces under
+    #   sharpness 60 matched 91 % against 98.7 % above, so 40 is refused as BLURRY; a head turned
+    #   past |yaw| 0.4 (~35 degrees) is refused as NOT_FRONT_FACING although the model often still
+    #   matches it: MobileFaceNet loses TAR there, and a user can face the camera in a second.
+    #   On LFW press photos this refuses ~2 % of images, the price of asking for a retake.
+    # * medium: the one gate of the first release, for callers that want it.
+    quality_low: QualityGate = QualityGate(
+        min_face_px=24, max_yaw=1.0, min_pitch=0.05, max_pitch=0.95, min_sharpness=8.0, min_luma=25.0
+    )
+    quality_medium: QualityGate = QualityGate(
+        min_face_px=40, max_yaw=0.45, min_pitch=0.15, max_pitch=0.85, min_sharpness=30.0, min_luma=40.0
+    )
+    quality_high: QualityGate = QualityGate(
+        min_face_px=64, max_yaw=0.4, min_pitch=0.25, max_pitch=0.75, min_sharpness=40.0, min_luma=50.0
+    )
+    # Levels by role: get_faces' default (also the gallery probe), the verify selfie and document.
+    quality_default: QualityLevel = QualityLevel.LOW
+    quality_selfie: QualityLevel = QualityLevel.HIGH
+    quality_document: QualityLevel = QualityLevel.LOW
+
+    # --- liveness -----------------------------------------------------------------------------
+    # off: never scored; report: the selfie face carries the score, the decision ignores it;
+    # enforce: a selfie under the threshold is answered SPOOF_SUSPECTED.
+    liveness: Literal["off", "report", "enforce"] = "report"
+    # P(real) at which a face counts as live: 0.5 is the classifier's own boundary (P(real) >
+    # P(spoof)). Not fitted here (no selfie or attack set); MANIFEST.md's figures at 0.5: 91 % of
+    # genuine press photos pass, 4 % of synthetic prints and 33 % of synthetic screen replays.
+    liveness_threshold: float = Field(default=0.5, gt=0, lt=1)
 
     # --- matching -----------------------------------------------------------------------------
     verify_confidence: float = Field(default=0.76, ge=0, le=1)
@@ -157,6 +192,11 @@ class Settings(BaseSettings):
         # A Redis or S3 URL may carry a password (user:password@host): never print it.
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name in _URL_FIELDS and isinstance(value, str) else value)
+
+    def quality_gate(self, level: QualityLevel) -> QualityGate | None:
+        """The thresholds of ``level``; None for ``none`` (every detected face is kept)."""
+        gates = {QualityLevel.LOW: self.quality_low, QualityLevel.MEDIUM: self.quality_medium}
+        return self.quality_high if level is QualityLevel.HIGH else gates.get(level)
 
     def resolved_redis_url(self) -> str | None:
         return self.redis_url or self.broker_url

@@ -12,21 +12,26 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from shared import calibration, features, imaging, quality
+from shared import calibration, features, imaging
 from shared.alignment import align, warp_scale
 from shared.config import Settings, get_settings
-from shared.errors import FeaturesError, ImageReason, InvalidImageError, KYCFaceError
-from shared.models import Detection, load_detector, load_embedder
+from shared.errors import FeaturesError, ImageReason, InvalidImageError, KYCFaceError, ModelError
+from shared.models import Detection, LivenessScorer, load_detector, load_embedder, load_liveness
+from shared.quality import Appearance, Geometry
 from shared.schemas import (
     Box,
     ErrorResult,
     Face,
+    FaceQuality,
     FacesResult,
     InvalidImageResult,
     Landmarks,
+    Liveness,
     MatchResult,
     PartialFace,
     PartialReason,
+    QualityGate,
+    QualityLevel,
 )
 
 log = logging.getLogger(__name__)
@@ -36,13 +41,23 @@ class FaceAnalysis(NamedTuple):
     box: np.ndarray  # x1, y1, x2, y2 in original pixels
     score: float
     landmarks: np.ndarray  # (5, 2)
-    reason: PartialReason | None  # None: usable for matching
+    reason: PartialReason | None  # None: usable for matching at the level asked for
     vector: np.ndarray | None  # unit embedding, when computed
+    geometry: Geometry
+    appearance: Appearance | None  # measured on the aligned face, when it was aligned
+    liveness: float | None = None  # P(real), when asked for
+
+
+_GRADED = (QualityLevel.HIGH, QualityLevel.MEDIUM, QualityLevel.LOW)
 
 
 def _landmarks(points: np.ndarray) -> Landmarks:
     p = [(round(float(x), 1), round(float(y), 1)) for x, y in points]
     return Landmarks(right_eye=p[0], left_eye=p[1], nose=p[2], mouth_right=p[3], mouth_left=p[4])
+
+
+def _first(reasons: list[PartialReason]) -> PartialReason | None:
+    return reasons[0] if reasons else None
 
 
 def _box(b: np.ndarray) -> Box:
@@ -88,6 +103,7 @@ class KYCDeepFace:
         cv2.setNumThreads(settings.onnx_threads())
         self.detector = load_detector(settings)
         self.embedder = load_embedder(settings)
+        self.liveness: LivenessScorer | None = load_liveness(settings) if settings.liveness != "off" else None
 
     @property
     def confidence_map(self) -> calibration.ConfidenceMap:
@@ -101,18 +117,36 @@ class KYCDeepFace:
         """Run both networks once so the first real job does not pay for lazy initialisation."""
         self.detector.detect(np.full((160, 160, 3), 128, np.uint8))
         self.embedder.embed(np.full((1, 112, 112, 3), 128, np.uint8))
+        if self.liveness is not None:
+            self.liveness.score(np.full((160, 160, 3), 128, np.uint8), np.array([40.0, 40.0, 120.0, 120.0]))
 
     # -- 1 image -> faces ----------------------------------------------------------------------
 
-    def get_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult | ErrorResult:
+    def get_faces(
+        self, image_bytes: bytes, quality: QualityLevel | str | None = None, liveness: bool = False
+    ) -> FacesResult | InvalidImageResult | ErrorResult:
         """Every face in the image: usable ones with features, the rest as partial faces.
+
+        Args:
+            image_bytes: the encoded image.
+            quality: which faces count as usable, as Rekognition's ``QualityFilter``: ``none``
+                (every detected face), ``low`` (only what the model cannot match is refused),
+                ``medium``, ``high`` (the strict gate of a verify selfie). Default
+                ``KYC_QUALITY_DEFAULT`` (``low``). Every usable face reports the strictest level
+                it passes and what keeps it from ``high``.
+            liveness: score each usable face's liveness (needs ``KYC_LIVENESS`` other than ``off``).
 
         Returns:
             ``FacesResult`` (code SUCCESS, possibly with no faces), ``InvalidImageResult`` (code
             INVALID_IMAGE with a reason) or ``ErrorResult`` (code ERROR with a message).
         """
         try:
-            return self._describe(self.analyse(image_bytes))
+            level = QualityLevel(quality if quality is not None else self.settings.quality_default)
+        except ValueError:
+            known = ", ".join(q.value for q in QualityLevel)
+            return ErrorResult(message=f"unknown quality level {str(quality)[:20]!r}; one of {known}")
+        try:
+            return self._describe(self.analyse(image_bytes, level=level, liveness=liveness))
         except InvalidImageError as exc:
             return InvalidImageResult(reason=exc.reason, message=exc.message)
         except KYCFaceError as exc:
@@ -124,14 +158,34 @@ class KYCDeepFace:
             log.exception("get_faces failed unexpectedly")
             return ErrorResult.from_error(exc)
 
-    def analyse(self, image_bytes: bytes, embed_partial: bool = False) -> list[FaceAnalysis]:
+    def selfie_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult | ErrorResult:
+        """``get_faces`` of a verify selfie: the strict gate, and liveness scored unless it is off."""
+        return self.get_faces(image_bytes, self.settings.quality_selfie, liveness=self.liveness is not None)
+
+    def document_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult | ErrorResult:
+        """``get_faces`` of an identity document: the lenient gate (a card photo has no retake)."""
+        return self.get_faces(image_bytes, self.settings.quality_document)
+
+    @property
+    def enforced_liveness(self) -> float | None:
+        """The liveness threshold a verify decision enforces, or None when it only reports."""
+        return self.settings.liveness_threshold if self.settings.liveness == "enforce" else None
+
+    def analyse(
+        self,
+        image_bytes: bytes,
+        embed_partial: bool = False,
+        level: QualityLevel | None = None,
+        liveness: bool = False,
+    ) -> list[FaceAnalysis]:
         """Every detected face with its quality verdict and, if usable (or asked), its embedding.
 
         The building block of ``get_faces``; calibration uses ``embed_partial=True`` to score
         every face of a benchmark regardless of the quality gates. Raises ``KYCFaceError``s.
         """
         image = self.decode(image_bytes)
-        found, aligned = self.align_faces(image, self.detect(image), embed_partial)
+        gate = self.settings.quality_gate(level if level is not None else self.settings.quality_default)
+        found, aligned = self.align_faces(image, self.detect(image), embed_partial, gate)
         if image.luma < self.settings.image_dark_luma and not any(f.reason is None for f in found):
             raise InvalidImageError(
                 ImageReason.TOO_DARK,
@@ -142,6 +196,14 @@ class KYCDeepFace:
             vectors = self.embedder.embed(np.stack([a for _, a in aligned]))
             for (i, _), vec in zip(aligned, vectors, strict=True):
                 found[i] = found[i]._replace(vector=vec)
+        if liveness:
+            if self.liveness is None:
+                raise ModelError("liveness was asked for but KYC_LIVENESS is off")
+            # On the working copy: the 2.7x context crop is shrunk to 128 px anyway.
+            for i, f in enumerate(found):
+                if f.reason is None:
+                    box = f.box * image.scale
+                    found[i] = f._replace(liveness=self.liveness.score(image.working, box))
         return found
 
     def decode(self, image_bytes: bytes) -> imaging.DecodedImage:
@@ -153,19 +215,24 @@ class KYCDeepFace:
         return detection.scaled(1.0 / image.scale) if image.scale != 1.0 else detection
 
     def align_faces(
-        self, image: imaging.DecodedImage, detection: Detection, embed_partial: bool = False
+        self,
+        image: imaging.DecodedImage,
+        detection: Detection,
+        embed_partial: bool = False,
+        gate: QualityGate | None = None,
     ) -> tuple[list[FaceAnalysis], list[tuple[int, np.ndarray]]]:
-        """Quality verdicts for every face, and aligned crops for those to embed.
+        """Quality verdicts for every face under ``gate`` (None: keep all), and crops to embed.
 
         Geometry is judged first: a cropped or profile face is not worth warping. Faces are warped
         from pixels holding at least twice the crop's resolution (see ``DecodedImage.source``).
         """
-        width, height = image.size
         input_size = self.embedder.spec.input_size
-        reasons = [
-            quality.geometry(detection.boxes[i], detection.landmarks[i], (width, height), self.settings)
+        geometry = [
+            Geometry.measure(detection.boxes[i], detection.landmarks[i], image.size, self.settings.crop_tolerance)
             for i in range(len(detection))
         ]
+        reasons: list[PartialReason | None] = [_first(g.reasons(gate)) if gate else None for g in geometry]
+        appearance: list[Appearance | None] = [None] * len(detection)
         wanted = [i for i, r in enumerate(reasons) if r is None or embed_partial]
         aligned: list[tuple[int, np.ndarray]] = []
         if wanted:
@@ -173,15 +240,40 @@ class KYCDeepFace:
             pixels, reduction = image.source(needed)
             for i in wanted:
                 face = align(pixels, imaging.to_reduced(detection.landmarks[i], reduction), input_size)
-                if reasons[i] is None:
-                    reasons[i] = quality.appearance(face, self.settings)
+                look = appearance[i] = Appearance.measure(face)
+                if reasons[i] is None and gate is not None:
+                    reasons[i] = _first(look.reasons(gate))
                 if reasons[i] is None or embed_partial:
                     aligned.append((i, face))
         found = [
-            FaceAnalysis(detection.boxes[i], float(detection.scores[i]), detection.landmarks[i], reasons[i], None)
+            FaceAnalysis(
+                detection.boxes[i],
+                float(detection.scores[i]),
+                detection.landmarks[i],
+                reasons[i],
+                None,
+                geometry[i],
+                appearance[i],
+            )
             for i in range(len(detection))
         ]
         return found, aligned
+
+    def grade(self, face: FaceAnalysis) -> FaceQuality:
+        """The strictest level a face passes, and what keeps it from ``high``."""
+        passed = "none"
+        strict: list[PartialReason] = []
+        for level in _GRADED:
+            gate = self.settings.quality_gate(level)
+            if gate is None:
+                continue
+            failing = face.geometry.reasons(gate) + (face.appearance.reasons(gate) if face.appearance else [])
+            if level is QualityLevel.HIGH:
+                strict = failing
+            if not failing:
+                passed = level.value
+                break
+        return FaceQuality(level=passed, reasons=strict)  # type: ignore[arg-type]
 
     def _describe(self, found: list[FaceAnalysis]) -> FacesResult:
         faces: list[Face] = []
@@ -190,7 +282,16 @@ class KYCDeepFace:
             box, score, marks = _box(f.box), round(f.score, 4), _landmarks(f.landmarks)
             if f.reason is None and f.vector is not None:
                 encoded = features.encode(self.model_id, f.vector)
-                faces.append(Face(box=box, score=score, landmarks=marks, features=encoded))
+                live = None
+                if f.liveness is not None and self.liveness is not None:
+                    live = Liveness(
+                        score=round(f.liveness, 4),
+                        live=f.liveness >= self.settings.liveness_threshold,
+                        model=self.liveness.model_id,
+                    )
+                faces.append(
+                    Face(box=box, score=score, landmarks=marks, features=encoded, quality=self.grade(f), liveness=live)
+                )
             elif f.reason is not None:
                 partial.append(PartialFace(reason=f.reason, box=box, score=score, landmarks=marks))
         return FacesResult(faces=faces, partial_faces=partial)

@@ -13,6 +13,7 @@ class ResultCode(str, Enum):
     SUCCESS = "SUCCESS"
     INVALID_IMAGE = "INVALID_IMAGE"
     ERROR = "ERROR"
+    SPOOF_SUSPECTED = "SPOOF_SUSPECTED"
 
 
 class ImageReason(str, Enum):
@@ -42,6 +43,20 @@ class InvalidImageError(KYCFaceError):
     def __init__(self, reason: ImageReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class SpoofSuspectedError(KYCFaceError):
+    """Under ``KYC_LIVENESS=enforce``, the selfie's face scored under the liveness threshold.
+
+    An answer about the selfie (a ``verify`` result with code SPOOF_SUSPECTED), not a failure.
+    """
+
+    code = ResultCode.SPOOF_SUSPECTED
+
+    def __init__(self, score: float, threshold: float) -> None:
+        super().__init__(f"the selfie looks like a presentation attack: liveness {score:.3f} < {threshold:g}")
+        self.score = score
+        self.threshold = threshold
 
 
 class ModelError(KYCFaceError):

@@ -1,12 +1,22 @@
-"""Is a detected face fit for matching? The first failed check names the partial-face reason."""
+"""Is a detected face fit for matching? Measured once, then judged against a gate chosen by role.
+
+A face's measures (crop, size, pose, brightness, sharpness) do not depend on what the image is for;
+the gate does. ``QualityLevel`` names the gates in the spirit of Rekognition's ``QualityFilter``:
+``none`` keeps every detected face, ``low`` rejects only what the model can no longer match (a
+document portrait or a gallery probe has no retake), ``high`` is the strict gate of a ``verify``
+selfie (a retake is cheap, and the reason says what to fix). The thresholds live in ``Settings``
+(``KYC_QUALITY_LOW``, ``KYC_QUALITY_MEDIUM``, ``KYC_QUALITY_HIGH``); how they were derived is in
+``shared/config.py``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from shared.config import Settings
-from shared.schemas import PartialReason
+from shared.schemas import PartialReason, QualityGate
 
 
 def pose(landmarks: np.ndarray) -> tuple[float, float]:
@@ -49,21 +59,6 @@ def sharpness(aligned_grey: np.ndarray) -> float:
     return float(cv2.Laplacian(aligned_grey, cv2.CV_32F).var())
 
 
-def geometry(
-    box: np.ndarray, landmarks: np.ndarray, image_size: tuple[int, int], settings: Settings
-) -> PartialReason | None:
-    """The checks the detection alone decides, so an unfit face is never warped: None when passed."""
-    width, height = image_size
-    if is_cropped(box, landmarks, width, height, settings.crop_tolerance):
-        return PartialReason.CROPPED
-    if float(box[2] - box[0]) < settings.min_face_px:
-        return PartialReason.TOO_SMALL
-    yaw, pitch = pose(landmarks)
-    if abs(yaw) > settings.max_yaw or not settings.max_pitch_low <= pitch <= settings.max_pitch_high:
-        return PartialReason.NOT_FRONT_FACING
-    return None
-
-
 def inner_face(aligned: np.ndarray) -> np.ndarray:
     """Grey inner face of an aligned crop: the template's corners hold background and hair."""
     grey = cv2.cvtColor(aligned, cv2.COLOR_BGR2GRAY)
@@ -71,11 +66,51 @@ def inner_face(aligned: np.ndarray) -> np.ndarray:
     return grey[int(0.21 * h) : int(0.93 * h), int(0.18 * w) : int(0.82 * w)]
 
 
-def appearance(aligned: np.ndarray, settings: Settings) -> PartialReason | None:
-    """The checks on the aligned face's pixels: None when it is bright and sharp enough."""
-    inner = inner_face(aligned)
-    if float(inner.mean()) < settings.face_dark_luma:
-        return PartialReason.TOO_DARK
-    if sharpness(inner) < settings.blur_min_laplacian_var:
-        return PartialReason.BLURRY
-    return None
+@dataclass(frozen=True)
+class Geometry:
+    """What the detection alone tells: decided before any warp, so an unfit face is never warped."""
+
+    cropped: bool
+    width: float
+    yaw: float
+    pitch: float
+
+    @classmethod
+    def measure(
+        cls, box: np.ndarray, landmarks: np.ndarray, image_size: tuple[int, int], crop_tolerance: float
+    ) -> Geometry:
+        yaw, pitch = pose(landmarks)
+        cropped = is_cropped(box, landmarks, image_size[0], image_size[1], crop_tolerance)
+        return cls(cropped, float(box[2] - box[0]), yaw, pitch)
+
+    def reasons(self, gate: QualityGate) -> list[PartialReason]:
+        found = []
+        if self.cropped:
+            found.append(PartialReason.CROPPED)
+        if self.width < gate.min_face_px:
+            found.append(PartialReason.TOO_SMALL)
+        if abs(self.yaw) > gate.max_yaw or not gate.min_pitch <= self.pitch <= gate.max_pitch:
+            found.append(PartialReason.NOT_FRONT_FACING)
+        return found
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """What the aligned face's pixels tell."""
+
+    luma: float
+    sharpness: float
+
+    @classmethod
+    def measure(cls, aligned: np.ndarray) -> Appearance:
+        inner = inner_face(aligned)
+        return cls(float(inner.mean()), sharpness(inner))
+
+    def reasons(self, gate: QualityGate) -> list[PartialReason]:
+        found = []
+        if self.luma < gate.min_luma:
+            found.append(PartialReason.TOO_DARK)
+        # A dark face is also flat: blur is only judged on a face bright enough to show edges.
+        elif self.sharpness < gate.min_sharpness:
+            found.append(PartialReason.BLURRY)
+        return found

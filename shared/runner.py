@@ -85,9 +85,9 @@ def run_job(
     if job_kind is JobKind.VERIFY:
         selfie_bytes = watch.fetch(store, clean["selfie"])
         document_bytes = watch.fetch(store, clean["document"])
-        selfie = watch.compute(engine.get_faces, selfie_bytes)
-        document = watch.compute(engine.get_faces, document_bytes)
-        return to_dict(watch.compute(decide, selfie, document, engine.match_faces))
+        selfie = watch.compute(engine.selfie_faces, selfie_bytes)
+        document = watch.compute(engine.document_faces, document_bytes)
+        return to_dict(watch.compute(decide, selfie, document, engine.match_faces, engine.enforced_liveness))
     if job_kind is JobKind.MATCH:
         matched = watch.compute(engine.match_faces, clean["features1"], clean["features2"])
         return _answer(matched)

@@ -24,6 +24,28 @@ class PartialReason(str, Enum):
     BLURRY = "BLURRY"
 
 
+class QualityLevel(str, Enum):
+    """The ``quality`` option of get_faces: which faces count as usable (see shared/quality.py)."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class QualityGate(BaseModel):
+    """Thresholds of one level. Pose in landmark units (see :func:`pose`), pixels in the original."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_face_px: float  # face box width
+    max_yaw: float  # |nose offset| / eye distance; 0.45 is roughly 40 degrees
+    min_pitch: float  # nose height between eye line (0) and mouth line (1)
+    max_pitch: float
+    min_sharpness: float  # Laplacian variance of the aligned inner face
+    min_luma: float  # mean brightness of the aligned inner face, 0-255
+
+
 class _Doc(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -59,11 +81,28 @@ class Landmarks(_Doc):
     mouth_left: tuple[float, float]
 
 
+class FaceQuality(_Doc):
+    """How good a usable face is: the strictest ``quality`` level it passes, and what fails above it."""
+
+    level: Literal["none", "low", "medium", "high"]
+    reasons: list[PartialReason]  # what keeps it from ``high`` (empty when it passes ``high``)
+
+
+class Liveness(_Doc):
+    """Passive liveness of a face: P(real) from one image. A signal, not a certified PAD."""
+
+    score: float = Field(ge=0.0, le=1.0)
+    live: bool  # score >= KYC_LIVENESS_THRESHOLD
+    model: str
+
+
 class Face(_Doc):
     box: Box
     score: float
     landmarks: Landmarks
     features: str
+    quality: FaceQuality | None = None
+    liveness: Liveness | None = None  # only when asked for (the verify selfie)
 
 
 class PartialFace(_Doc):

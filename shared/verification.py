@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import JobError
-from shared.schemas import ErrorResult, Face, FacesResult, InvalidImageResult, MatchResult
+from shared.errors import JobError, SpoofSuspectedError
+from shared.schemas import ErrorResult, Face, FacesResult, InvalidImageResult, Liveness, MatchResult
 
 Image = Literal["selfie", "document"]
 Matcher = Callable[[str, str], "MatchResult | ErrorResult"]
@@ -26,6 +26,7 @@ class VerifyCode(str, Enum):
     NO_FACE = "NO_FACE"  # no usable face on ``image``
     MULTIPLE_FACES = "MULTIPLE_FACES"  # more than one usable face on the selfie
     INVALID_IMAGE = "INVALID_IMAGE"  # ``image`` is not a usable picture
+    SPOOF_SUSPECTED = "SPOOF_SUSPECTED"  # KYC_LIVENESS=enforce and the selfie scored under the threshold
 
 
 class VerificationResult(BaseModel):
@@ -33,7 +34,8 @@ class VerificationResult(BaseModel):
 
     ``selfie_face`` and ``document_face`` index the ``faces`` lists of ``selfie`` and
     ``document`` (the engine's ``get_faces`` documents); ``document_other_faces`` are the
-    smaller usable faces of the document, reported and not matched.
+    smaller usable faces of the document, reported and not matched. ``liveness`` is the selfie
+    face's score when liveness is on; it changes the answer only under ``KYC_LIVENESS=enforce``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +48,7 @@ class VerificationResult(BaseModel):
     selfie_face: int | None = None
     document_face: int | None = None
     document_other_faces: list[int] = Field(default_factory=list)
+    liveness: Liveness | None = None
     selfie: FacesResult | InvalidImageResult
     document: FacesResult | InvalidImageResult
 
@@ -57,9 +60,10 @@ class VerificationResult(BaseModel):
         message: str,
         selfie: FacesResult | InvalidImageResult,
         document: FacesResult | InvalidImageResult,
+        liveness: Liveness | None = None,
     ) -> VerificationResult:
         """An answer that compares nothing, saying which image is at fault and why."""
-        return cls(code=code, image=image, message=message, selfie=selfie, document=document)
+        return cls(code=code, image=image, message=message, liveness=liveness, selfie=selfie, document=document)
 
 
 def _area(face: Face) -> int:
@@ -78,17 +82,26 @@ def _answered(image: Image, got: FacesResult | InvalidImageResult | ErrorResult)
     return got
 
 
+def check_liveness(face: Face, threshold: float) -> None:
+    """Raise SpoofSuspectedError when the face was scored and is under the threshold."""
+    if face.liveness is not None and face.liveness.score < threshold:
+        raise SpoofSuspectedError(face.liveness.score, threshold)
+
+
 def decide(
     selfie: FacesResult | InvalidImageResult | ErrorResult,
     document: FacesResult | InvalidImageResult | ErrorResult,
     match: Matcher,
+    enforce_liveness: float | None = None,
 ) -> VerificationResult:
     """Verify a selfie against an identity document.
 
     Args:
-        selfie: ``get_faces`` of the selfie.
-        document: ``get_faces`` of the document.
+        selfie: ``get_faces`` of the selfie (quality ``KYC_QUALITY_SELFIE``, liveness scored).
+        document: ``get_faces`` of the document (quality ``KYC_QUALITY_DOCUMENT``).
         match: the engine's ``match_faces``.
+        enforce_liveness: the liveness threshold under ``KYC_LIVENESS=enforce``; None reports the
+            score without letting it change the answer.
 
     Returns:
         The verification answer (a refusal such as ``MULTIPLE_FACES`` is an answer too).
@@ -110,9 +123,16 @@ def decide(
     if len(selfie.faces) > 1:
         message = f"the selfie shows {len(selfie.faces)} usable faces; exactly one is required"
         return VerificationResult.refused(VerifyCode.MULTIPLE_FACES, "selfie", message, selfie, document)
+    liveness = selfie.faces[0].liveness
+    if enforce_liveness is not None:
+        try:
+            check_liveness(selfie.faces[0], enforce_liveness)
+        except SpoofSuspectedError as exc:
+            code = VerifyCode(exc.code.value)
+            return VerificationResult.refused(code, "selfie", exc.message, selfie, document, liveness)
     if not document.faces:
         message = _why_none("document", document)
-        return VerificationResult.refused(VerifyCode.NO_FACE, "document", message, selfie, document)
+        return VerificationResult.refused(VerifyCode.NO_FACE, "document", message, selfie, document, liveness)
     portrait = max(range(len(document.faces)), key=lambda i: _area(document.faces[i]))
     matched = match(selfie.faces[0].features, document.faces[portrait].features)
     if isinstance(matched, ErrorResult):
@@ -124,6 +144,7 @@ def decide(
         selfie_face=0,
         document_face=portrait,
         document_other_faces=[i for i in range(len(document.faces)) if i != portrait],
+        liveness=liveness,
         selfie=selfie,
         document=document,
     )

@@ -8,6 +8,8 @@ test is skipped locally and fails in CI (``CI=true``).
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import os
 import shutil
 import socket
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 FACES_DIR = SHARED / "faces"
 LFW_DIR = SHARED / "lfw-calib"
+LIVENESS_DIR = SHARED / "liveness"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -344,3 +347,22 @@ def broker_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str
     client.flushdb()
     client.close()
     return url
+
+
+@pytest.fixture()
+def default_float_environment() -> Iterator[None]:
+    """The thread's default floating-point environment for the test, restored after it.
+
+    Every onnxruntime session sets ``session.set_denormal_as_zero`` (fr_feature is 7x slower
+    without it), which flushes subnormals on the creating thread for the rest of the process.
+    Hypothesis refuses to generate floats then; code that never loads a model (the HTTP stub)
+    never runs that way in production, so its fuzz test runs with the default environment.
+    """
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    saved = ctypes.create_string_buffer(256)  # larger than any libc's fenv_t
+    libm.fegetenv(saved)
+    libm.fesetenv(ctypes.c_void_p(-1))  # glibc's FE_DFL_ENV
+    try:
+        yield
+    finally:
+        libm.fesetenv(saved)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ImageReason
-from shared.schemas import ErrorResult, InvalidImageResult, to_dict
+from shared.schemas import ErrorResult, InvalidImageResult, QualityLevel, to_dict
 
 
 def _emit(doc: Any) -> None:
@@ -32,7 +32,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
             # An unreadable file is an answer about that input, like any bad image.
             _emit(InvalidImageResult(reason=ImageReason.READ_ERROR, message=f"cannot read {path}: {exc.strerror}"))
             continue
-        _emit(engine.get_faces(data))
+        _emit(engine.get_faces(data, args.quality, liveness=args.liveness))
     return 0
 
 
@@ -63,6 +63,12 @@ def cmd_match(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     faces = sub.add_parser("faces", help="detect and embed every face; one JSON document per image")
     faces.add_argument("images", nargs="+", metavar="IMAGE")
+    faces.add_argument(
+        "--quality",
+        choices=[level.value for level in QualityLevel],
+        help="which faces are usable: none, low (default, KYC_QUALITY_DEFAULT), medium, high (verify selfie)",
+    )
+    faces.add_argument("--liveness", action="store_true", help="score each usable face's liveness")
     faces.set_defaults(func=cmd_faces, verify_confidence=0.76)
 
     match = sub.add_parser("match", help="1:1 match of two images or features strings")

@@ -8,7 +8,7 @@
       "mean": [0, 0, 0], "std": [1, 1, 1], "dim": 128,
       "source": "https://github.com/opencv/opencv_zoo/tree/main/models/face_recognition_sface"}]
 
-Then ``KYC_EMBEDDING_MODEL=sface-2021dec`` (and a calibration, ``kycface calibrate``) switches to it.
+Then ``KYC_EMBEDDING_MODEL=sface-2021dec`` (and a calibration, ``python bench/calibrate.py --models sface-2021dec --write``) switches to it.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    kind: Literal["detector", "embedding"]
+    kind: Literal["detector", "embedding", "liveness"]
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     source: str
-    # Embedding models only: what the network expects of an aligned face.
+    # Embedding and liveness models: what the network expects of its crop.
     input_size: tuple[int, int] = (112, 112)
     color: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # applied to x / 255
@@ -63,6 +63,35 @@ BUILTIN: tuple[ModelSpec, ...] = (
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         dim=128,
+    ),
+    ModelSpec(
+        name="fr_feature",
+        kind="embedding",
+        file="face_recognition_fr_feature.onnx",
+        sha256="87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581",
+        source=(
+            "npm package faceplugin-face-recognition-js@0.0.1, package/model/fr_feature.onnx "
+            "(`npm pack faceplugin-face-recognition-js@0.0.1`; declared MIT)"
+        ),
+        # BGR, not RGB as the package's own JavaScript feeds it: BGR is measurably better on LFW.
+        color="BGR",
+        # (x - 127) / 128 written as (x / 255 - mean) / std.
+        mean=(127 / 255, 127 / 255, 127 / 255),
+        std=(128 / 255, 128 / 255, 128 / 255),
+        dim=512,
+    ),
+    ModelSpec(
+        name="fr_minifasnet",
+        kind="liveness",
+        file="face_liveness_fr_minifasnet.onnx",
+        sha256="afa783b7e902fdfcf323a7240cac2a1c580c25314ea4161129dc1b0d100dc32d",
+        source=(
+            "npm package faceplugin-face-recognition-js@0.0.1, package/model/fr_liveness.onnx "
+            "(`npm pack faceplugin-face-recognition-js@0.0.1`; declared MIT)"
+        ),
+        input_size=(128, 128),
+        color="BGR",  # raw 0-255, no normalisation
+        dim=3,  # logits: real, spoof, unused
     ),
 )
 

@@ -10,10 +10,15 @@ from shared.config import Settings
 from shared.errors import ModelError
 from shared.models.detector import YuNetDetector
 from shared.models.embedder import Embedder
+from shared.models.liveness import LivenessScorer
 from shared.models.registry import ModelSpec, get_spec, resolve_model_file
 from shared.models.session import create_session
 
 _YUNET_OUTPUTS = {f"{k}_{s}" for s in (8, 16, 32) for k in ("cls", "obj", "bbox", "kps")}
+# An image -> vector network is a classifier (liveness: a few class logits) or an embedder (a
+# descriptor of 64+ values); nothing in between is a model we know how to drive.
+_MAX_CLASSES = 16
+_MIN_EMBEDDING_DIM = 64
 
 
 def _load(spec: ModelSpec, settings: Settings) -> onnx.ModelProto:
@@ -57,21 +62,43 @@ def load_detector(settings: Settings) -> YuNetDetector:
     return YuNetDetector(session, settings.det_score_threshold, settings.det_nms_iou, settings.det_max_faces)
 
 
+def _check_image_to_vector(model: onnx.ModelProto, spec: ModelSpec) -> None:
+    """Embedders and liveness scorers both map one (N,3,H,W) image to one (N,D) vector."""
+    init_names = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init_names]
+    outputs = model.graph.output
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"{spec.kind} model {spec.file} must have one input and one output")
+    in_dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
+    if len(in_dims) != 4 or in_dims[1] != 3 or len(out_dims) != 2:
+        raise ModelError(f"{spec.kind} model {spec.file} is not image (N,3,H,W) -> vector (N,D)")
+    if in_dims[2:] != list(spec.input_size)[::-1] and all(isinstance(d, int) for d in in_dims[2:]):
+        raise ModelError(f"{spec.kind} model {spec.file} takes {in_dims[2:]}, registry says {spec.input_size}")
+    width = out_dims[1] if isinstance(out_dims[1], int) else spec.dim
+    if width != spec.dim:
+        raise ModelError(f"{spec.kind} model {spec.file} outputs {width} values, registry says {spec.dim}")
+    # The graph, not only the registry entry, decides the wrapper: class logits are never embedded.
+    looks_like = "liveness" if width <= _MAX_CLASSES else "embedding" if width >= _MIN_EMBEDDING_DIM else None
+    if looks_like != spec.kind:
+        raise ModelError(
+            f"{spec.file} outputs {width} values per image: "
+            + (f"a {looks_like} model, not {spec.kind}" if looks_like else "neither class logits nor an embedding")
+        )
+
+
 def load_embedder(settings: Settings) -> Embedder:
     spec = get_spec(settings.embedding_model, "embedding", settings.model_registry_file)
     model = _load(spec, settings)
-    inputs, outputs = model.graph.input, model.graph.output
-    init_names = {i.name for i in model.graph.initializer}
-    inputs = [i for i in inputs if i.name not in init_names]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"embedding model {spec.file} must have one input and one output")
-    in_dims, out_dims = _dims(inputs[0]), _dims(outputs[0])
-    if len(in_dims) != 4 or len(out_dims) != 2:
-        raise ModelError(f"embedding model {spec.file} is not image (N,3,H,W) -> vector (N,D)")
-    if in_dims[2:] != list(spec.input_size)[::-1] and all(isinstance(d, int) for d in in_dims[2:]):
-        raise ModelError(f"embedding model {spec.file} takes {in_dims[2:]}, registry says {spec.input_size}")
-    if isinstance(out_dims[1], int) and out_dims[1] != spec.dim:
-        raise ModelError(f"embedding model {spec.file} outputs {out_dims[1]}-d, registry says {spec.dim}")
+    _check_image_to_vector(model, spec)
     _make_batch_dynamic(model, spec.dim)
     session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
     return Embedder(session, spec, flip=settings.embed_flip)
+
+
+def load_liveness(settings: Settings) -> LivenessScorer:
+    """The liveness scorer: a (1,3,H,W) face-in-context crop -> class logits, real first."""
+    spec = get_spec(settings.liveness_model, "liveness", settings.model_registry_file)
+    model = _load(spec, settings)
+    _check_image_to_vector(model, spec)
+    session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
+    return LivenessScorer(session, spec)

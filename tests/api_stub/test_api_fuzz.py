@@ -30,6 +30,7 @@ def app(api_settings: Settings) -> Iterator[FastAPI]:
     producer.close()
 
 
+@pytest.mark.usefixtures("default_float_environment")
 def test_no_request_makes_the_stub_fail(app: FastAPI) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     cases = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from shared import calibration
 from shared.engine import KYCDeepFace
@@ -45,3 +46,26 @@ def test_fit_recovers_the_operating_point_on_synthetic_scores() -> None:
     far = float((impostor >= cmap.threshold).mean())
     assert far <= 1e-3 and far > 0.8e-3
     assert cmap.slope > 0
+
+
+def test_calibration_reports_failure_to_acquire_per_quality_level(engine: KYCDeepFace) -> None:
+    """bench/calibrate.py on real LFW faces: a turned face counts as FTA under the strict gate and its
+    pairs become FTA, never a non-match; the generalised rates follow ISO/IEC 19795-1."""
+    from bench.calibrate import acquired, all_pairs, embed_all, iso_rates
+    from shared.schemas import QualityLevel
+    from tests.conftest import LFW_DIR, need
+
+    carson = LFW_DIR / "images" / "Johnny_Carson"
+    others = sorted((LFW_DIR / "images" / "Hugo_Chavez").glob("*.jpg"))[:3]
+    need(carson.is_dir() and len(others) == 3, f"LFW folds not found at {LFW_DIR}")
+    paths = [carson / "Johnny_Carson_0001.jpg", carson / "Johnny_Carson_0002.jpg", *others]
+    vectors, measures = embed_all(engine, paths)
+    names = np.array(["carson", "carson", "chavez", "chavez", "chavez"])
+    pairs = all_pairs(vectors, names, np.zeros(len(paths), int))
+    threshold = engine.confidence_map.threshold
+    low = iso_rates(pairs, acquired(measures, engine.settings.quality_gate(QualityLevel.LOW)), threshold)
+    high = iso_rates(pairs, acquired(measures, engine.settings.quality_gate(QualityLevel.HIGH)), threshold)
+    assert low["fta_images"] == 0.0 and low["fnmr"] == 0.0 and low["gfrr"] == 0.0
+    assert high["fta_images"] >= 0.2 and high["fta_genuine_pairs"] >= 0.25  # the turned Carson, at least
+    assert high["gfrr"] == pytest.approx(high["fta_genuine_pairs"] + (1 - high["fta_genuine_pairs"]) * high["fnmr"])
+    assert high["gfar"] <= high["fmr"]

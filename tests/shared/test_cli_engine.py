@@ -43,3 +43,13 @@ def test_match_with_a_group_photo_says_why() -> None:
 def test_usage_error_exits_non_zero() -> None:
     assert kycface("faces").returncode == 2
     assert kycface("bogus-command").returncode == 2
+
+
+def test_faces_quality_and_liveness_options() -> None:
+    cut = str(FACES_DIR / "fr_obama_partial_face.jpg")
+    strict, kept = kycface("faces", cut), kycface("faces", "--quality", "none", "--liveness", cut)
+    assert strict.returncode == 0 and kept.returncode == 0, strict.stderr + kept.stderr
+    assert json.loads(strict.stdout)["faces"] == []
+    face = json.loads(kept.stdout)["faces"][0]
+    assert face["quality"]["level"] == "none" and 0 <= face["liveness"]["score"] <= 1
+    assert kycface("faces", "--quality", "ultra", cut).returncode != 0

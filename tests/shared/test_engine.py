@@ -42,10 +42,12 @@ def test_document_shape_is_the_seed_format(engine: KYCDeepFace) -> None:
     assert set(doc) == {"code", "faces", "partial_faces"}
     assert doc["code"] == "SUCCESS"
     face = doc["faces"][0]
-    assert set(face) == {"box", "score", "landmarks", "features"}
+    # The seed's four fields, and since the quality policy and liveness two optional ones.
+    assert set(face) == {"box", "score", "landmarks", "features", "quality", "liveness"}
+    assert face["quality"]["level"] == "high" and face["liveness"] is None
     assert set(face["box"]) == {"x1", "y1", "x2", "y2"}
     assert 0.8 <= face["score"] <= 1.0
-    assert features.decode(face["features"]).vector.shape == (128,)
+    assert features.decode(face["features"]).vector.shape == (engine.embedder.spec.dim,)
     # dict-style access, as in the seed API
     assert engine.get_faces(OBAMA.read_bytes())["code"] == "SUCCESS"
 
@@ -87,10 +89,14 @@ def test_match_is_symmetric_and_self_match_is_certain(engine: KYCDeepFace) -> No
     assert engine.match_faces(f, g).model_dump() == engine.match_faces(g, f).model_dump()
 
 
-def test_verify_confidence_moves_the_decision(settings, embeddings) -> None:  # type: ignore[no-untyped-def]
-    (_, fa), (_, fb) = embeddings["fr_obama.jpg"], embeddings["fr_obama2.jpg"]
-    lenient = KYCDeepFace(verify_confidence=0.0, settings=settings).match_faces(fa, fb)
-    strict = KYCDeepFace(verify_confidence=1.0, settings=settings).match_faces(fa, fb)
+def test_verify_confidence_moves_the_decision(settings, engine, embeddings) -> None:  # type: ignore[no-untyped-def]
+    """The least confident genuine pair: verified at its own confidence, not just above it."""
+    genuine = [(fa, fb) for (ia, fa), (ib, fb) in itertools.combinations(embeddings.values(), 2) if ia == ib]
+    fa, fb = min(genuine, key=lambda p: engine.match_faces(*p).confidence)
+    confidence = engine.match_faces(fa, fb).confidence
+    assert confidence < 1.0
+    lenient = KYCDeepFace(verify_confidence=confidence, settings=settings).match_faces(fa, fb)
+    strict = KYCDeepFace(verify_confidence=min(1.0, confidence + 1e-6), settings=settings).match_faces(fa, fb)
     assert lenient.verified and not strict.verified
     assert lenient.confidence == strict.confidence
 

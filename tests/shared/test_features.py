@@ -10,6 +10,7 @@ import pytest
 from shared import features
 from shared.engine import KYCDeepFace
 from shared.errors import FeaturesError
+from tests.conftest import FACES_DIR
 from tests.images import OBAMA
 
 RNG = np.random.default_rng(7)
@@ -65,5 +66,17 @@ def test_features_of_another_model_are_never_scored(engine: KYCDeepFace) -> None
     doc = engine.match_faces(ours, theirs).model_dump()
     assert doc["code"] == "ERROR"
     assert "sface-2021dec" in doc["message"]
-    other_dim = features.encode(engine.model_id, np.ones(512, np.float32))
+    other_dim = features.encode(engine.model_id, np.ones(engine.embedder.spec.dim // 2, np.float32))
     assert engine.match_faces(ours, other_dim).model_dump()["code"] == "ERROR"
+
+
+def test_mobilefacenet_is_one_setting_away_and_models_never_mix(settings, engine: KYCDeepFace) -> None:  # type: ignore[no-untyped-def]
+    """Features stored under MobileFaceNet keep matching where it is configured; never across models."""
+    fast = KYCDeepFace(settings=settings.model_copy(update={"embedding_model": "mobilefacenet"}))
+    a, b = (FACES_DIR / "fr_obama.jpg").read_bytes(), (FACES_DIR / "fr_obama2.jpg").read_bytes()
+    old = [fast.get_faces(x).faces[0].features for x in (a, b)]  # type: ignore[union-attr]
+    new = [engine.get_faces(x).faces[0].features for x in (a, b)]  # type: ignore[union-attr]
+    assert features.decode(old[0]).vector.shape == (128,) and features.decode(new[0]).vector.shape == (512,)
+    assert fast.match_faces(*old).verified and engine.match_faces(*new).verified
+    for mixed in (engine.match_faces(old[0], new[1]), fast.match_faces(new[0], old[1]), engine.match_faces(*old)):
+        assert mixed.code == "ERROR" and "mobilefacenet" in mixed.message

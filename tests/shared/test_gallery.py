@@ -205,10 +205,10 @@ def test_batch_search_matches_single(redis_db: KYCDeepFaceDB, embedded: dict[str
 
 def test_two_shards_answer_like_one(gallery_settings: Settings, redis_url: str, embedded: dict[str, list[str]]) -> None:
     settings = _with_redis(gallery_settings, redis_url)
-    model_id = features.decode(embedded["obama"][0]).model_id
+    real = features.decode(embedded["obama"][0])
     rng = np.random.default_rng(3)
     # Real faces plus 300 random templates of the same model, so both shards hold plenty.
-    fillers = {f"filler-{i}": features.encode(model_id, rng.standard_normal(128)) for i in range(300)}
+    fillers = {f"filler-{i}": features.encode(real.model_id, rng.standard_normal(real.vector.size)) for i in range(300)}
     one = KYCDeepFaceDB("sharded", settings=settings)
     two = KYCDeepFaceDB("sharded", settings=settings.model_copy(update={"gallery_shards": 2}))
     with one, two:

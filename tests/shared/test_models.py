@@ -12,8 +12,8 @@ import pytest
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.errors import ModelError
-from shared.models import load_detector, load_embedder
-from shared.models.registry import BUILTIN
+from shared.models import load_detector, load_embedder, load_liveness
+from shared.models.registry import BUILTIN, get_spec
 
 
 def test_missing_model_names_file_place_and_source(settings: Settings, tmp_path: Path) -> None:
@@ -27,14 +27,15 @@ def test_missing_model_names_file_place_and_source(settings: Settings, tmp_path:
 def test_wrong_checksum_is_refused(settings: Settings, tmp_path: Path) -> None:
     for spec in BUILTIN:
         shutil.copy(settings.model_dir / spec.file, tmp_path / spec.file)
-    with (tmp_path / BUILTIN[1].file).open("r+b") as fh:
+    embedding = get_spec(settings.embedding_model, "embedding")
+    with (tmp_path / embedding.file).open("r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00\x01\x02\x03")
     s = settings.model_copy(update={"model_dir": tmp_path})
     load_detector(s)  # the untouched detector still loads
     with pytest.raises(ModelError) as err:
         load_embedder(s)
-    assert "sha256" in err.value.message and BUILTIN[1].file in err.value.message
+    assert "sha256" in err.value.message and embedding.file in err.value.message
 
 
 def test_registry_file_adds_a_model_by_configuration(settings: Settings, tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_batched_embedding_equals_one_at_a_time(engine: KYCDeepFace) -> None:
     faces = rng.integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
     batch = engine.embedder.embed(faces)
     singles = np.concatenate([engine.embedder.embed(faces[i : i + 1]) for i in range(5)])
-    assert batch.shape == (5, 128)
+    assert batch.shape == (5, engine.embedder.spec.dim)
     assert np.allclose(batch, singles, atol=1e-5)
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
 
@@ -79,3 +80,40 @@ def test_batched_embedding_equals_one_at_a_time(engine: KYCDeepFace) -> None:
 def test_sessions_are_created_once_per_process(settings: Settings) -> None:
     a, b = load_embedder(settings), load_embedder(settings)
     assert a._session is b._session
+
+
+def test_fr_feature_batches_in_memory_and_takes_bgr_minus_127_over_128(settings: Settings) -> None:
+    """The 512-d model: its pinned file has batch 1; the loaded graph takes any batch, fed as the
+    manifest says (BGR, (x - 127) / 128)."""
+    embedder = load_embedder(settings.model_copy(update={"embedding_model": "fr_feature"}))
+    rng = np.random.default_rng(5)
+    faces = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    blob = embedder.preprocess(faces)
+    expected = (faces.transpose(0, 3, 1, 2).astype(np.float32) - 127.0) / 128.0
+    assert np.allclose(blob, expected, atol=1e-5)
+    batch = embedder.embed(faces)
+    singles = np.concatenate([embedder.embed(faces[i : i + 1]) for i in range(3)])
+    assert batch.shape == (3, 512)
+    assert np.allclose(batch, singles, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("fr_minifasnet", "embedding"), ("fr_feature", "liveness")])
+def test_router_reads_the_kind_from_the_graph(settings: Settings, tmp_path: Path, name: str, kind: str) -> None:
+    """The liveness classifier registered as an embedder (and the reverse) is refused by its outputs."""
+    spec = get_spec(name, "liveness" if kind == "embedding" else "embedding").model_dump()
+    spec.update(name="mislabelled", kind=kind)
+    registry = tmp_path / "models.json"
+    registry.write_text(json.dumps([spec]))
+    s = settings.model_copy(update={"model_registry_file": registry, f"{kind}_model": "mislabelled"})
+    with pytest.raises(ModelError) as err:
+        (load_embedder if kind == "embedding" else load_liveness)(s)
+    assert f"not {kind}" in err.value.message
+
+
+def test_liveness_scorer_gives_a_probability(settings: Settings) -> None:
+    scorer = load_liveness(settings)
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    score = scorer.score(image, np.array([100.0, 100.0, 200.0, 200.0]))
+    assert 0.0 <= score <= 1.0
+    assert scorer.preprocess(image, np.array([100.0, 100.0, 200.0, 200.0])).shape == (1, 3, 128, 128)

@@ -13,8 +13,8 @@ from tests.conftest import FACES_DIR, LFW_DIR
 from tests.images import jpeg, read_bgr
 
 
-def reasons(engine: KYCDeepFace, data: bytes) -> tuple[int, list[str]]:
-    result = engine.get_faces(data)
+def reasons(engine: KYCDeepFace, data: bytes, quality: str | None = None) -> tuple[int, list[str]]:
+    result = engine.get_faces(data, quality)
     assert isinstance(result, FacesResult), result
     return len(result.faces), [p.reason.value for p in result.partial_faces]
 
@@ -32,14 +32,17 @@ def test_cropped_when_the_border_cuts_a_third_of_the_face(engine: KYCDeepFace) -
 
 def test_too_small_face(engine: KYCDeepFace) -> None:
     small = cv2.resize(read_bgr(), None, fx=0.15, fy=0.15, interpolation=cv2.INTER_AREA)  # face ~35 px
-    assert reasons(engine, jpeg(small)) == (0, ["TOO_SMALL"])
+    assert reasons(engine, jpeg(small), "medium") == (0, ["TOO_SMALL"])
+    assert reasons(engine, jpeg(small), "high") == (0, ["TOO_SMALL"])
+    assert reasons(engine, jpeg(small), "low") == (1, [])  # a small document portrait is still used
 
 
-def test_not_front_facing_real_photos(engine: KYCDeepFace) -> None:
+@pytest.mark.parametrize("quality", ["medium", "high"])
+def test_not_front_facing_real_photos(engine: KYCDeepFace, quality: str) -> None:
     if not LFW_DIR.is_dir():
         pytest.skip("no LFW folds")
     for name in ("Johnny_Carson/Johnny_Carson_0002.jpg", "Hugo_Chavez/Hugo_Chavez_0033.jpg"):
-        result = engine.get_faces((LFW_DIR / "images" / name).read_bytes())
+        result = engine.get_faces((LFW_DIR / "images" / name).read_bytes(), quality)
         assert isinstance(result, FacesResult)
         centre = [p for p in result.partial_faces if abs((p.box.x1 + p.box.x2) / 2 - 125) < 40]
         assert [p.reason.value for p in centre] == ["NOT_FRONT_FACING"], name
@@ -56,8 +59,10 @@ def test_pose_proxy_is_zero_for_the_template_and_grows_with_yaw() -> None:
 
 
 def test_blurry_face(engine: KYCDeepFace) -> None:
-    assert reasons(engine, jpeg(cv2.GaussianBlur(read_bgr(), (0, 0), 6))) == (0, ["BLURRY"])
-    assert reasons(engine, jpeg(cv2.GaussianBlur(read_bgr(), (0, 0), 1))) == (1, [])
+    for quality in ("medium", "high"):
+        assert reasons(engine, jpeg(cv2.GaussianBlur(read_bgr(), (0, 0), 6)), quality) == (0, ["BLURRY"])
+        assert reasons(engine, jpeg(cv2.GaussianBlur(read_bgr(), (0, 0), 1)), quality) == (1, [])
+    assert reasons(engine, jpeg(cv2.GaussianBlur(read_bgr(), (0, 0), 20)), "low") == (0, ["BLURRY"])
 
 
 def test_too_dark_face_in_a_bright_photo(engine: KYCDeepFace) -> None:
@@ -67,9 +72,10 @@ def test_too_dark_face_in_a_bright_photo(engine: KYCDeepFace) -> None:
 
 
 def test_thresholds_come_from_settings(settings) -> None:  # type: ignore[no-untyped-def]
-    lax = KYCDeepFace(settings=settings.model_copy(update={"min_face_px": 10}))
+    lax_gate = settings.quality_high.model_copy(update={"min_face_px": 10})
+    lax = KYCDeepFace(settings=settings.model_copy(update={"quality_high": lax_gate}))
     small = cv2.resize(read_bgr(), None, fx=0.15, fy=0.15, interpolation=cv2.INTER_AREA)
-    assert reasons(lax, jpeg(small)) == (1, [])
+    assert reasons(lax, jpeg(small), "high") == (1, [])
 
 
 def test_dark_night_shot_with_a_lit_face_is_usable(engine: KYCDeepFace) -> None:

@@ -45,7 +45,7 @@ def test_faces_equals_get_faces(engine: KYCDeepFace, local: LocalStore) -> None:
 def test_verify(engine: KYCDeepFace, local: LocalStore, selfie: str, document: str, code: str, verified: bool) -> None:
     result = run_job("verify", {"selfie": path(selfie), "document": path(document)}, engine, local)
     assert (result["code"], result["verified"]) == (code, verified)
-    assert result["selfie"] == to_dict(engine.get_faces((FACES_DIR / selfie).read_bytes()))
+    assert result["selfie"] == to_dict(engine.selfie_faces((FACES_DIR / selfie).read_bytes()))
 
 
 def test_verify_uses_the_largest_document_face(engine: KYCDeepFace, local: LocalStore) -> None:
