@@ -138,7 +138,7 @@ def load(spec: ModelSpec) -> ConfidenceMap:
         cmap = ConfidenceMap.model_validate_json(path.read_text())
     except FileNotFoundError:
         raise CalibrationError(
-            f"no confidence map for model {spec.model_id} at {path}; run `kycface calibrate`"
+            f"no confidence map for model {spec.model_id} at {path}; refit it with `python bench/calibrate.py --write`"
         ) from None
     except ValueError as exc:
         raise CalibrationError(f"confidence map {path} is invalid: {exc}") from None

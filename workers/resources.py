@@ -14,7 +14,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup, worker_process_init
 
 from shared.config import Settings
@@ -48,11 +47,7 @@ def build(settings: Settings) -> Resources:
     if _pool_size is not None:
         # The real pool size (``-c`` on the command line wins over KYC_WORKER_CONCURRENCY).
         settings = settings.model_copy(update={"worker_concurrency": _pool_size})
-    # The soft time limit must reach the task (which fails the job as timed out), not turn into
-    # an "internal error" answer inside the engine's catch-all.
-    engine = KYCDeepFace(
-        verify_confidence=settings.verify_confidence, settings=settings, reraise=(SoftTimeLimitExceeded,)
-    )
+    engine = KYCDeepFace(verify_confidence=settings.verify_confidence, settings=settings)
     engine.warm_up()
     log.info("worker process %d ready: %s, %d onnx threads", os.getpid(), engine.model_id, settings.onnx_threads())
     return Resources(settings=settings, engine=engine, images=store_for(settings), jobs=JobStore(settings))

@@ -8,7 +8,7 @@
       "mean": [0, 0, 0], "std": [1, 1, 1], "dim": 128,
       "source": "https://github.com/opencv/opencv_zoo/tree/main/models/face_recognition_sface"}]
 
-Then ``KYC_EMBEDDING_MODEL=sface-2021dec`` (and a calibration, ``kycface calibrate``) switches to it.
+Then ``KYC_EMBEDDING_MODEL=sface-2021dec`` (and a calibration, ``python bench/calibrate.py --write``) switches to it.
 """
 
 from __future__ import annotations
