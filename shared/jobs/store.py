@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from shared import keys
 from shared.config import Settings
-from shared.errors import JobError, StorageUnavailableError
+from shared.errors import JobError, MaxAttemptsExceeded, StorageUnavailableError
 from shared.jobs.archive import ResultArchive
 from shared.jobs.model import JobDocument, JobFailure, JobStatus
 from shared.jobs.owner import holder_is_dead
@@ -234,11 +234,12 @@ class JobStore:
         if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
             # The broker keeps no redelivery count: a job that kills its worker every time would
             # otherwise loop forever. This is the dead letter.
-            failure = JobFailure(
-                type="MaxAttemptsExceeded",
-                message=f"job gave up after {max_attempts} attempts; the last one did not finish "
-                "(worker lost, time limit or storage unavailable)"
-                + (f": {claim.doc.error.message}" if claim.doc.error else ""),
+            failure = JobFailure.from_exception(
+                MaxAttemptsExceeded(
+                    f"job gave up after {max_attempts} attempts; the last one did not finish "
+                    "(worker lost, time limit or storage unavailable)"
+                    + (f": {claim.doc.error.message}" if claim.doc.error else "")
+                )
             )
             log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
             return Claim(ClaimOutcome.EXHAUSTED, self.finish(claim.doc.failed(failure), token=None))
@@ -248,15 +249,22 @@ class JobStore:
         """Give a job back after a transient error: ``queued`` again, lock released."""
         return self._transition(doc.requeued(error), token, final=False)
 
-    def finish(self, doc: JobDocument, token: str | None) -> JobDocument:
+    def finish(self, doc: JobDocument, token: str | None, archive: bool = True) -> JobDocument:
         """Write a terminal document, unless the job already has one.
+
+        Args:
+            doc: the terminal document.
+            token: the execution's run-lock token (its lock is released).
+            archive: False to keep the document in Redis only, whole (a failure record for a
+                result the archive refused).
 
         Returns:
             The job's final document: ``doc``, or the one written first by another execution.
         """
-        if self.archive is not None:
+        archived = archive and self.archive is not None
+        if archived and self.archive is not None:
             doc = self.archive.write_once(doc)
-        return self._transition(doc, token, final=True)
+        return self._transition(doc, token, final=True, archived=archived)
 
     def _atomic(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
         """Run ``fn`` under WATCH on ``watch``; it reads, calls ``multi()`` and queues writes.
@@ -271,10 +279,10 @@ class JobStore:
                 except redis.exceptions.WatchError:
                     continue
 
-    def _transition(self, doc: JobDocument, token: str | None, final: bool) -> JobDocument:
+    def _transition(self, doc: JobDocument, token: str | None, final: bool, archived: bool = False) -> JobDocument:
         doc_key, lock_key = keys.job_key(doc.job_id), keys.job_lock_key(doc.job_id)
         stored = doc
-        if final and self.mode == "s3" and self.archive is not None:
+        if final and archived and self.mode == "s3" and self.archive is not None:
             stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.job_id)})
 
         def write(pipe: Pipeline) -> JobDocument:

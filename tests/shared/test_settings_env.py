@@ -17,7 +17,7 @@ def test_a_misspelt_variable_is_refused_naming_the_real_one(monkeypatch: pytest.
 
 def test_an_unknown_variable_without_a_close_name_is_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KYC_ZZZ", "1")
-    with pytest.raises(SettingsError, match="unknown setting KYC_ZZZ$"):
+    with pytest.raises(SettingsError, match=r"unknown setting KYC_ZZZ$"):
         Settings()
 
 
