@@ -23,8 +23,8 @@ from shared.errors import JobError, StorageUnavailableError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType
 from shared.jobs.registry import QUEUES
-from shared.jobs.store import redis_client
 from shared.storage import store_for
+from shared.storage.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 

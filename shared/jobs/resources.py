@@ -94,7 +94,7 @@ class Resources:
         """A client of the job and gallery Redis (``KYC_REDIS_URL``, else ``KYC_BROKER_URL``)."""
         with self._lock:
             if self._redis is None:
-                from shared.jobs.store import redis_client
+                from shared.storage.redis_client import redis_client
 
                 url = self.settings.resolved_redis_url()
                 if url is None:

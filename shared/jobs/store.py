@@ -14,9 +14,7 @@ from enum import Enum
 from typing import NamedTuple, TypeVar
 
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
 
 from shared import keys
 from shared.config import Settings
@@ -24,6 +22,7 @@ from shared.errors import JobError, MaxAttemptsExceeded, StorageUnavailableError
 from shared.jobs.archive import ResultArchive
 from shared.jobs.model import JobDocument, JobFailure, JobStatus
 from shared.jobs.owner import holder_is_dead
+from shared.storage.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,24 +50,6 @@ def _redis_errors() -> Iterator[None]:
         raise
     except redis.exceptions.RedisError as exc:
         raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
-
-
-# A Redis restart (or failover) costs each pooled connection one failed command: retry those a
-# few times with backoff (about 3 s in all) so callers never see it, without hanging on an outage.
-REDIS_RETRIES = 5
-
-
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client with timeouts and bounded reconnects: a stalled Redis must not hang a worker
-    or an API call, and a restarted one must not need a manual action."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-    )
 
 
 # SET NX the document and, only if it was new, remember the job as not yet sent: one atomic step,
