@@ -148,7 +148,7 @@ class Registry:
 REGISTRY = Registry()
 
 
-def job_kind(name: str, *, queue: str, help: str) -> Callable[[Handler], Handler]:
+def job_kind(name: str, *, queue: str, help: str, registry: Registry = REGISTRY) -> Callable[[Handler], Handler]:
     """Declare a job kind: the decorated handler's first parameter's annotation is its input
     model, its return annotation the result model.
 
@@ -156,12 +156,13 @@ def job_kind(name: str, *, queue: str, help: str) -> Callable[[Handler], Handler
         name: the kind's name.
         queue: :data:`HEAVY_QUEUE` or :data:`LIGHT_QUEUE`.
         help: one line for the CLI and the API.
+        registry: where to declare it (tests declare kinds in a registry of their own).
     """
 
     def declare(handler: Handler) -> Handler:
         hints = get_type_hints(handler)
         params = [p for p in hints if p != "return"]
-        REGISTRY.add(
+        registry.add(
             JobKindSpec(
                 name=name,
                 inputs=hints[params[0]],

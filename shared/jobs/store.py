@@ -52,6 +52,19 @@ def _redis_errors() -> Iterator[None]:
         raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
 
 
+def dead_letter(doc: JobDocument, max_attempts: int) -> JobDocument:
+    """The final document of a job started more than ``max_attempts`` times.
+
+    The broker keeps no redelivery count: a job that kills its worker every time would otherwise
+    loop forever.
+    """
+    why = MaxAttemptsExceeded(
+        f"job gave up after {max_attempts} attempts; the last one did not finish "
+        "(worker lost, time limit or storage unavailable)" + (f": {doc.error.message}" if doc.error else "")
+    )
+    return doc.failed(JobFailure.from_exception(why))
+
+
 # SET NX the document and, only if it was new, remember the job as not yet sent: one atomic step,
 # so no crash can leave a stored job that the sweeper does not know about.
 _CREATE = """
@@ -213,17 +226,8 @@ class JobStore:
         with _redis_errors():
             claim = self._atomic(start, doc_key, lock_key, count_key)
         if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
-            # The broker keeps no redelivery count: a job that kills its worker every time would
-            # otherwise loop forever. This is the dead letter.
-            failure = JobFailure.from_exception(
-                MaxAttemptsExceeded(
-                    f"job gave up after {max_attempts} attempts; the last one did not finish "
-                    "(worker lost, time limit or storage unavailable)"
-                    + (f": {claim.doc.error.message}" if claim.doc.error else "")
-                )
-            )
             log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
-            return Claim(ClaimOutcome.EXHAUSTED, self.finish(claim.doc.failed(failure), token=None))
+            return Claim(ClaimOutcome.EXHAUSTED, self.finish(dead_letter(claim.doc, max_attempts), token=None))
         return claim
 
     def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
