@@ -16,6 +16,8 @@ from workers.policy import KYCTask
 
 
 class JobTask(KYCTask):
+    """The task of a job kind: its attempts are counted by the job's claim in Redis."""
+
     attempts_in_job_store = True
 
 

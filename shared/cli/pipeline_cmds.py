@@ -140,6 +140,7 @@ def _positive(text: str) -> float:
 
 
 def _register_submit(sub: argparse._SubParsersAction) -> None:
+    from shared.jobs.inputs import InputType
     from shared.jobs.registry import REGISTRY
 
     submit = sub.add_parser("submit", help="queue one job; prints its job document")
@@ -147,7 +148,7 @@ def _register_submit(sub: argparse._SubParsersAction) -> None:
     for spec in REGISTRY:
         parser = kinds.add_parser(spec.name, help=spec.help)
         for name, info in spec.inputs.model_fields.items():
-            metavar = f"{name.upper()}_{spec.fields()[name].name}"
+            metavar = name.upper() + ("_REF" if spec.fields()[name] is InputType.REF else "")
             if info.is_required():
                 parser.add_argument(name, metavar=metavar)
             else:

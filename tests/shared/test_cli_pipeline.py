@@ -195,6 +195,16 @@ def test_submit_status_wait(queued_env: dict[str, str]) -> None:
     assert json.loads(status.stdout) == json.loads(final.stdout)
     unknown = kycface("status", "never-submitted", env=queued_env)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
+    # Every registered kind has its submit command, the gallery kinds included.
+    search = kycface("submit", "search", "customers", image, "--job-id", "cli-2", env=queued_env)
+    assert search.returncode == 0, search.stderr
+    assert json.loads(search.stdout)["inputs"] == {"gallery": "customers", "probe": image, "top_k": "10"}
+
+
+def test_a_misspelt_setting_stops_the_command_naming_the_real_one() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")} | {"KYC_BROKR_URL": "redis://x"}
+    done = kycface("status", "x", env=env)
+    assert done.returncode == 1 and "did you mean KYC_BROKER_URL?" in done.stderr
 
 
 def test_pipeline_commands_without_a_broker_say_so() -> None:
