@@ -74,7 +74,7 @@ def complete(doc: JobDocument, resources: Resources, final_attempt: bool = True)
     except StorageUnavailableError as exc:
         if not final_attempt:
             raise
-        message = f"{exc.message} (gave up after {doc.attempts} attempts)"
+        message = f"{exc.message} (gave up after {doc.attempts} attempt{'' if doc.attempts == 1 else 's'})"
         return doc.failed(JobFailure.from_exception(exc).model_copy(update={"message": message}), timings)
     except KYCFaceError as exc:
         log.info("job %s failed: %s", doc.job_id, exc.message)
