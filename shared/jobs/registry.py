@@ -120,11 +120,13 @@ class Registry:
     def _load(self) -> dict[str, JobKindSpec]:
         with self._lock:
             if not self._loaded:
-                self._loaded = True
                 from shared.jobs import kinds
 
                 for module in pkgutil.iter_modules(kinds.__path__):
                     importlib.import_module(f"{kinds.__name__}.{module.name}")
+                # Only once every module imported: a failed import fails every use, never a
+                # registry that silently lacks kinds.
+                self._loaded = True
             return self._kinds
 
     def get(self, name: str) -> JobKindSpec:
