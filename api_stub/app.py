@@ -19,7 +19,7 @@ from api_stub.limits import BodySizeLimitMiddleware
 from api_stub.schemas import JobRequest, image_fields
 from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
-from shared.jobs import JobDocument, JobKind
+from shared.jobs import JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.producer import Producer
 
@@ -55,7 +55,7 @@ ProducerDep = Annotated[Producer, Depends(_producer)]
 def _check_buckets(job: JobRequest, producer: Producer) -> None:
     """Refuse references to buckets outside the allow-list, naming the offending field."""
     errors = []
-    for name in image_fields(JobKind(job.kind)):
+    for name in image_fields(job.kind):
         try:
             producer.images.validate(getattr(job, name))
         except ReferenceRejectedError as exc:

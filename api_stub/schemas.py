@@ -1,87 +1,58 @@
-"""Request bodies of ``POST /v1/jobs``: one model per job kind, told apart by ``kind``.
+"""Request bodies of ``POST /v1/jobs``: one model per registered job kind, told apart by ``kind``.
 
-Validation here is syntax only (no settings, no I/O): references must be ``s3://bucket/key``
-with a safe key, features must decode. Whether a bucket may be read is checked by the route
-against the settings' allow-list.
+The models are derived from :data:`shared.jobs.registry.REGISTRY`: each kind's input fields, with
+the HTTP rules of their input type. Validation here is syntax only (no settings, no I/O):
+references must be ``s3://bucket/key`` with a safe key (never a local path from the network),
+features must decode. Whether a bucket may be read is checked by the route against the settings'
+allow-list.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from shared import features
-from shared.errors import FeaturesError, JobError, ReferenceRejectedError
-from shared.gallery import inputs as gallery_inputs
-from shared.jobs.model import JOB_ID_PATTERN, JOB_INPUTS, MAX_FEATURES_CHARS, InputType, JobKind
-from shared.storage.refs import MAX_REF_CHARS, parse_ref
-
-
-def _s3_ref(value: str) -> str:
-    try:
-        ref = parse_ref(value)
-    except ReferenceRejectedError as exc:
-        raise ValueError(exc.message) from None
-    # Never a local path from the network: it would let a caller read the worker's files.
-    if ref.scheme != "s3":
-        raise ValueError("must be an s3://bucket/key reference")
-    return value
+from shared.errors import KYCFaceError
+from shared.jobs.inputs import MAX_FEATURES_CHARS, MAX_PROBE_CHARS, PARSERS, InputType
+from shared.jobs.model import JOB_ID_PATTERN
+from shared.jobs.registry import REGISTRY, JobKindSpec
+from shared.storage.refs import MAX_REF_CHARS, Ref
 
 
-def _features(value: str) -> str:
-    try:
-        features.decode(value)
-    except FeaturesError as exc:
-        raise ValueError(exc.message) from None
-    return value
+def _http_rule(input_type: InputType) -> AfterValidator:
+    """The input type's parser, with its error as a 422 message, and the HTTP rule on images."""
+    parse = PARSERS[input_type]
 
-
-ImageRef = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_REF_CHARS,
-        description="s3://bucket/key of an image, in an allowed bucket",
-        examples=["s3://kyc-images/onboarding/case-123/selfie.jpg"],
-    ),
-    AfterValidator(_s3_ref),
-]
-FeaturesString = Annotated[
-    str,
-    Field(min_length=1, max_length=MAX_FEATURES_CHARS, description="a features string from a faces result"),
-    AfterValidator(_features),
-]
-
-
-def _gallery_input(input_type: str) -> AfterValidator:
     def check(value: str) -> str:
         try:
-            gallery_inputs.check(input_type, value)
-        except JobError as exc:
+            parsed = parse(value)
+        except KYCFaceError as exc:
             raise ValueError(exc.message) from None
+        # Never a local path from the network: it would let a caller read the worker's files.
+        if isinstance(parsed, Ref) and parsed.scheme != "s3":
+            raise ValueError("must be an s3://bucket/key reference")
         return value
 
     return AfterValidator(check)
 
 
-def _probe(value: str) -> str:
-    # A features string, else (like every image here) an s3:// reference, never a local path.
-    try:
-        features.decode(value)
-    except FeaturesError:
-        return _s3_ref(value)
-    return value
+_FIELDS: dict[InputType, Any] = {
+    InputType.REF: Field(
+        min_length=1,
+        max_length=MAX_REF_CHARS,
+        description="s3://bucket/key of an image, in an allowed bucket",
+        examples=["s3://kyc-images/onboarding/case-123/selfie.jpg"],
+    ),
+    InputType.FEATURES: Field(
+        min_length=1, max_length=MAX_FEATURES_CHARS, description="a features string from a faces result"
+    ),
+    InputType.PROBE: Field(min_length=1, max_length=MAX_PROBE_CHARS, description="features string or s3://bucket/key"),
+    InputType.GALLERY: Field(description="gallery name, e.g. customers"),
+    InputType.FACE_ID: Field(description="the caller's id of the face, e.g. a customer id"),
+    InputType.TOP_K: Field(description='candidates to return, "1" to "1000"'),
+}
 
-
-GalleryName = Annotated[str, Field(description="gallery name, e.g. customers"), _gallery_input("gallery")]
-FaceId = Annotated[str, Field(description="the caller's id of the face, e.g. a customer id"), _gallery_input("face_id")]
-Probe = Annotated[
-    str,
-    Field(min_length=1, max_length=gallery_inputs.MAX_PROBE_CHARS, description="features string or s3://bucket/key"),
-    AfterValidator(_probe),
-]
-TopK = Annotated[str, Field(description='candidates to return, "1" to "1000"'), _gallery_input("top_k")]
 JobId = Annotated[
     str,
     Field(
@@ -94,6 +65,7 @@ JobId = Annotated[
 class _JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: str
     job_id: JobId | None = None
 
     def inputs(self) -> dict[str, str]:
@@ -101,61 +73,25 @@ class _JobRequest(BaseModel):
         return self.model_dump(exclude={"kind", "job_id"})
 
 
-class FacesJobRequest(_JobRequest):
-    """Detect and describe every face of one image."""
-
-    kind: Literal["faces"]
-    image: ImageRef
-
-
-class VerifyJobRequest(_JobRequest):
-    """Match a selfie's single face against the portrait on an identity document."""
-
-    kind: Literal["verify"]
-    selfie: ImageRef
-    document: ImageRef
+def _request_model(spec: JobKindSpec) -> type[_JobRequest]:
+    fields: dict[str, Any] = {"kind": (Literal[spec.name], ...)}
+    for name, input_type in spec.fields().items():
+        info = spec.inputs.model_fields[name]
+        default = ... if info.is_required() else str(info.default)
+        fields[name] = (Annotated[str, _FIELDS[input_type], _http_rule(input_type)], default)
+    title = "".join(part.capitalize() for part in spec.name.split("_")) + "JobRequest"
+    doc = spec.help[:1].upper() + spec.help[1:] + "."
+    model: type[_JobRequest] = create_model(title, __base__=_JobRequest, __doc__=doc, **fields)
+    return model
 
 
-class MatchJobRequest(_JobRequest):
-    """Compare two features strings."""
-
-    kind: Literal["match"]
-    features1: FeaturesString
-    features2: FeaturesString
-
-
-class EnrollJobRequest(_JobRequest):
-    """Enrol (or replace) a face in a gallery, from an image with one usable face or features."""
-
-    kind: Literal["enroll"]
-    gallery: GalleryName
-    face_id: FaceId
-    probe: Probe
+REQUEST_MODELS = {spec.name: _request_model(spec) for spec in REGISTRY}
+if TYPE_CHECKING:
+    JobRequest = _JobRequest
+else:  # the union of the kinds' models, discriminated by ``kind``, for FastAPI to validate and document
+    JobRequest = Annotated[Union[tuple(REQUEST_MODELS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
-class SearchJobRequest(_JobRequest):
-    """The top-k enrolled faces most like the probe, each verified at the gallery's 1:N threshold."""
-
-    kind: Literal["search"]
-    gallery: GalleryName
-    probe: Probe
-    top_k: TopK = "10"
-
-
-class DeleteJobRequest(_JobRequest):
-    """Erase a face's template from a gallery."""
-
-    kind: Literal["delete"]
-    gallery: GalleryName
-    face_id: FaceId
-
-
-JobRequest = Annotated[
-    FacesJobRequest | VerifyJobRequest | MatchJobRequest | EnrollJobRequest | SearchJobRequest | DeleteJobRequest,
-    Field(discriminator="kind"),
-]
-
-
-def image_fields(kind: JobKind) -> list[str]:
+def image_fields(kind: str) -> list[str]:
     """The request fields of ``kind`` that name an image (for the bucket allow-list check)."""
-    return [name for name, type_ in JOB_INPUTS[kind].items() if type_ is InputType.REF]
+    return [name for name, type_ in REGISTRY.get(kind).fields().items() if type_ is InputType.REF]

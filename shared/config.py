@@ -6,16 +6,18 @@ Units are in the names (``_S`` seconds, ``_PX`` pixels, ``_BYTES`` bytes). Build
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.errors import SettingsError
 from shared.schemas import QualityGate, QualityLevel
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +50,26 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
 
 
+ENV_PREFIX = "KYC_"
+
+
+def unknown_variables(environ: Mapping[str, str], fields: set[str]) -> list[str]:
+    """Messages for the ``KYC_`` variables of ``environ`` that name no field, with the closest real one."""
+    known = sorted(ENV_PREFIX + name.upper() for name in fields)
+    messages = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        messages.append(f"unknown setting {name}{hint}")
+    return messages
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KYC_", extra="ignore", protected_namespaces=())
+    # extra="forbid" refuses unknown keyword arguments; unknown KYC_ variables are refused by
+    # _no_unknown_variables below (pydantic-settings only reads the variables it knows).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", protected_namespaces=())
 
     # --- models -------------------------------------------------------------------------------
     model_dir: Path = Field(default_factory=_default_model_dir)
@@ -69,6 +89,11 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
     max_image_side_px: int = Field(default=16_384, gt=0)
+    # (width, height) of the working copy detection runs on; larger photos are downscaled for
+    # detection and their faces aligned from the full-resolution original.
+    max_image_size_px: tuple[int, int] = (500, 500)
+    # (width, height) under which an image is INVALID_IMAGE / TOO_SMALL.
+    min_image_size_px: tuple[int, int] = (100, 100)
     # Mean luma (0-255) under which an image with no usable face is reported TOO_DARK.
     image_dark_luma: float = 20.0
 
@@ -187,6 +212,14 @@ class Settings(BaseSettings):
     # Sharded search on Celery: how long a search waits for the other shards' workers before it
     # searches their shards itself.
     gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: Any) -> Any:
+        problems = unknown_variables(os.environ, set(cls.model_fields))
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return data
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A Redis or S3 URL may carry a password (user:password@host): never print it.

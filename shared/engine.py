@@ -70,12 +70,12 @@ class KYCDeepFace:
     Args:
         verify_confidence: confidence at or above which ``match_faces`` says ``verified``.
         max_image_size: (width, height) of the working image for detection; larger photos are
-            downscaled for detection and their faces aligned from the full-resolution original.
-        min_image_size: (width, height) under which an image is ``INVALID_IMAGE / TOO_SMALL``.
+            downscaled for detection and their faces aligned from the full-resolution original
+            (default: ``KYC_MAX_IMAGE_SIZE_PX``).
+        min_image_size: (width, height) under which an image is ``INVALID_IMAGE / TOO_SMALL``
+            (default: ``KYC_MIN_IMAGE_SIZE_PX``).
         model: name of the embedding model in the registry (default: ``KYC_EMBEDDING_MODEL``).
         settings: the project settings (default: from the environment).
-        reraise: exception types that must not become an ERROR document, e.g. a task runner's
-            soft time limit, which is raised asynchronously wherever the code happens to be.
 
     Raises:
         ModelError: a model file is missing, corrupt or of an unknown kind (at construction, so
@@ -85,20 +85,20 @@ class KYCDeepFace:
     def __init__(
         self,
         verify_confidence: float = 0.76,
-        max_image_size: tuple[int, int] = (500, 500),
-        min_image_size: tuple[int, int] = (100, 100),
+        max_image_size: tuple[int, int] | None = None,
+        min_image_size: tuple[int, int] | None = None,
         model: str | None = None,
         settings: Settings | None = None,
-        reraise: tuple[type[BaseException], ...] = (),
     ) -> None:
         settings = settings or get_settings()
         if model is not None:
             settings = settings.model_copy(update={"embedding_model": model})
         self.settings = settings
-        self.reraise = reraise
         self.verify_confidence = float(verify_confidence)
-        self.max_image_size = (int(max_image_size[0]), int(max_image_size[1]))
-        self.min_image_size = (int(min_image_size[0]), int(min_image_size[1]))
+        max_size = max_image_size or settings.max_image_size_px
+        min_size = min_image_size or settings.min_image_size_px
+        self.max_image_size = (int(max_size[0]), int(max_size[1]))
+        self.min_image_size = (int(min_size[0]), int(min_size[1]))
         # OpenCV's own thread pool would fight the worker processes for the same cores.
         cv2.setNumThreads(settings.onnx_threads())
         self.detector = load_detector(settings)
@@ -146,25 +146,35 @@ class KYCDeepFace:
             known = ", ".join(q.value for q in QualityLevel)
             return ErrorResult(message=f"unknown quality level {str(quality)[:20]!r}; one of {known}")
         try:
-            return self._describe(self.analyse(image_bytes, level=level, liveness=liveness))
-        except InvalidImageError as exc:
-            return InvalidImageResult(reason=exc.reason, message=exc.message)
+            return self.describe(image_bytes, level, liveness)
         except KYCFaceError as exc:
             return ErrorResult.from_error(exc)
         except Exception as exc:
-            if isinstance(exc, self.reraise):
-                raise
             # Never echo the input: it is biometric data.
             log.exception("get_faces failed unexpectedly")
             return ErrorResult.from_error(exc)
 
-    def selfie_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult | ErrorResult:
-        """``get_faces`` of a verify selfie: the strict gate, and liveness scored unless it is off."""
-        return self.get_faces(image_bytes, self.settings.quality_selfie, liveness=self.liveness is not None)
+    def describe(
+        self, image_bytes: bytes, level: QualityLevel | None = None, liveness: bool = False
+    ) -> FacesResult | InvalidImageResult:
+        """``get_faces`` for code that handles errors itself (the job runner): an unusable image
+        is still an answer, anything else raises its typed error.
 
-    def document_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult | ErrorResult:
-        """``get_faces`` of an identity document: the lenient gate (a card photo has no retake)."""
-        return self.get_faces(image_bytes, self.settings.quality_document)
+        Raises:
+            KYCFaceError: a model or calibration failure.
+        """
+        try:
+            return self._describe(self.analyse(image_bytes, level=level, liveness=liveness))
+        except InvalidImageError as exc:
+            return InvalidImageResult(reason=exc.reason, message=exc.message)
+
+    def selfie_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult:
+        """``describe`` of a verify selfie: the strict gate, and liveness scored unless it is off."""
+        return self.describe(image_bytes, self.settings.quality_selfie, liveness=self.liveness is not None)
+
+    def document_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult:
+        """``describe`` of an identity document: the lenient gate (a card photo has no retake)."""
+        return self.describe(image_bytes, self.settings.quality_document)
 
     @property
     def enforced_liveness(self) -> float | None:
@@ -314,13 +324,19 @@ class KYCDeepFace:
             features or features of different models.
         """
         try:
-            cosine = self.similarity(features1, features2)
-            confidence = round(float(self.confidence_map.confidence(cosine)), 6)
-            return MatchResult(confidence=confidence, verified=confidence >= self.verify_confidence)
+            return self.compare(features1, features2)
         except KYCFaceError as exc:
             return ErrorResult.from_error(exc)
         except Exception as exc:
-            if isinstance(exc, self.reraise):
-                raise
             log.exception("match_faces failed unexpectedly")
             return ErrorResult.from_error(exc)
+
+    def compare(self, features1: Any, features2: Any) -> MatchResult:
+        """``match_faces`` for code that handles errors itself.
+
+        Raises:
+            FeaturesError: malformed features, or features of different models.
+        """
+        cosine = self.similarity(features1, features2)
+        confidence = round(float(self.confidence_map.confidence(cosine)), 6)
+        return MatchResult(confidence=confidence, verified=confidence >= self.verify_confidence)

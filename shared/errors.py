@@ -99,3 +99,16 @@ class GalleryError(KYCFaceError):
 
 class JobError(KYCFaceError):
     """A job request is malformed, or a job id is reused for different work."""
+
+
+class TimeLimitExceeded(KYCFaceError):
+    """The job ran past ``KYC_TASK_SOFT_TIME_LIMIT_S`` and was stopped; the document says so."""
+
+
+class MaxAttemptsExceeded(KYCFaceError):
+    """The job was started ``KYC_MAX_ATTEMPTS`` times without finishing (worker lost, time limit,
+    storage down): the dead letter, so a job that kills its worker cannot loop forever."""
+
+
+class SettingsError(KYCFaceError):
+    """A ``KYC_`` environment variable that no setting reads (a typo would otherwise be ignored)."""

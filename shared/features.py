@@ -31,8 +31,14 @@ _NORM_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class Features:
+    """A decoded features string; ``text`` is the string itself, so it travels without re-encoding."""
+
     model_id: str
     vector: np.ndarray  # float32, shape (D,), unit norm
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def encode(model_id: str, vector: np.ndarray) -> str:
@@ -49,8 +55,15 @@ def encode(model_id: str, vector: np.ndarray) -> str:
     return base64.b64encode(blob).decode("ascii")
 
 
-def decode(features: str | bytes) -> Features:
-    """Parse and check a features string. Raises :class:`FeaturesError` naming what is wrong."""
+def decode(features: str | bytes | Features) -> Features:
+    """Parse and check a features string (one already decoded is returned as it is).
+
+    Raises:
+        FeaturesError: naming what is wrong.
+    """
+    if isinstance(features, Features):
+        return features
+    text = features if isinstance(features, str) else ""
     if isinstance(features, str):
         features = features.encode("ascii", errors="replace")
     if not isinstance(features, bytes) or not features:
@@ -77,10 +90,10 @@ def decode(features: str | bytes) -> Features:
     vector = np.frombuffer(blob, dtype="<f4", count=dim, offset=head + 2).astype(np.float32)
     if not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > _NORM_TOLERANCE:
         raise FeaturesError("features vector is not a finite unit vector")
-    return Features(model_id=model_id, vector=vector)
+    return Features(model_id=model_id, vector=vector, text=text or features.decode("ascii"))
 
 
-def decode_pair(a: str | bytes, b: str | bytes) -> tuple[Features, Features]:
+def decode_pair(a: str | bytes | Features, b: str | bytes | Features) -> tuple[Features, Features]:
     fa, fb = decode(a), decode(b)
     if fa.model_id != fb.model_id:
         raise FeaturesError(f"features come from different models: {fa.model_id!r} vs {fb.model_id!r}")

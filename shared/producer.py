@@ -16,26 +16,40 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
 from shared.errors import JobError, StorageUnavailableError
-from shared.jobs import JOB_INPUTS, InputType, JobDocument, JobKind, JobStatus, JobStore
-from shared.jobs.store import redis_client
+from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
+from shared.jobs.inputs import InputType
+from shared.jobs.registry import QUEUES
 from shared.storage import store_for
-from workers.routes import queues, route, task_routes
+from shared.storage.redis_client import redis_client
 
 log = logging.getLogger(__name__)
+
+
+def celery_config() -> dict[str, Any]:
+    """What producers and workers must agree on: serialisation, the queues, each task's queue.
+
+    Heavy (image decoding + networks) and light (feature arithmetic) work sit on separate queues
+    so they scale apart: ``celery -A workers worker -Q kyc.light`` answers matches in
+    milliseconds while a backlog keeps ``kyc.heavy`` busy.
+    """
+    return {
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        "task_routes": {spec.task: {"queue": spec.queue} for spec in REGISTRY},
+        "broker_connection_retry_on_startup": True,
+    }
 
 
 def _sender(broker_url: str) -> Celery:
     """A Celery app used only to publish messages; it never runs tasks."""
     app = Celery("kyc-producer", broker=broker_url, set_as_current=False)
     app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_queues=queues(),
-        task_routes=task_routes(),
-        broker_connection_retry_on_startup=True,
+        **celery_config(),
         # Fail a submit fast when the broker is down rather than blocking the caller's request.
         broker_transport_options={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
     )
@@ -62,12 +76,12 @@ class Producer:
         self.app = _sender(self.settings.broker_url)
         self._broker: redis.Redis | None = None  # the broker's Redis, for the sweeper's peeks
 
-    def submit(self, kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+    def submit(self, kind: str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
         """Submit a job, or return the existing one if ``job_id`` was already submitted.
 
         Args:
-            kind: ``faces``, ``verify`` or ``match``.
-            inputs: the kind's inputs (see :data:`shared.jobs.JOB_INPUTS`).
+            kind: a registered kind (``faces``, ``verify``, ``match``, ``enroll``...).
+            inputs: the kind's inputs (see its input model in :mod:`shared.jobs.kinds`).
             job_id: idempotency key; a random id when omitted.
 
         Returns:
@@ -76,15 +90,17 @@ class Producer:
         Raises:
             JobError: invalid request, or ``job_id`` already used for different work.
             ReferenceRejectedError: an image reference that workers would refuse.
+            FeaturesError: a malformed features string.
             StorageUnavailableError: Redis or the broker is unreachable.
         """
         doc = JobDocument.new(kind, inputs, job_id)
-        for name in _ref_fields(doc):
-            self.images.validate(doc.inputs[name])
+        for name, input_type in REGISTRY.get(doc.kind).fields().items():
+            if input_type is InputType.REF:
+                self.images.validate(doc.inputs[name])
         stored, created = self.jobs.create(doc)
         if not created:
             if not stored.same_request(doc):
-                raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind.value} job")
+                raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind} job")
             return stored
         try:
             self._send(doc)
@@ -92,13 +108,13 @@ class Producer:
             # Nothing will ever run this job: free the id so the caller's retry can submit again.
             self.jobs.discard(doc.job_id)
             raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
-        log.info("submitted %s job %s", doc.kind.value, doc.job_id)
+        log.info("submitted %s job %s", doc.kind, doc.job_id)
         return stored
 
     def _send(self, doc: JobDocument) -> None:
-        task, queue = route(doc.kind.value)
+        spec = REGISTRY.get(doc.kind)
         # task_id = job id: a duplicate message is recognisable, and harmless (see JobStore.claim).
-        self.app.send_task(task, args=[doc.job_id], queue=queue, task_id=doc.job_id)
+        self.app.send_task(spec.task, args=[doc.job_id], queue=spec.queue, task_id=doc.job_id)
 
     def requeue_stale(self, older_than_s: float, limit: int = 1000) -> list[str]:
         """Send again the task of every job that was stored ``older_than_s`` ago, never claimed,
@@ -120,7 +136,7 @@ class Producer:
             if doc is None or doc.status is not JobStatus.QUEUED or doc.attempts > 0:
                 self.jobs.forget_unstarted(job_id)  # expired, or started by now
                 continue
-            queue = route(doc.kind.value)[1]
+            queue = REGISTRY.get(doc.kind).queue
             if queue not in oldest_waiting:
                 oldest_waiting[queue] = self._oldest_waiting(queue)
             if submitted < oldest_waiting[queue]:
@@ -151,15 +167,15 @@ class Producer:
 
     def submit_faces(self, image_ref: str, job_id: str | None = None) -> JobDocument:
         """Submit a ``faces`` job: every face of one image."""
-        return self.submit(JobKind.FACES, {"image": image_ref}, job_id)
+        return self.submit("faces", {"image": image_ref}, job_id)
 
     def submit_verify(self, selfie_ref: str, document_ref: str, job_id: str | None = None) -> JobDocument:
         """Submit a ``verify`` job: the selfie's face against the document's portrait."""
-        return self.submit(JobKind.VERIFY, {"selfie": selfie_ref, "document": document_ref}, job_id)
+        return self.submit("verify", {"selfie": selfie_ref, "document": document_ref}, job_id)
 
     def submit_match(self, features1: str, features2: str, job_id: str | None = None) -> JobDocument:
         """Submit a ``match`` job: two features strings."""
-        return self.submit(JobKind.MATCH, {"features1": features1, "features2": features2}, job_id)
+        return self.submit("match", {"features1": features1, "features2": features2}, job_id)
 
     def get_job(self, job_id: str) -> JobDocument | None:
         """The job's current document, or None if unknown (or expired)."""
@@ -191,10 +207,6 @@ class Producer:
         self.app.close()
 
 
-def _ref_fields(doc: JobDocument) -> list[str]:
-    return [name for name, kind in JOB_INPUTS[doc.kind].items() if kind is InputType.REF]
-
-
 _default_lock = threading.Lock()
 _default: Producer | None = None
 
@@ -208,7 +220,7 @@ def default_producer() -> Producer:
         return _default
 
 
-def submit(kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+def submit(kind: str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
     """:meth:`Producer.submit` on the default producer."""
     return default_producer().submit(kind, inputs, job_id)
 

@@ -14,11 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import JobError, SpoofSuspectedError
-from shared.schemas import ErrorResult, Face, FacesResult, InvalidImageResult, Liveness, MatchResult
+from shared.errors import SpoofSuspectedError
+from shared.schemas import Face, FacesResult, InvalidImageResult, Liveness, MatchResult
 
 Image = Literal["selfie", "document"]
-Matcher = Callable[[str, str], "MatchResult | ErrorResult"]
+# The engine's ``compare``: raises a typed error (e.g. FeaturesError) rather than answering one.
+Matcher = Callable[[str, str], MatchResult]
 
 
 class VerifyCode(str, Enum):
@@ -76,12 +77,6 @@ def _why_none(image: Image, result: FacesResult) -> str:
     return f"no usable face on the {image}{detail}"
 
 
-def _answered(image: Image, got: FacesResult | InvalidImageResult | ErrorResult) -> FacesResult | InvalidImageResult:
-    if isinstance(got, ErrorResult):
-        raise JobError(f"engine error on the {image}: {got.message}")
-    return got
-
-
 def check_liveness(face: Face, threshold: float) -> None:
     """Raise SpoofSuspectedError when the face was scored and is under the threshold."""
     if face.liveness is not None and face.liveness.score < threshold:
@@ -89,17 +84,17 @@ def check_liveness(face: Face, threshold: float) -> None:
 
 
 def decide(
-    selfie: FacesResult | InvalidImageResult | ErrorResult,
-    document: FacesResult | InvalidImageResult | ErrorResult,
+    selfie: FacesResult | InvalidImageResult,
+    document: FacesResult | InvalidImageResult,
     match: Matcher,
     enforce_liveness: float | None = None,
 ) -> VerificationResult:
     """Verify a selfie against an identity document.
 
     Args:
-        selfie: ``get_faces`` of the selfie (quality ``KYC_QUALITY_SELFIE``, liveness scored).
-        document: ``get_faces`` of the document (quality ``KYC_QUALITY_DOCUMENT``).
-        match: the engine's ``match_faces``.
+        selfie: the engine's ``describe`` of the selfie (quality ``KYC_QUALITY_SELFIE``, liveness scored).
+        document: the engine's ``describe`` of the document (quality ``KYC_QUALITY_DOCUMENT``).
+        match: the engine's ``compare``.
         enforce_liveness: the liveness threshold under ``KYC_LIVENESS=enforce``; None reports the
             score without letting it change the answer.
 
@@ -107,9 +102,8 @@ def decide(
         The verification answer (a refusal such as ``MULTIPLE_FACES`` is an answer too).
 
     Raises:
-        JobError: the engine returned an ERROR document; there is nothing to answer.
+        KYCFaceError: whatever ``match`` raises; there is nothing to answer.
     """
-    selfie, document = _answered("selfie", selfie), _answered("document", document)
     if isinstance(selfie, InvalidImageResult):
         return VerificationResult.refused(
             VerifyCode.INVALID_IMAGE, "selfie", f"selfie: {selfie.message}", selfie, document
@@ -135,8 +129,6 @@ def decide(
         return VerificationResult.refused(VerifyCode.NO_FACE, "document", message, selfie, document, liveness)
     portrait = max(range(len(document.faces)), key=lambda i: _area(document.faces[i]))
     matched = match(selfie.faces[0].features, document.faces[portrait].features)
-    if isinstance(matched, ErrorResult):
-        raise JobError(f"engine error matching the faces: {matched.message}")
     return VerificationResult(
         code=VerifyCode.SUCCESS,
         verified=matched.verified,

@@ -1,7 +1,7 @@
 """The Celery app, configured from the project settings for at-least-once execution.
 
 Every queue-level policy lives here (acknowledgement, prefetch, time limits, visibility
-timeout); the retry policy lives on the task base class in ``workers.tasks``.
+timeout); the retry policy is the base class of every task, ``workers.policy.KYCTask``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,13 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.config import Settings, get_settings
-from workers import broker, gallery_schedule, routes
+from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE
+from shared.producer import celery_config
+from workers import broker, gallery_schedule
+from workers.policy import KYCTask
+
+# Periodic upkeep (celery beat), on the light queue: it only reads Redis and sends messages.
+SWEEP_TASK = "kyc.maintenance.requeue_stale"
 
 # Celery kills a child whose worker_process_init handler runs longer than this (default 4 s);
 # loading and warming the models can take longer on a cold disk.
@@ -34,12 +40,18 @@ def visibility_timeout_s(settings: Settings) -> int:
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app on ``KYC_BROKER_URL`` with the tasks of ``workers.tasks``."""
-    app = Celery("kycdeepface", broker=settings.broker_url, include=["workers.tasks", "workers.gallery_tasks"])
+    app = Celery(
+        "kycdeepface",
+        broker=settings.broker_url,
+        include=["workers.tasks", "workers.gallery_tasks", "workers.process"],
+        task_cls=KYCTask,
+    )
+    shared_config = celery_config()
+    routes = {**shared_config.pop("task_routes"), SWEEP_TASK: {"queue": LIGHT_QUEUE}}
     app.conf.update(
+        **shared_config,
         # kombu's Redis transport, with a lost-connection crash worked around (see workers.broker).
         broker_transport=broker.transport_for(settings.broker_url),
-        task_serializer="json",
-        accept_content=["json"],
         # Job documents are the results; Celery's result backend would be a second copy.
         task_ignore_result=True,
         # Acknowledge after the job, and give the message back if the process dies mid-job.
@@ -62,19 +74,17 @@ def create_app(settings: Settings) -> Celery:
             "unacked_restore_interval": settings.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,
         },
-        task_queues=routes.queues(),
-        task_default_queue=routes.HEAVY_QUEUE,
-        task_routes=routes.task_routes(),
+        task_default_queue=HEAVY_QUEUE,
+        task_routes=routes,
         worker_concurrency=settings.worker_processes(),
         worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        broker_connection_retry_on_startup=True,
         # Periodic upkeep, for ``celery -A workers beat`` (one beat per deployment).
         beat_schedule={
-            routes.SWEEP_TASK: {
-                "task": routes.SWEEP_TASK,
+            SWEEP_TASK: {
+                "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_s,
-                "options": {"queue": routes.LIGHT_QUEUE, "expires": settings.sweep_interval_s},
+                "options": {"queue": LIGHT_QUEUE, "expires": settings.sweep_interval_s},
             },
             **gallery_schedule.beat_entries(settings),
         },

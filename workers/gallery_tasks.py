@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from typing import Any
 
-import redis
-from celery import Task, group
-from celery.signals import worker_process_init
+from celery import group
 
 from shared import keys
-from shared.errors import StorageUnavailableError
-from shared.gallery import jobs, screening
+from shared.gallery import screening
 from shared.gallery.runs import RunStore
 from shared.gallery.shards import Collect, Partial
-from shared.jobs.store import redis_client
-from shared.storage import store_for
-from workers.app import app, settings
+from shared.jobs.registry import HEAVY_QUEUE
+from workers import process
+from workers.app import app
 from workers.gallery_schedule import SCREEN_TASK
-from workers.routes import HEAVY_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -43,44 +38,22 @@ SHARD_TASK = "kyc.gallery.search_shard"
 # A fan-out's partials are collected within seconds; the list only outlives a crashed collector.
 FANOUT_TTL_S = 300
 
-_clients: dict[int, redis.Redis] = {}
-
-
-def _redis() -> redis.Redis:
-    """This process's client of the gallery's Redis (keyed by pid: never shared across a fork)."""
-    pid = os.getpid()
-    if pid not in _clients:
-        url = settings.resolved_redis_url()
-        if url is None:
-            raise StorageUnavailableError("gallery tasks need KYC_REDIS_URL (or KYC_BROKER_URL)")
-        _clients[pid] = redis_client(url)
-    return _clients[pid]
-
 
 def shard_queue(shard: int) -> str:
     """Shard 0 lives with the search jobs (the job's process searches it); shard i on its own queue."""
     return HEAVY_QUEUE if shard == 0 else f"kyc.gallery.shard{shard}"
 
 
-class GalleryTask(Task):
-    """Retries transient store errors with jittered exponential backoff; anything else fails."""
-
-    autoretry_for = (StorageUnavailableError,)
-    retry_backoff = settings.retry_backoff_s
-    retry_backoff_max = settings.retry_backoff_max_s
-    retry_jitter = True
-    max_retries = settings.max_attempts
-
-
-@app.task(name=SCREEN_TASK, base=GalleryTask, queue=HEAVY_QUEUE)
+@app.task(name=SCREEN_TASK, queue=HEAVY_QUEUE)
 def screen(kind: screening.Kind, gallery: str, against: str) -> str:
     """Plan a run and send its chunks; returns the run id."""
-    source, target = jobs.gallery(settings, gallery), jobs.gallery(settings, against)
-    run = screening.plan(kind, source, target, settings.gallery_chunk_size)
+    res = process.resources()
+    source, target = res.gallery(gallery), res.gallery(against)
+    run = screening.plan(kind, source, target, res.settings.gallery_chunk_size)
     if run.n_chunks == 0:
         _write_report(run, [], target.fpir)
         return run.run_id
-    RunStore(_redis()).start(run, parts=run.n_chunks * target.shards)
+    RunStore(res.redis).start(run, parts=run.n_chunks * target.shards)
     # A sharded target: one task per chunk and shard, on the shard's queue (its workers hold it).
     shards = target.shards
     tasks = (
@@ -93,19 +66,20 @@ def screen(kind: screening.Kind, gallery: str, against: str) -> str:
     return run.run_id
 
 
-@app.task(name=CHUNK_TASK, base=GalleryTask, queue=HEAVY_QUEUE)
+@app.task(name=CHUNK_TASK, queue=HEAVY_QUEUE)
 def screen_chunk(run_id: str, index: int, face_ids: list[str], shard: int | None = None) -> int:
     """Screen one chunk (against one shard); the last part of the run writes the report.
 
     Returns:
         The parts still pending.
     """
-    runs = RunStore(_redis())
+    res = process.resources()
+    runs = RunStore(res.redis)
     run = runs.plan(run_id)
     if run is None or runs.reported(run_id):
         log.warning("screening run %s: chunk %d arrived after the run ended or expired", run_id, index)
         return 0
-    source, target = jobs.gallery(settings, run.gallery), jobs.gallery(settings, run.against)
+    source, target = res.gallery(run.gallery), res.gallery(run.against)
     pending = runs.add_part(run_id, index, screening.screen_chunk(run.kind, source, target, face_ids, shard))
     if pending == 0:
         refs = _write_report(run, screening.merge_hits(runs.parts(run_id)), target.fpir)
@@ -114,8 +88,9 @@ def screen_chunk(run_id: str, index: int, face_ids: list[str], shard: int | None
 
 
 def _write_report(run: screening.Plan, hits: list[screening.Hit], fpir: float) -> dict[str, str]:
+    res = process.resources()
     result = screening.report(run, hits, fpir)
-    refs = screening.write_report(store_for(settings), screening.report_prefix(settings), result)
+    refs = screening.write_report(res.images, screening.report_prefix(res.settings), result)
     log.info("screening run %s: %d hits; report %s", run.run_id, len(hits), refs["json"])
     return refs
 
@@ -123,11 +98,12 @@ def _write_report(run: screening.Plan, hits: list[screening.Hit], fpir: float) -
 @app.task(name=SHARD_TASK, queue=HEAVY_QUEUE)
 def search_shard(fanout_id: str, gallery: str, shard: int, queries: list[str], top_k: int) -> None:
     """Search one shard and push its partial top-k for the collecting search job."""
-    db = jobs.gallery(settings, gallery)
+    res = process.resources()
+    db = res.gallery(gallery)
     vectors, _errors = db.prepare(queries, top_k)
     partial = db.search_shard(shard, vectors, top_k)
     key = keys.gallery_fanout_key(fanout_id)
-    with _redis().pipeline(transaction=True) as pipe:
+    with res.redis.pipeline(transaction=True) as pipe:
         pipe.rpush(key, json.dumps({"shard": shard, "partial": partial.to_json()}))
         pipe.expire(key, FANOUT_TTL_S)
         pipe.execute()
@@ -139,12 +115,13 @@ def fan_out(gallery: str, shards: list[int], queries: list[str], top_k: int) -> 
     group(
         search_shard.si(fanout_id, gallery, shard, queries, top_k).set(queue=shard_queue(shard)) for shard in shards
     ).apply_async()
-    deadline = time.monotonic() + settings.gallery_fanout_timeout_s
+    res = process.resources()
+    deadline = time.monotonic() + res.settings.gallery_fanout_timeout_s
     key = keys.gallery_fanout_key(fanout_id)
 
     def collect() -> dict[int, Partial]:
         got: dict[int, Partial] = {}
-        client = _redis()
+        client = res.redis
         while len(got) < len(shards):
             left = deadline - time.monotonic()
             # Short waits: one BLPOP longer than the client's socket timeout would be retried.
@@ -161,18 +138,3 @@ def fan_out(gallery: str, shards: list[int], queries: list[str], top_k: int) -> 
         return got
 
     return collect
-
-
-@worker_process_init.connect
-def _warm_kernels(**_: Any) -> None:
-    # Compile (first start) or load the index's kernels now, not inside the first search job.
-    # numba costs ~110 MiB per process: a worker that never serves gallery jobs can skip it.
-    if not settings.worker_warm_gallery:
-        return
-    from shared.gallery import kernels
-
-    kernels.warm_up()
-
-
-if settings.gallery_shards > 1:
-    jobs.configure(fan_out)

@@ -1,7 +1,7 @@
 """The embedded backlog: jobs run in a local process pool, with no broker, Redis or S3 needed.
 
 Each pool process builds the engine once (in the pool initializer) and runs jobs through the
-same :func:`shared.runner.complete` as the Celery workers, so the documents are the same.
+same :func:`shared.jobs.runner.complete` as the Celery workers, so the documents are the same.
 """
 
 from __future__ import annotations
@@ -9,46 +9,34 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import TYPE_CHECKING
 
 from shared.config import Settings
-from shared.errors import KYCFaceError, ModelError, StorageUnavailableError
-from shared.jobs import JobDocument, JobFailure
-from shared.runner import complete
-from shared.storage import store_for
+from shared.errors import KYCFaceError, ModelError
+from shared.jobs import JobDocument
+from shared.jobs.resources import Resources, for_process
+from shared.jobs.runner import complete
 
-if TYPE_CHECKING:
-    from shared.engine import KYCDeepFace
-    from shared.storage import RoutingStore
-
-# Per pool process, set by _start_process.
-_engine: KYCDeepFace | None = None
-_images: RoutingStore | None = None
+# This pool process's resources, and why its engine could not be built (kept for the first job:
+# an initializer that raises breaks the pool with no message).
+_resources: Resources | None = None
 _start_error: str | None = None
 
 
 def _start_process(settings: Settings) -> None:
-    global _engine, _images, _start_error
-    from shared.engine import KYCDeepFace
-
+    global _resources, _start_error
+    _resources = for_process(settings)
     try:
-        _engine = KYCDeepFace(verify_confidence=settings.verify_confidence, settings=settings)
-        _engine.warm_up()
+        _resources.engine  # noqa: B018 - load and warm the models before the first job
     except KYCFaceError as exc:
-        # An initializer that raises breaks the pool with no message; keep it for the first job.
         _start_error = exc.message
-    _images = store_for(settings)
 
 
 def _run(job: JobDocument) -> JobDocument:
-    if _engine is None or _images is None:
+    if _resources is None or _start_error is not None:
         raise ModelError(_start_error or "the face engine did not start in this process")
-    doc = job.running(attempts=1)
-    try:
-        return complete(doc, _engine, _images)
-    except StorageUnavailableError as exc:
-        # No broker to retry through; boto3 has already retried, so this is the answer.
-        return doc.failed(JobFailure.from_exception(exc))
+    resources = _resources
+    # No broker to retry through; boto3 has already retried, so a transient error is the answer.
+    return complete(job.running(attempts=1), resources, final_attempt=True)
 
 
 def run_embedded(jobs: Sequence[JobDocument], settings: Settings, processes: int) -> Iterator[JobDocument]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import JobError, KYCFaceError
-from shared.jobs import JobDocument, JobKind
+from shared.jobs import JobDocument
 from shared.storage.refs import parse_ref
 
 REQUIRED_COLUMNS = ("selfie", "document")
@@ -34,10 +34,10 @@ class ManifestRow:
     job: JobDocument
 
 
-def backlog_job_id(kind: JobKind, inputs: dict[str, str]) -> str:
+def backlog_job_id(kind: str, inputs: dict[str, str]) -> str:
     """A job id derived from the work itself: the same inputs always give the same id."""
-    canonical = json.dumps({"kind": kind.value, "inputs": inputs}, sort_keys=True, separators=(",", ":"))
-    return f"{kind.value}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
+    canonical = json.dumps({"kind": kind, "inputs": inputs}, sort_keys=True, separators=(",", ":"))
+    return f"{kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"
 
 
 def _resolve(ref: str, base: Path) -> str:
@@ -88,7 +88,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 def _job(record: dict[str, str | None], base: Path, where: str) -> JobDocument:
     try:
         inputs = {c: _resolve((record.get(c) or "").strip(), base) for c in REQUIRED_COLUMNS}
-        job_id = (record.get(JOB_ID_COLUMN) or "").strip() or backlog_job_id(JobKind.VERIFY, inputs)
-        return JobDocument.new(JobKind.VERIFY, inputs, job_id)
+        job_id = (record.get(JOB_ID_COLUMN) or "").strip() or backlog_job_id("verify", inputs)
+        return JobDocument.new("verify", inputs, job_id)
     except KYCFaceError as exc:
         raise JobError(f"{where}: {exc.message}") from None

@@ -32,8 +32,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.broker_url:
         raise JobError("no broker: set KYC_BROKER_URL (a backlog without one runs embedded: `kycface backlog`)")
+    from shared.jobs.registry import QUEUES
     from workers.app import app
-    from workers.routes import QUEUES
 
     argv = [
         "worker",
@@ -140,19 +140,22 @@ def _positive(text: str) -> float:
 
 
 def _register_submit(sub: argparse._SubParsersAction) -> None:
+    from shared.jobs.inputs import InputType
+    from shared.jobs.registry import REGISTRY
+
     submit = sub.add_parser("submit", help="queue one job; prints its job document")
     kinds = submit.add_subparsers(dest="kind", required=True, metavar="KIND")
-    specs = {
-        "faces": ("every face of one image", [("image", "IMAGE_REF")]),
-        "verify": ("a selfie against an ID document", [("selfie", "SELFIE_REF"), ("document", "DOCUMENT_REF")]),
-        "match": ("two features strings", [("features1", "F1"), ("features2", "F2")]),
-    }
-    for kind, (help_text, inputs) in specs.items():
-        parser = kinds.add_parser(kind, help=help_text)
-        for name, metavar in inputs:
-            parser.add_argument(name, metavar=metavar)
+    for spec in REGISTRY:
+        parser = kinds.add_parser(spec.name, help=spec.help)
+        for name, info in spec.inputs.model_fields.items():
+            metavar = name.upper() + ("_REF" if spec.fields()[name] is InputType.REF else "")
+            if info.is_required():
+                parser.add_argument(name, metavar=metavar)
+            else:
+                parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=metavar,
+                                    default=str(info.default), help=f"default: {info.default}")  # fmt: skip
         parser.add_argument("--job-id", help="idempotency key: resubmitting it returns the existing job")
-        parser.set_defaults(func=cmd_submit, inputs=[name for name, _ in inputs])
+        parser.set_defaults(func=cmd_submit, inputs=list(spec.fields()))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

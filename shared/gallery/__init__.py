@@ -2,7 +2,7 @@
 process, and the gallery operating point. The entry point is :class:`KYCDeepFaceDB`.
 
 The index's compiled kernels (numba, onnxruntime) load on first use of ``KYCDeepFaceDB``, so a
-producer validating gallery job inputs (``shared.gallery.inputs``) never pays for them.
+producer validating gallery job inputs (``shared.jobs.inputs``) never pays for them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from redis import Redis
@@ -20,10 +20,9 @@ from shared.config import Settings, get_settings
 from shared.errors import FeaturesError, GalleryError, KYCFaceError, StorageUnavailableError
 from shared.gallery.answers import candidates, confidence_map_for
 from shared.gallery.factory import open_store
-from shared.gallery.inputs import MAX_TOP_K
 from shared.gallery.replica import Replica
 from shared.gallery.shards import FanOut, Partial, merge, search_replica, shard_names, shard_of
-from shared.gallery.store import GalleryStore, check_face_id, check_gallery_name
+from shared.gallery.store import MAX_TOP_K, GalleryStore, check_face_id, check_gallery_name
 from shared.gallery.threshold import gallery_threshold
 from shared.schemas import (
     DeleteResult,
@@ -38,6 +37,8 @@ DEFAULT_GALLERY = "default"
 
 
 def _features_text(value: Any) -> str:
+    if isinstance(value, features.Features):
+        return value.text
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
     if not isinstance(value, str):
@@ -115,9 +116,10 @@ class KYCDeepFaceDB:
             ``EnrolResult``; ``ErrorResult`` for a bad face id, malformed features, features of
             a model without a calibration, or of another model than the gallery's.
         """
-        return self._answer(self._set, face_id, features)
+        return self._answer(self.put, face_id, features)
 
-    def _set(self, face_id: Any, value: Any) -> EnrolResult:
+    def put(self, face_id: Any, value: Any) -> EnrolResult:
+        """:meth:`set` for code that handles errors itself: raises what ``set`` reports."""
         face_id = check_face_id(face_id)
         text = _features_text(value)
         decoded = features.decode(text)
@@ -134,9 +136,10 @@ class KYCDeepFaceDB:
 
     def delete(self, face_id: str) -> DeleteResult | ErrorResult:
         """Erase ``face_id``'s template from the store; every replica drops it on its next search."""
-        return self._answer(self._delete, face_id)
+        return self._answer(self.remove, face_id)
 
-    def _delete(self, face_id: Any) -> DeleteResult:
+    def remove(self, face_id: Any) -> DeleteResult:
+        """:meth:`delete` for code that handles errors itself: raises what ``delete`` reports."""
         face_id = check_face_id(face_id)
         return DeleteResult(gallery=self.gallery, face_id=face_id, deleted=self._store_of(face_id).remove(face_id))
 
@@ -234,15 +237,32 @@ class KYCDeepFaceDB:
         A malformed query gets its own ``ErrorResult``; the others are still answered.
         """
         try:
-            vectors, errors = self.prepare(queries, top_k)
-            texts = [_features_text(q) for q, e in zip(queries, errors, strict=True) if e is None]
-            return self.answer(errors, merge(self._search_all(vectors, texts, top_k), top_k))
+            return self._search_many(queries, top_k)
         except StorageUnavailableError:
             raise
         except KYCFaceError as exc:
             return [ErrorResult.from_error(exc)] * len(queries)
 
-    def prepare(self, queries: Sequence[Any], top_k: int) -> tuple[np.ndarray, list[ErrorResult | None]]:
+    def search(self, query: Any, top_k: int = 10) -> FindManyResult:
+        """:meth:`find_faces` for code that handles errors itself.
+
+        Raises:
+            FeaturesError: malformed features.
+            GalleryError: ``top_k`` out of range, or features of another model than the gallery's.
+        """
+        vectors, errors = self.prepare([query], top_k)
+        if errors[0] is not None:
+            raise errors[0]
+        merged = merge(self._search_all(vectors, [_features_text(query)], top_k), top_k)
+        # No refused query, so the one answer is a FindManyResult.
+        return cast(FindManyResult, self.answer(errors, merged)[0])
+
+    def _search_many(self, queries: Sequence[Any], top_k: int) -> list[FindManyResult | ErrorResult]:
+        vectors, errors = self.prepare(queries, top_k)
+        texts = [_features_text(q) for q, e in zip(queries, errors, strict=True) if e is None]
+        return self.answer(errors, merge(self._search_all(vectors, texts, top_k), top_k))
+
+    def prepare(self, queries: Sequence[Any], top_k: int) -> tuple[np.ndarray, list[KYCFaceError | None]]:
         """Decode a batch of queries: the vectors to search, and an error for each query refused.
 
         Raises:
@@ -251,7 +271,7 @@ class KYCDeepFaceDB:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
             raise GalleryError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
         model_id = self.model_id()
-        errors: list[ErrorResult | None] = []
+        errors: list[KYCFaceError | None] = []
         vectors: list[np.ndarray] = []
         for query in queries:
             try:
@@ -263,7 +283,7 @@ class KYCDeepFaceDB:
                 vectors.append(decoded.vector)
                 errors.append(None)
             except KYCFaceError as exc:
-                errors.append(ErrorResult.from_error(exc))
+                errors.append(exc)
         dim = vectors[0].size if vectors else 0
         return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32), errors
 
@@ -281,7 +301,7 @@ class KYCDeepFaceDB:
         with self._lock:
             return search_replica(self._replicas[shard], vectors, top_k)
 
-    def answer(self, errors: list[ErrorResult | None], merged: Partial) -> list[FindManyResult | ErrorResult]:
+    def answer(self, errors: list[KYCFaceError | None], merged: Partial) -> list[FindManyResult | ErrorResult]:
         """Result documents from the merged top-k, in query order, refused queries keeping their error."""
         if merged.model_id is None:
             cmap, cut = None, 0.0
@@ -292,7 +312,7 @@ class KYCDeepFaceDB:
         answers: list[FindManyResult | ErrorResult] = []
         for error in errors:
             if error is not None:
-                answers.append(error)
+                answers.append(ErrorResult.from_error(error))
                 continue
             face_ids, sims = next(hits)
             answers.append(candidates(cmap, cut, merged.size, face_ids, sims))

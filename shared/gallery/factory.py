@@ -24,7 +24,7 @@ def open_store(gallery: str, settings: Settings, client: Redis | None = None) ->
     if settings.gallery_store == "redis" or (settings.gallery_store == "auto" and url):
         if not url:
             raise GalleryError("KYC_GALLERY_STORE=redis needs KYC_REDIS_URL (or KYC_BROKER_URL)")
-        from shared.jobs.store import redis_client
+        from shared.storage.redis_client import redis_client
 
         return RedisGalleryStore(redis_client(url), gallery, log_max)
     return FileGalleryStore(settings.gallery_file_dir, gallery, log_max)

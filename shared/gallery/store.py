@@ -16,6 +16,9 @@ from typing import Protocol
 
 from shared.errors import GalleryError
 
+# The most candidates one search returns.
+MAX_TOP_K = 1000
+
 # Letters, digits and ._- : a gallery name lands in Redis keys and file names unescaped.
 GALLERY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FACE_ID_CHARS = 256

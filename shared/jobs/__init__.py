@@ -1,29 +1,21 @@
-"""Job documents and their store: what producers submit, workers run and callers poll."""
+"""Jobs: the registry of kinds, job documents and their store, and the runner that executes them."""
 
 from shared.jobs.archive import ResultArchive
-from shared.jobs.model import (
-    JOB_INPUTS,
-    SCHEMA_VERSION,
-    InputType,
-    JobDocument,
-    JobFailure,
-    JobKind,
-    JobStatus,
-    validate_inputs,
-)
+from shared.jobs.model import SCHEMA_VERSION, JobDocument, JobFailure, JobStatus
+from shared.jobs.registry import REGISTRY, JobInputs, JobKindSpec, job_kind
 from shared.jobs.store import Claim, ClaimOutcome, JobStore
 
 __all__ = [
-    "JOB_INPUTS",
+    "REGISTRY",
     "SCHEMA_VERSION",
     "Claim",
     "ClaimOutcome",
-    "InputType",
     "JobDocument",
     "JobFailure",
-    "JobKind",
+    "JobInputs",
+    "JobKindSpec",
     "JobStatus",
     "JobStore",
     "ResultArchive",
-    "validate_inputs",
+    "job_kind",
 ]

@@ -11,14 +11,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import JobError, KYCFaceError, ResultCode
-from shared.gallery import inputs as gallery_inputs
-from shared.storage.refs import parse_ref
+from shared.jobs.registry import REGISTRY
 
 SCHEMA_VERSION: Literal[1] = 1
 # Letters, digits and ._:- so an idempotency key like "case-123:verify" fits a Redis key and an
 # S3 object name without escaping.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-MAX_FEATURES_CHARS = 16 * 1024
 
 
 class JobStatus(str, Enum):
@@ -32,72 +30,6 @@ class JobStatus(str, Enum):
     @property
     def terminal(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
-
-
-class JobKind(str, Enum):
-    FACES = "faces"
-    VERIFY = "verify"
-    MATCH = "match"
-    # 1:N gallery jobs (shared.gallery.jobs)
-    ENROLL = "enroll"
-    SEARCH = "search"
-    DELETE = "delete"
-
-
-class InputType(str, Enum):
-    REF = "ref"  # an image reference, see shared.storage.refs
-    FEATURES = "features"  # a features string from get_faces
-    # Gallery inputs, checked by shared.gallery.inputs
-    GALLERY = "gallery"  # a gallery name
-    FACE_ID = "face_id"  # the caller's id of an enrolled face
-    PROBE = "probe"  # a features string, or else an image reference
-    TOP_K = "top_k"  # how many candidates, "1" to "1000"
-
-
-# The exact inputs of each kind: a request with a missing or an extra field is refused.
-JOB_INPUTS: dict[JobKind, dict[str, InputType]] = {
-    JobKind.FACES: {"image": InputType.REF},
-    JobKind.VERIFY: {"selfie": InputType.REF, "document": InputType.REF},
-    JobKind.MATCH: {"features1": InputType.FEATURES, "features2": InputType.FEATURES},
-    JobKind.ENROLL: {"gallery": InputType.GALLERY, "face_id": InputType.FACE_ID, "probe": InputType.PROBE},
-    JobKind.SEARCH: {"gallery": InputType.GALLERY, "probe": InputType.PROBE, "top_k": InputType.TOP_K},
-    JobKind.DELETE: {"gallery": InputType.GALLERY, "face_id": InputType.FACE_ID},
-}
-_GALLERY_INPUTS = (InputType.GALLERY, InputType.FACE_ID, InputType.PROBE, InputType.TOP_K)
-
-
-def validate_inputs(kind: JobKind | str, inputs: dict[str, Any]) -> dict[str, str]:
-    """Check a job request's inputs against its kind, without any I/O.
-
-    Returns:
-        The inputs as a plain ``dict[str, str]``.
-
-    Raises:
-        JobError: unknown kind, missing or unexpected fields, empty or oversized values.
-        ReferenceRejectedError: a reference field that is not a valid reference.
-    """
-    try:
-        job_kind = JobKind(kind)
-    except ValueError:
-        raise JobError(f"unknown job kind {kind!r}") from None
-    spec = JOB_INPUTS[job_kind]
-    missing = sorted(set(spec) - set(inputs))
-    extra = sorted(set(inputs) - set(spec))
-    if missing or extra:
-        raise JobError(f"{job_kind.value} job inputs: missing {missing}, unexpected {extra}")
-    clean: dict[str, str] = {}
-    for name, kind_of in spec.items():
-        value = inputs[name]
-        if not isinstance(value, str) or not value:
-            raise JobError(f"{job_kind.value} job input {name!r} must be a non-empty string")
-        if kind_of is InputType.REF:
-            parse_ref(value)
-        elif kind_of in _GALLERY_INPUTS:
-            gallery_inputs.check(kind_of.value, value)
-        elif len(value) > MAX_FEATURES_CHARS:
-            raise JobError(f"{job_kind.value} job input {name!r} is longer than {MAX_FEATURES_CHARS} characters")
-        clean[name] = value
-    return clean
 
 
 def utcnow() -> datetime:
@@ -135,7 +67,7 @@ class JobDocument(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     job_id: str = Field(pattern=JOB_ID_PATTERN)
-    kind: JobKind
+    kind: str  # a name in shared.jobs.registry.REGISTRY
     status: JobStatus
     created_at: datetime
     started_at: datetime | None = None
@@ -157,19 +89,21 @@ class JobDocument(BaseModel):
     # -- named constructors for each transition -------------------------------------------------
 
     @classmethod
-    def new(cls, kind: JobKind | str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
-        """A ``queued`` job; inputs validated, a random id unless the caller gives one.
+    def new(cls, kind: str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+        """A ``queued`` job; inputs parsed by the kind's model, a random id unless the caller gives one.
 
         Raises:
             JobError: bad kind, inputs or job id.
             ReferenceRejectedError: a malformed image reference.
+            FeaturesError: a malformed features string.
         """
-        clean = validate_inputs(kind, inputs)
+        spec = REGISTRY.get(kind)
+        clean = spec.parse(inputs).to_wire(inputs)
         if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
             raise JobError(f"job id {job_id!r} must match {JOB_ID_PATTERN}")
         return cls(
             job_id=job_id or uuid.uuid4().hex,
-            kind=JobKind(kind),
+            kind=spec.name,
             status=JobStatus.QUEUED,
             created_at=utcnow(),
             inputs=clean,

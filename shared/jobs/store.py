@@ -14,16 +14,15 @@ from enum import Enum
 from typing import NamedTuple, TypeVar
 
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
 
 from shared import keys
 from shared.config import Settings
-from shared.errors import JobError, StorageUnavailableError
+from shared.errors import JobError, MaxAttemptsExceeded, StorageUnavailableError
 from shared.jobs.archive import ResultArchive
 from shared.jobs.model import JobDocument, JobFailure, JobStatus
 from shared.jobs.owner import holder_is_dead
+from shared.storage.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,22 +52,17 @@ def _redis_errors() -> Iterator[None]:
         raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
 
 
-# A Redis restart (or failover) costs each pooled connection one failed command: retry those a
-# few times with backoff (about 3 s in all) so callers never see it, without hanging on an outage.
-REDIS_RETRIES = 5
+def dead_letter(doc: JobDocument, max_attempts: int) -> JobDocument:
+    """The final document of a job started more than ``max_attempts`` times.
 
-
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client with timeouts and bounded reconnects: a stalled Redis must not hang a worker
-    or an API call, and a restarted one must not need a manual action."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    The broker keeps no redelivery count: a job that kills its worker every time would otherwise
+    loop forever.
+    """
+    why = MaxAttemptsExceeded(
+        f"job gave up after {max_attempts} attempts; the last one did not finish "
+        "(worker lost, time limit or storage unavailable)" + (f": {doc.error.message}" if doc.error else "")
     )
+    return doc.failed(JobFailure.from_exception(why))
 
 
 # SET NX the document and, only if it was new, remember the job as not yet sent: one atomic step,
@@ -232,31 +226,30 @@ class JobStore:
         with _redis_errors():
             claim = self._atomic(start, doc_key, lock_key, count_key)
         if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
-            # The broker keeps no redelivery count: a job that kills its worker every time would
-            # otherwise loop forever. This is the dead letter.
-            failure = JobFailure(
-                type="MaxAttemptsExceeded",
-                message=f"job gave up after {max_attempts} attempts; the last one did not finish "
-                "(worker lost, time limit or storage unavailable)"
-                + (f": {claim.doc.error.message}" if claim.doc.error else ""),
-            )
             log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
-            return Claim(ClaimOutcome.EXHAUSTED, self.finish(claim.doc.failed(failure), token=None))
+            return Claim(ClaimOutcome.EXHAUSTED, self.finish(dead_letter(claim.doc, max_attempts), token=None))
         return claim
 
     def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
         """Give a job back after a transient error: ``queued`` again, lock released."""
         return self._transition(doc.requeued(error), token, final=False)
 
-    def finish(self, doc: JobDocument, token: str | None) -> JobDocument:
+    def finish(self, doc: JobDocument, token: str | None, archive: bool = True) -> JobDocument:
         """Write a terminal document, unless the job already has one.
+
+        Args:
+            doc: the terminal document.
+            token: the execution's run-lock token (its lock is released).
+            archive: False to keep the document in Redis only, whole (a failure record for a
+                result the archive refused).
 
         Returns:
             The job's final document: ``doc``, or the one written first by another execution.
         """
-        if self.archive is not None:
+        archived = archive and self.archive is not None
+        if archived and self.archive is not None:
             doc = self.archive.write_once(doc)
-        return self._transition(doc, token, final=True)
+        return self._transition(doc, token, final=True, archived=archived)
 
     def _atomic(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
         """Run ``fn`` under WATCH on ``watch``; it reads, calls ``multi()`` and queues writes.
@@ -271,10 +264,10 @@ class JobStore:
                 except redis.exceptions.WatchError:
                     continue
 
-    def _transition(self, doc: JobDocument, token: str | None, final: bool) -> JobDocument:
+    def _transition(self, doc: JobDocument, token: str | None, final: bool, archived: bool = False) -> JobDocument:
         doc_key, lock_key = keys.job_key(doc.job_id), keys.job_lock_key(doc.job_id)
         stored = doc
-        if final and self.mode == "s3" and self.archive is not None:
+        if final and archived and self.mode == "s3" and self.archive is not None:
             stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.job_id)})
 
         def write(pipe: Pipeline) -> JobDocument:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from shared.storage.refs import Ref
+
 
 class ImageStore(Protocol):
     """Reads and writes objects by reference (see :func:`shared.storage.refs.parse_ref`).
@@ -13,7 +15,7 @@ class ImageStore(Protocol):
     ``StorageUnavailableError`` (transient, worth a retry).
     """
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str | Ref) -> bytes:
         """The object's bytes, refused before download when over ``KYC_MAX_IMAGE_BYTES``."""
         ...
 

@@ -23,9 +23,10 @@ class RoutingStore:
         self.local.path_of(parsed)
         return parsed
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str | Ref) -> bytes:
         """Read the referenced object (see :class:`~shared.storage.base.ImageStore`)."""
-        return (self.s3 if parse_ref(ref).scheme == "s3" else self.local).get(ref)
+        parsed = ref if isinstance(ref, Ref) else parse_ref(ref)
+        return (self.s3 if parsed.scheme == "s3" else self.local).get(parsed)
 
     def put(self, ref: str, data: bytes) -> None:
         """Write the referenced object."""

@@ -37,7 +37,7 @@ class LocalStore:
             raise ReferenceRejectedError(f"{parsed} is outside the local storage root")
         return resolved
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str | Ref) -> bytes:
         """Read a file (see :class:`shared.storage.base.ImageStore`)."""
         path = self.path_of(ref)
         try:

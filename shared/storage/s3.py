@@ -147,7 +147,7 @@ class S3Store:
             raise ReferenceRejectedError(f"{parsed}: bucket {parsed.bucket!r} is not allowed")
         return parsed
 
-    def get(self, ref: str) -> bytes:
+    def get(self, ref: str | Ref) -> bytes:
         """Download an object; its size is checked from the GET response's headers before any
         byte of the body is read.
 

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
 from shared.config import Settings
+from shared.jobs.resources import Resources
+from shared.jobs.runner import run_job
 from shared.producer import Producer
-from shared.runner import run_job
 from shared.schemas import to_dict
 from shared.storage import LocalStore
 from tests.api_stub.conftest import API_KEY
@@ -86,7 +87,9 @@ def test_http_jobs_equal_the_engine_in_process(client: TestClient, engine) -> No
         doc = poll(client, job_id)
         assert doc["status"] == "succeeded", doc["error"]
         local_inputs = {k: str(FACES_DIR / v) if kind != "match" else v for k, v in inputs.items()}
-        assert doc["result"] == run_job(kind, local_inputs, engine, local), kind
+        assert doc["result"] == run_job(kind, local_inputs, Resources(engine.settings, engine=engine, images=local)), (
+            kind
+        )
     assert poll(client, "case-9:match")["result"] == to_dict(engine.match_faces(features, other))
 
 

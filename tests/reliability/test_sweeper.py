@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import redis
@@ -19,6 +18,7 @@ from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.errors import StorageUnavailableError
 from shared.jobs import JobDocument, JobStatus
+from shared.jobs.resources import Resources
 from shared.producer import Producer
 from shared.schemas import to_dict
 from tests.conftest import RedisServer, S3Endpoint
@@ -30,7 +30,7 @@ from tests.reliability.conftest import (
     wait_terminal,
     worker_running,
 )
-from workers import resources, tasks
+from workers import process, tasks
 
 pytestmark = pytest.mark.services
 
@@ -110,27 +110,27 @@ def test_a_retry_that_cannot_be_published_requeues_its_message(monkeypatch: pyte
     def broker_down(self: Signature, *args: object, **kwargs: object) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(resources, "get", lambda settings: SimpleNamespace(jobs=DownJobs()))
+    down = Resources(Settings(redis_url="redis://unused"), jobs=DownJobs())  # type: ignore[arg-type]
+    monkeypatch.setattr(process, "resources", lambda: down)
     monkeypatch.setattr(Signature, "apply_async", broker_down)
-    task = tasks.faces
+    task = tasks.JOB_TASKS["faces"]
     task.push_request(id="job-1", args=["job-1"], kwargs={}, retries=0, called_directly=False, delivery_info={})
     try:
         with pytest.raises(Reject) as caught:
-            task.process("job-1")
+            task("job-1")
     finally:
         task.pop_request()
     assert caught.value.requeue is True
 
 
 def test_sweeper_and_restore_are_wired_from_the_settings() -> None:
-    from workers import routes
-    from workers.app import create_app
+    from workers.app import SWEEP_TASK, create_app
 
     settings = Settings(broker_url="redis://127.0.0.1:1/0", sweep_interval_s=7, unacked_restore_interval_s=3)
     conf = create_app(settings).conf
-    entry = conf.beat_schedule[routes.SWEEP_TASK]
+    entry = conf.beat_schedule[SWEEP_TASK]
     assert entry["task"] == "kyc.maintenance.requeue_stale" and entry["schedule"] == 7
-    assert conf.task_routes[routes.SWEEP_TASK] == {"queue": routes.LIGHT_QUEUE}
+    assert conf.task_routes[SWEEP_TASK] == {"queue": "kyc.light"}
     options = conf.broker_transport_options
     assert options["unacked_restore_interval"] == 3 and options["unacked_restore_throttle"] == 1
-    assert routes.SWEEP_TASK in tasks.app.tasks
+    assert SWEEP_TASK in tasks.app.tasks

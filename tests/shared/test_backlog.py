@@ -10,7 +10,7 @@ from shared.backlog.manifest import backlog_job_id, read_manifest
 from shared.backlog.output import BacklogOutput, summary_row
 from shared.backlog.sample import sample_pairs
 from shared.errors import JobError
-from shared.jobs import JobDocument, JobFailure, JobKind
+from shared.jobs import JobDocument, JobFailure
 from tests.conftest import FACES_DIR, load_photos, need
 
 
@@ -21,12 +21,10 @@ def write(path: Path, text: str) -> Path:
 
 def test_job_ids_are_derived_from_the_work(tmp_path: Path) -> None:
     inputs = {"selfie": "/a.jpg", "document": "/b.jpg"}
-    assert backlog_job_id(JobKind.VERIFY, inputs) == backlog_job_id(JobKind.VERIFY, dict(reversed(inputs.items())))
-    assert backlog_job_id(JobKind.VERIFY, inputs) != backlog_job_id(
-        JobKind.VERIFY, {"selfie": "/b.jpg", "document": "/a.jpg"}
-    )
+    assert backlog_job_id("verify", inputs) == backlog_job_id("verify", dict(reversed(inputs.items())))
+    assert backlog_job_id("verify", inputs) != backlog_job_id("verify", {"selfie": "/b.jpg", "document": "/a.jpg"})
     rows = read_manifest(write(tmp_path / "m.csv", "selfie,document\n/a.jpg,/b.jpg\n"))
-    assert rows[0].job.job_id == backlog_job_id(JobKind.VERIFY, inputs)
+    assert rows[0].job.job_id == backlog_job_id("verify", inputs)
 
 
 def test_relative_paths_are_read_from_the_manifest_directory(tmp_path: Path) -> None:
@@ -59,7 +57,7 @@ def test_bad_manifests_name_the_line(tmp_path: Path, text: str, message: str) ->
 
 
 def test_summary_rows_per_outcome() -> None:
-    job = JobDocument.new(JobKind.VERIFY, {"selfie": "/a.jpg", "document": "/b.jpg"}, "j1")
+    job = JobDocument.new("verify", {"selfie": "/a.jpg", "document": "/b.jpg"}, "j1")
     assert summary_row(job) == {"job_id": "j1", "status": "queued", "code": "", "confidence": "", "verified": ""}
     matched = job.succeeded({"code": "SUCCESS", "confidence": 1e-6, "verified": False})
     assert summary_row(matched)["confidence"] == "0.000001"
@@ -72,14 +70,14 @@ def test_summary_rows_per_outcome() -> None:
 
 def test_previous_answers_are_reused_only_for_the_same_work(tmp_path: Path) -> None:
     output = BacklogOutput(tmp_path / "out")
-    job = JobDocument.new(JobKind.VERIFY, {"selfie": "/a.jpg", "document": "/b.jpg"}, "j1")
+    job = JobDocument.new("verify", {"selfie": "/a.jpg", "document": "/b.jpg"}, "j1")
     assert output.finished(job) is None
     output.write_document(job)
     assert output.finished(job) is None  # not terminal: run it again
     done = job.succeeded({"code": "SUCCESS", "confidence": 1.0, "verified": True})
     output.write_document(done)
     assert output.finished(job) == done
-    other = JobDocument.new(JobKind.VERIFY, {"selfie": "/c.jpg", "document": "/b.jpg"}, "j1")
+    other = JobDocument.new("verify", {"selfie": "/c.jpg", "document": "/b.jpg"}, "j1")
     assert output.finished(other) is None
     output.document_path("j1").write_text("{not json")
     assert output.finished(job) is None

@@ -21,8 +21,9 @@ import redis
 
 from shared.backlog.manifest import backlog_job_id
 from shared.config import Settings
-from shared.jobs import JobDocument, JobKind
-from shared.runner import run_job
+from shared.jobs import JobDocument
+from shared.jobs.resources import Resources
+from shared.jobs.runner import run_job
 from shared.storage import LocalStore
 from tests.conftest import FACES_DIR, RedisServer, S3Endpoint, celery_worker, need, pipeline_env
 
@@ -94,9 +95,7 @@ def test_embedded_backlog_answers_every_row_in_order(manifest: Path, tmp_path: P
     assert duplicate == same
     assert (missing["status"], missing["code"], missing["verified"]) == ("failed", "ERROR", "")
 
-    expected_id = backlog_job_id(
-        JobKind.VERIFY, {"selfie": str(FACES_DIR / SAME[0]), "document": str(FACES_DIR / SAME[1])}
-    )
+    expected_id = backlog_job_id("verify", {"selfie": str(FACES_DIR / SAME[0]), "document": str(FACES_DIR / SAME[1])})
     assert same["job_id"] == expected_id
     assert sorted(p.name for p in out.glob("*.json")) == sorted(
         f"{r['job_id']}.json" for r in summary if r is not duplicate
@@ -106,8 +105,8 @@ def test_embedded_backlog_answers_every_row_in_order(manifest: Path, tmp_path: P
     local = LocalStore(max_bytes=50 * 1024 * 1024)
     for row in (same, different, two_faces):
         doc = JobDocument.from_json((out / f"{row['job_id']}.json").read_bytes())
-        assert doc.kind is JobKind.VERIFY and doc.attempts == 1
-        assert doc.result == run_job(doc.kind, doc.inputs, engine, local)
+        assert doc.kind == "verify" and doc.attempts == 1
+        assert doc.result == run_job(doc.kind, doc.inputs, Resources(engine.settings, engine=engine, images=local))
     failed = JobDocument.from_json((out / f"{missing['job_id']}.json").read_bytes())
     assert failed.error is not None and "missing.jpg" in failed.error.message
 
@@ -196,6 +195,16 @@ def test_submit_status_wait(queued_env: dict[str, str]) -> None:
     assert json.loads(status.stdout) == json.loads(final.stdout)
     unknown = kycface("status", "never-submitted", env=queued_env)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
+    # Every registered kind has its submit command, the gallery kinds included.
+    search = kycface("submit", "search", "customers", image, "--job-id", "cli-2", env=queued_env)
+    assert search.returncode == 0, search.stderr
+    assert json.loads(search.stdout)["inputs"] == {"gallery": "customers", "probe": image, "top_k": "10"}
+
+
+def test_a_misspelt_setting_stops_the_command_naming_the_real_one() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")} | {"KYC_BROKR_URL": "redis://x"}
+    done = kycface("status", "x", env=env)
+    assert done.returncode == 1 and "did you mean KYC_BROKER_URL?" in done.stderr
 
 
 def test_pipeline_commands_without_a_broker_say_so() -> None:

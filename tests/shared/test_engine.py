@@ -11,6 +11,7 @@ from PIL import Image
 
 from shared import features
 from shared.engine import KYCDeepFace
+from shared.errors import ModelError
 from shared.schemas import FacesResult
 from tests.conftest import LFW_DIR, Photo, load_photos
 from tests.images import OBAMA, jpeg, pil_bytes, png, read_bgr, with_exif_orientation
@@ -194,23 +195,27 @@ def test_lfw_sample_embeds_consistently(engine: KYCDeepFace) -> None:
     assert same.verified and not other.verified
 
 
-class _Interrupt(Exception):
-    """Stands in for a task runner's asynchronous interrupt (Celery's SoftTimeLimitExceeded)."""
-
-
-def test_reraise_types_escape_the_catch_all(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    engine = KYCDeepFace(settings=settings, reraise=(_Interrupt,))
-
-    def interrupted(*_: object) -> None:
-        raise _Interrupt
-
-    monkeypatch.setattr(engine.detector, "detect", interrupted)
-    with pytest.raises(_Interrupt):
-        engine.get_faces(OBAMA.read_bytes())
+def test_describe_raises_typed_errors_and_get_faces_documents_them(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    engine = KYCDeepFace(settings=settings)
 
     def broken(*_: object) -> None:
-        raise RuntimeError("bug")
+        raise ModelError("detector session lost")
 
     monkeypatch.setattr(engine.detector, "detect", broken)
+    with pytest.raises(ModelError):
+        engine.describe(OBAMA.read_bytes())
+    assert engine.get_faces(OBAMA.read_bytes()).model_dump() == {"code": "ERROR", "message": "detector session lost"}
+
+    def bug(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(engine.detector, "detect", bug)
     doc = engine.get_faces(OBAMA.read_bytes()).model_dump()
     assert doc == {"code": "ERROR", "message": "internal error: RuntimeError"}
+
+
+def test_image_size_limits_come_from_the_settings(settings) -> None:  # type: ignore[no-untyped-def]
+    engine = KYCDeepFace(settings=settings.model_copy(update={"min_image_size_px": (300, 300)}))
+    small = engine.get_faces(jpeg(np.full((200, 200, 3), 128, np.uint8)))
+    assert small.code == "INVALID_IMAGE" and small.reason == "TOO_SMALL"
+    assert KYCDeepFace(settings=settings).get_faces(jpeg(np.full((200, 200, 3), 128, np.uint8))).code == "SUCCESS"

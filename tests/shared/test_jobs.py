@@ -12,8 +12,8 @@ import redis
 
 from shared import keys
 from shared.config import Settings
-from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
-from shared.jobs import ClaimOutcome, JobDocument, JobFailure, JobKind, JobStatus, JobStore
+from shared.errors import FeaturesError, JobError, ReferenceRejectedError, StorageUnavailableError
+from shared.jobs import ClaimOutcome, JobDocument, JobFailure, JobStatus, JobStore
 from shared.jobs.owner import execution_token, holder_is_dead
 from tests.conftest import S3Endpoint, free_port
 
@@ -50,7 +50,8 @@ def test_document_roundtrip_and_wire_format() -> None:
         ("faces", {"image": ""}, None, JobError),
         ("faces", {"image": "s3://kyc-images/../a.jpg"}, None, ReferenceRejectedError),
         ("launch", {"image": "a.jpg"}, None, JobError),
-        ("match", {"features1": "a", "features2": "b" * 20_000}, None, JobError),
+        ("match", {"features1": "b" * 20_000, "features2": "a"}, None, JobError),
+        ("match", {"features1": "not base64!", "features2": "a"}, None, FeaturesError),
         ("faces", {"image": "a.jpg"}, "has space", JobError),
         ("faces", {"image": "a.jpg"}, "x" * 200, JobError),
     ],
@@ -182,7 +183,7 @@ def test_archive_is_written_once(redis_url: str, s3: S3Endpoint) -> None:
     second = store.finish(claim.doc.succeeded({"code": "SUCCESS", "n": 2}), "t2")
     assert second == first and store.get("job-1") == first
     assert store.archive is not None and store.archive.read("job-1") == first
-    assert first.kind is JobKind.FACES
+    assert first.kind == "faces"
 
 
 def test_stale_lock_of_a_dead_local_process_is_taken_over(store: JobStore, redis_url: str) -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from shared.config import Settings
 from shared.engine import KYCDeepFace
+from shared.jobs.resources import Resources
+from shared.jobs.runner import run_job
 from shared.models.liveness import context_crop
-from shared.runner import run_job
 from shared.schemas import FacesResult
 from shared.storage import LocalStore
 from tests.conftest import FACES_DIR, LIVENESS_DIR, need
@@ -51,7 +52,8 @@ def test_liveness_is_scored_only_when_asked(engine: KYCDeepFace) -> None:
 
 def verify(engine: KYCDeepFace, selfie: str, document: str) -> dict:  # type: ignore[type-arg]
     local = LocalStore(max_bytes=25 * 1024 * 1024)
-    return run_job("verify", {"selfie": str(LIVENESS_DIR / selfie), "document": str(document)}, engine, local)
+    inputs = {"selfie": str(LIVENESS_DIR / selfie), "document": str(document)}
+    return run_job("verify", inputs, Resources(engine.settings, engine=engine, images=local))
 
 
 def test_report_mode_adds_the_score_and_never_changes_the_decision(engine: KYCDeepFace) -> None:

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import redis
 
+from shared import features
 from shared.config import Settings
 from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
 from shared.jobs import JobStatus
@@ -52,7 +54,8 @@ def test_submit_sends_one_message_per_job_id(producer: Producer, redis_url: str)
 
 
 def test_routes_light_work_to_the_light_queue(producer: Producer, redis_url: str) -> None:
-    producer.submit_match("AAAA", "BBBB")
+    unit = features.encode("mobilefacenet", np.ones(128, np.float32))
+    producer.submit_match(unit, unit)
     producer.submit_verify("s3://kyc-images/s.jpg", "s3://kyc-images/d.jpg")
     assert len(queued_messages(redis_url, "kyc.light")) == 1
     assert len(queued_messages(redis_url, "kyc.heavy")) == 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from shared.engine import KYCDeepFace
-from shared.runner import run_job
+from shared.jobs.resources import Resources
+from shared.jobs.runner import run_job
 from shared.schemas import ErrorResult, FacesResult
 from shared.storage import LocalStore
 from tests.conftest import FACES_DIR, LFW_DIR, load_photos, need
@@ -23,7 +24,8 @@ def _lfw() -> None:
 
 
 def verify(engine: KYCDeepFace, selfie: str, document: str) -> dict:  # type: ignore[type-arg]
-    return run_job("verify", {"selfie": selfie, "document": document}, engine, LocalStore(max_bytes=1 << 25))
+    resources = Resources(engine.settings, engine=engine, images=LocalStore(max_bytes=1 << 25))
+    return run_job("verify", {"selfie": selfie, "document": document}, resources)
 
 
 def centre_faces(result: FacesResult) -> tuple[list[str], list[str]]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import ImageReason, JobError
+from shared.errors import FeaturesError, ImageReason
 from shared.schemas import (
     Box,
-    ErrorResult,
     Face,
     FacesResult,
     InvalidImageResult,
@@ -37,7 +36,7 @@ class Matcher:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    def __call__(self, a: str, b: str) -> MatchResult | ErrorResult:
+    def __call__(self, a: str, b: str) -> MatchResult:
         self.calls.append((a, b))
         return MatchResult(confidence=0.9 if a == b else 0.1, verified=a == b)
 
@@ -74,11 +73,12 @@ def test_invalid_image_is_an_answer() -> None:
     assert result.document == bad
 
 
-@pytest.mark.parametrize("side", ["selfie", "document"])
-def test_engine_error_is_not_an_answer(side: str) -> None:
-    ok, broken = faces(face(100, "me")), ErrorResult(message="boom")
-    with pytest.raises(JobError, match=side):
-        decide(broken if side == "selfie" else ok, broken if side == "document" else ok, Matcher())
+def test_a_match_error_keeps_its_type() -> None:
+    def broken(a: str, b: str) -> MatchResult:
+        raise FeaturesError("features come from different models")
+
+    with pytest.raises(FeaturesError):
+        decide(faces(face(100, "me")), faces(face(200, "me")), broken)
 
 
 def test_match_of_the_same_face_is_verified() -> None:

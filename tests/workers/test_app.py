@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
+from shared.jobs import REGISTRY
 from tests.conftest import ROOT
-from workers import routes
 from workers.app import create_app, lock_ttl_s, visibility_timeout_s
 
 
@@ -26,16 +26,18 @@ def test_at_least_once_settings() -> None:
     visibility = conf.broker_transport_options["visibility_timeout"]
     assert visibility == visibility_timeout_s(settings) > lock_ttl_s(settings) > 80
     assert conf.worker_proc_alive_timeout >= 60
-    assert conf.task_routes == routes.task_routes()
+    assert {spec.task: {"queue": spec.queue} for spec in REGISTRY}.items() <= conf.task_routes.items()
     assert {q.name for q in conf.task_queues} == {"kyc.heavy", "kyc.light"}
 
 
-def test_routes() -> None:
-    assert routes.route("faces") == ("kyc.jobs.faces", routes.HEAVY_QUEUE)
-    assert routes.route("verify")[1] == routes.HEAVY_QUEUE
-    assert routes.route("match")[1] == routes.LIGHT_QUEUE
-    with pytest.raises(KeyError):
-        routes.route("unknown")
+def test_every_kind_has_its_task_on_its_queue() -> None:
+    from workers import tasks
+
+    routes = {spec.name: (spec.task, spec.queue) for spec in REGISTRY}
+    assert routes["faces"] == ("kyc.jobs.faces", "kyc.heavy")
+    assert routes["verify"][1] == routes["enroll"][1] == routes["search"][1] == "kyc.heavy"
+    assert routes["match"][1] == routes["delete"][1] == "kyc.light"
+    assert all(task in tasks.app.tasks for task, _ in routes.values())
 
 
 @pytest.mark.parametrize(

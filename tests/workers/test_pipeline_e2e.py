@@ -17,7 +17,7 @@ import redis
 from shared import keys
 from shared.config import Settings
 from shared.engine import KYCDeepFace
-from shared.errors import JobError
+from shared.errors import FeaturesError, JobError
 from shared.jobs import JobStatus
 from shared.producer import Producer
 from shared.schemas import to_dict
@@ -136,10 +136,11 @@ def test_match_job_equals_the_engine(producer: Producer, engine: KYCDeepFace) ->
     assert final.result == to_dict(engine.match_faces(a, b))
 
 
-def test_malformed_features_fail_without_retry(producer: Producer) -> None:
-    final = producer.wait_for(producer.submit_match("not-features", "either").job_id)
-    assert final.status is JobStatus.FAILED
-    assert final.error is not None and final.error.code == "ERROR" and final.attempts == 1
+def test_malformed_features_are_refused_at_submission(producer: Producer) -> None:
+    # Parsed at the edge: the error keeps its type, and no job is stored or sent.
+    with pytest.raises(FeaturesError):
+        producer.submit_match("not-features", "either", job_id="bad-features")
+    assert producer.get_job("bad-features") is None
 
 
 def test_a_job_past_max_attempts_is_dead_lettered(producer: Producer, broker_url: str) -> None:

@@ -1,0 +1,68 @@
+"""1:N kinds on a gallery: ``enroll``, ``search`` and ``delete``.
+
+A probe is a features string or an image reference; an image must show exactly one usable face,
+as a selfie must for ``verify``.
+"""
+
+from __future__ import annotations
+
+from shared import features
+from shared.errors import GalleryError, InvalidImageError
+from shared.features import Features
+from shared.jobs.context import JobContext
+from shared.jobs.inputs import FaceId, GalleryName, Probe, TopK
+from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
+from shared.schemas import DeleteResult, EnrolResult, FindManyResult, InvalidImageResult
+from shared.storage.refs import Ref
+
+
+def probe_features(probe: Features | Ref, job: JobContext) -> Features:
+    """The probe itself if it is features, else its image's one usable face.
+
+    Raises:
+        InvalidImageError: the image is not usable.
+        GalleryError: the image shows no usable face, or more than one.
+        StorageError: the image could not be read.
+    """
+    if isinstance(probe, Features):
+        return probe
+    result = job.compute(job.engine.describe, job.fetch(probe))
+    if isinstance(result, InvalidImageResult):
+        raise InvalidImageError(result.reason, result.message)
+    if len(result.faces) != 1:
+        raise GalleryError(f"the probe image must show exactly one usable face; it shows {len(result.faces)}")
+    return features.decode(result.faces[0].features)
+
+
+class EnrollInputs(JobInputs):
+    gallery: GalleryName
+    face_id: FaceId
+    probe: Probe
+
+
+@job_kind("enroll", queue=HEAVY_QUEUE, help="enrol (or replace) a face in a gallery")
+def enroll(inputs: EnrollInputs, job: JobContext) -> EnrolResult:
+    probe = probe_features(inputs.probe, job)
+    return job.compute(job.gallery(inputs.gallery).put, inputs.face_id, probe)
+
+
+class SearchInputs(JobInputs):
+    gallery: GalleryName
+    probe: Probe
+    top_k: TopK = 10
+
+
+@job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe")
+def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
+    probe = probe_features(inputs.probe, job)
+    return job.compute(job.gallery(inputs.gallery).search, probe, inputs.top_k)
+
+
+class DeleteInputs(JobInputs):
+    gallery: GalleryName
+    face_id: FaceId
+
+
+@job_kind("delete", queue=LIGHT_QUEUE, help="erase a face's template from a gallery")
+def delete(inputs: DeleteInputs, job: JobContext) -> DeleteResult:
+    return job.compute(job.gallery(inputs.gallery).remove, inputs.face_id)

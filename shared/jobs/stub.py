@@ -1,0 +1,87 @@
+"""An in-memory job store for unit tests: the transitions of :class:`~shared.jobs.store.JobStore`
+without Redis, so the runner and its retries are tested without a worker.
+
+One process, one lock: the atomicity Redis gives the real store is a ``threading.Lock`` here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from shared.errors import StorageError
+from shared.jobs.model import JobDocument, JobFailure
+from shared.jobs.store import Claim, ClaimOutcome, dead_letter
+
+
+class StubJobStore:
+    """Job documents in a dict.
+
+    Args:
+        archive_error: raised by every :meth:`finish` that archives, as a result archive that
+            refuses writes would (e.g. a ``StorageError`` for S3 AccessDenied).
+    """
+
+    def __init__(self, archive_error: StorageError | None = None) -> None:
+        self.docs: dict[str, JobDocument] = {}
+        self.locks: dict[str, tuple[str, float]] = {}  # job id -> (token, expiry on time.monotonic)
+        self.counts: dict[str, int] = {}
+        self.unstarted_at: dict[str, float] = {}
+        self.archive_error = archive_error
+        self._lock = threading.Lock()
+
+    def create(self, doc: JobDocument) -> tuple[JobDocument, bool]:
+        with self._lock:
+            if doc.job_id in self.docs:
+                return self.docs[doc.job_id], False
+            self.docs[doc.job_id] = doc
+            self.unstarted_at[doc.job_id] = time.time()
+            return doc, True
+
+    def get(self, job_id: str) -> JobDocument | None:
+        return self.docs.get(job_id)
+
+    def attempts(self, job_id: str) -> int:
+        return self.counts.get(job_id, 0)
+
+    def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int) -> Claim:
+        with self._lock:
+            doc = self.docs.get(job_id)
+            if doc is None:
+                return Claim(ClaimOutcome.MISSING)
+            if doc.status.terminal:
+                return Claim(ClaimOutcome.DONE, doc)
+            held = self.locks.get(job_id)
+            if held is not None and held[1] > time.monotonic():
+                return Claim(ClaimOutcome.BUSY, doc, max(held[1] - time.monotonic(), 1.0))
+            attempts = self.counts[job_id] = self.counts.get(job_id, 0) + 1
+            self.unstarted_at.pop(job_id, None)
+            if attempts > max_attempts:
+                exhausted = doc.model_copy(update={"attempts": attempts})
+                self.docs[job_id] = final = dead_letter(exhausted, max_attempts)
+                return Claim(ClaimOutcome.EXHAUSTED, final)
+            self.locks[job_id] = (token, time.monotonic() + lock_ttl_s)
+            self.docs[job_id] = running = doc.running(attempts)
+            return Claim(ClaimOutcome.CLAIMED, running)
+
+    def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
+        with self._lock:
+            self._release(doc.job_id, token)
+            self.docs[doc.job_id] = queued = doc.requeued(error)
+            return queued
+
+    def finish(self, doc: JobDocument, token: str | None, archive: bool = True) -> JobDocument:
+        if archive and self.archive_error is not None:
+            raise self.archive_error
+        with self._lock:
+            current = self.docs.get(doc.job_id)
+            if current is not None and current.status.terminal:
+                return current
+            if token is not None:
+                self._release(doc.job_id, token)
+            self.docs[doc.job_id] = doc
+            return doc
+
+    def _release(self, job_id: str, token: str) -> None:
+        if self.locks.get(job_id, ("", 0.0))[0] == token:
+            del self.locks[job_id]

@@ -1,0 +1,70 @@
+"""The one worker policy, the base class of every task: retries, backoff, attempts, time limits.
+
+- Transient errors (``KYCFaceError.transient``: storage or Redis unavailable) are retried with
+  exponential backoff and jitter; anything else fails at once.
+- Attempts are counted once: a job's by its document's claim in Redis (a redelivery after a
+  worker crash is invisible to Celery's retry count), any other task's by Celery's retries, up
+  to ``KYC_MAX_ATTEMPTS``.
+- Time limits (``KYC_TASK_SOFT_TIME_LIMIT_S`` / ``KYC_TASK_TIME_LIMIT_S``) are the app's, the
+  same for every task; a job records the soft limit as ``TimeLimitExceeded``.
+- A retry that cannot be published is requeued rather than dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject, Retry
+
+from shared.config import Settings
+from shared.errors import KYCFaceError
+
+log = logging.getLogger(__name__)
+
+
+class KYCTask(Task):
+    """Base of every task of the app (``Celery(task_cls=...)``)."""
+
+    # Job tasks set this: their attempts are counted by the job store, so a job store that is
+    # down is retried without limit (nothing could be recorded, and no attempt was spent).
+    attempts_in_job_store = False
+
+    def settings(self) -> Settings:
+        from workers import process
+
+        return process.resources().settings
+
+    def backoff_s(self, attempt: int) -> float:
+        """Exponential backoff, jittered over its upper half so retries of a burst spread out."""
+        settings = self.settings()
+        ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** max(attempt - 1, 0))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def retry_later(self, countdown: float) -> Retry:
+        """Schedule another delivery of this message in ``countdown`` seconds.
+
+        Celery publishes the retry as a new message; when that publish fails (the broker is down
+        too) it raises ``Reject(requeue=False)`` and the message would be dropped with the job
+        left unfinished. Requeue it instead: the broker gives it back (or, if the reject cannot
+        reach it either, redelivers it after the visibility timeout).
+        """
+        try:
+            return self.retry(countdown=countdown, max_retries=None)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            log.warning("task %s: could not publish its retry (%s); requeueing", self.request.id, exc.reason)
+            raise Reject(exc.reason, requeue=True) from None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except KYCFaceError as exc:
+            attempt = self.request.retries + 1
+            if not exc.transient or (not self.attempts_in_job_store and attempt >= self.settings().max_attempts):
+                raise
+            log.warning("task %s: %s; retry %d", self.name, exc.message, attempt)
+            raise self.retry_later(self.backoff_s(attempt)) from None
