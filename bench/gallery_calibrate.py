@@ -31,7 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gallery_common import machine, write_section  # noqa: E402
+from bench.gallery_common import machine  # noqa: E402
+from bench.results import write_section  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.gallery.threshold import gallery_threshold, per_comparison_far  # noqa: E402
@@ -46,13 +47,15 @@ def embed_lfw(lfw: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
         return data["vectors"], data["names"]
     engine = KYCDeepFace(settings=Settings())
     paths = sorted((lfw / "images").glob("*/*.jpg"))
-    vectors, names = [], []
+    vectors: list[np.ndarray] = []
+    names: list[str] = []
     centre = np.array([125.0, 125.0])
     started = time.perf_counter()
     for i, path in enumerate(paths):
         faces = [f for f in engine.analyse(path.read_bytes(), embed_partial=True) if f.vector is not None]
         if faces:
             best = min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+            assert best.vector is not None  # the filter above kept only embedded faces
             vectors.append(best.vector)
             names.append(path.parent.name)
         if (i + 1) % 500 == 0:
