@@ -22,9 +22,10 @@ demo: $(VENV)/.installed
 # The tiers, cheapest first; make stops at the first that fails.
 test: test-unit test-e2e test-reliability
 
-# In-process tests with Redis and S3 on loopback: most of the suite.
+# In-process tests with Redis and S3 on loopback: most of the suite. One pytest process per core
+# (each with its own redis-server and S3): much of a serial run waits on subprocesses and sockets.
 test-unit: $(VENV)/.installed
-	$(PY) -m pytest -m "not e2e and not reliability"
+	$(PY) -m pytest -n auto -m "not e2e and not reliability"
 
 # A real Celery worker subprocess per module.
 test-e2e: $(VENV)/.installed

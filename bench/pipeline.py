@@ -363,7 +363,7 @@ def main() -> int:
             pids = {
                 "pool children": sorted(worker.pool_pids()),
                 "celery main": [worker.pid],
-                "redis-server": [redis_server.pid or 0],
+                "redis-server": [redis_server.pid],
                 "bench (producer, moto)": [os.getpid()],
             }
             for r in range(args.rounds):

@@ -49,8 +49,10 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("redis-server is not running")
+        return self.proc.pid
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
