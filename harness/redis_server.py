@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from harness.net import free_port, wait_port
+from harness.service import Service
 
 
-class RedisServer:
+class RedisServer(Service):
     """``redis-server`` on 127.0.0.1 with its files in ``workdir``.
 
     ``stop(hard=True)`` is a crash (SIGKILL) and ``start()`` brings it back on the same port, so
@@ -82,12 +82,3 @@ class RedisServer:
         """Stop (a crash when ``hard``) and start again on the same port."""
         self.stop(hard=hard)
         self.start()
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import urllib.request
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from harness.net import free_port, wait_port
+from harness.service import Service
 
 # moto accepts any key; boto3 only needs some to sign with.
 AWS_TEST_CREDENTIALS = {
@@ -30,7 +30,7 @@ class S3Endpoint:
         return [b for b in (self.bucket, self.results_bucket) if b]
 
 
-class MotoS3:
+class MotoS3(Service):
     """``moto.server.ThreadedMotoServer`` on a free port.
 
     Raises:
@@ -81,12 +81,3 @@ class MotoS3:
         for key, body in (objects or {}).items():
             client.put_object(Bucket=endpoint.bucket, Key=key, Body=body)
         return endpoint
-
-    def __enter__(self) -> MotoS3:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
