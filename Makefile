@@ -19,8 +19,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/kycface backlog $(OUT)/manifest.csv --out $(OUT)
 	@echo "results: $(OUT)/summary.csv"
 
-# The tiers, cheapest first; make stops at the first that fails.
-test: test-unit test-e2e test-reliability
+# The tiers, cheapest first, one after the other (also under make -j); stops at the first that fails.
+test: $(VENV)/.installed
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory test-reliability
 
 # In-process tests with Redis and S3 on loopback: most of the suite. One pytest process per core
 # (each with its own redis-server and S3): much of a serial run waits on subprocesses and sockets.
