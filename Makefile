@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test test-unit test-e2e test-reliability lint bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,8 +19,24 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/kycface backlog $(OUT)/manifest.csv --out $(OUT)
 	@echo "results: $(OUT)/summary.csv"
 
+# The tiers, cheapest first, one after the other (also under make -j); stops at the first that fails.
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory test-reliability
+
+# In-process tests with Redis and S3 on loopback: most of the suite. One pytest process per core
+# (each with its own redis-server and S3): much of a serial run waits on subprocesses and sockets.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -n auto -m "not e2e and not reliability"
+
+# A real Celery worker subprocess per module.
+test-e2e: $(VENV)/.installed
+	$(PY) -m pytest -m "e2e and not reliability"
+
+# Fault injection: workers and Redis killed and restarted (tests/reliability).
+test-reliability: $(VENV)/.installed
+	$(PY) -m pytest tests/reliability
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

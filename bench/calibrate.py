@@ -264,10 +264,10 @@ def report_model(
         "| accuracy at default | protocol accuracy (fold CV) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for level, r in levels.items():
-        mark = " (get_faces default)" if level == settings.quality_default.value else ""
+    for name, r in levels.items():
+        mark = " (get_faces default)" if name == settings.quality_default.value else ""
         lines.append(
-            f"| {level}{mark} | {pct(r['fta_images'])} | {pct(r['fta_genuine_pairs'])} | {pct(r['fnmr'])} "
+            f"| {name}{mark} | {pct(r['fta_images'])} | {pct(r['fta_genuine_pairs'])} | {pct(r['fnmr'])} "
             f"| {100 * r['fmr']:.3f} % | {pct(r['gfrr'])} | {100 * r['gfar']:.3f} % | {pct(r['accuracy_at_default'])} "
             f"| {pct(r['protocol_accuracy'])} ± {100 * r['protocol_accuracy_std']:.2f} |"
         )
@@ -288,7 +288,7 @@ def report_model(
         " overall):",
         "",
     ]
-    sections = (
+    sections: tuple[tuple[str, np.ndarray, list[float], str], ...] = (
         ("|yaw|", np.abs(measures["yaw"]), [0, 0.15, 0.3, 0.45, 0.6, 0.75, 10], "max"),
         ("|pitch - 0.5|", np.abs(measures["pitch"] - 0.5), [0, 0.25, 0.35, 0.45, 10], "max"),
         ("sharpness", measures["sharpness"], [0, 8, 15, 30, 40, 60, 1e9], "min"),

@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gallery_common import machine, write_section  # noqa: E402
+from bench.gallery_common import machine  # noqa: E402
+from bench.results import write_section  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.gallery.threshold import gallery_threshold, per_comparison_far  # noqa: E402
@@ -48,7 +49,8 @@ def embed_lfw(engine: KYCDeepFace, lfw: Path, cache: Path) -> tuple[np.ndarray, 
         data = np.load(cache)
         return data["vectors"], data["names"], int(data["fta"])
     paths = sorted((lfw / "images").glob("*/*.jpg"))
-    vectors, names = [], []
+    vectors: list[np.ndarray] = []
+    names: list[str] = []
     centre = np.array([125.0, 125.0])
     started = time.perf_counter()
     for i, path in enumerate(paths):

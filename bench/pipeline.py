@@ -32,14 +32,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import multiprocessing as mp
 import os
 import platform
 import re
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import write_section  # noqa: E402
+from harness import AWS_TEST_CREDENTIALS, CeleryWorker, MotoS3, RedisServer, S3Endpoint, worker_env  # noqa: E402
 from shared import keys  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.jobs import JobDocument, JobStatus  # noqa: E402
@@ -60,57 +60,9 @@ from shared.producer import Producer  # noqa: E402
 BUCKET = "kyc-images"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def start_worker(
-    env: dict[str, str], concurrency: int, log_path: Path, extra: list[str] | None = None
-) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork", "-c", str(concurrency)]
-    args += ["-Q", "kyc.heavy,kyc.light", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-    args += extra or []
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
-        if " ready." in text and text.count("worker process ") >= concurrency:
-            return proc
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited:\n{text[-3000:]}")
-        time.sleep(0.1)
-    stop(proc)  # not ours to leave behind
-    raise TimeoutError("worker not ready (readiness is read from its INFO log)")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def in_process_threads(blobs: list[bytes], settings: Settings, threads: int) -> float:
@@ -189,12 +141,10 @@ def proc_memory(pid: int) -> dict[str, float]:
     return found
 
 
-def worker_memory(pid: int) -> list[dict[str, Any]]:
+def worker_memory(worker: CeleryWorker) -> list[dict[str, Any]]:
     """Memory of the Celery main process and its pool children."""
-    with open(f"/proc/{pid}/task/{pid}/children") as fh:
-        children = [int(c) for c in fh.read().split()]
-    rows: list[dict[str, Any]] = [{"process": "celery main", "pid": pid, **proc_memory(pid)}]
-    rows += [{"process": "pool child", "pid": c, **proc_memory(c)} for c in children]
+    rows: list[dict[str, Any]] = [{"process": "celery main", "pid": worker.pid, **proc_memory(worker.pid)}]
+    rows += [{"process": "pool child", "pid": c, **proc_memory(c)} for c in sorted(worker.pool_pids())]
     return rows
 
 
@@ -373,10 +323,6 @@ def main() -> int:
         print("redis-server is not installed", file=sys.stderr)
         return 1
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log, one line per request
 
     files = sorted(p for p in args.faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     names = [files[i % len(files)].name for i in range(args.jobs)]
@@ -385,17 +331,15 @@ def main() -> int:
     cores = os.cpu_count() or 1
     rounds: list[dict[str, Any]] = []
     latency: list[float] = []
+    os.environ.update(AWS_TEST_CREDENTIALS)  # the producer's boto3 reads them from the environment
 
-    with tempfile.TemporaryDirectory(prefix="kyc-bench-") as tmp:
-        redis_port, s3_port = free_port(), free_port()
-        redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--maxmemory-policy", "noeviction", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
-        moto.start()
-        worker = None
+    # Every file of the run (Redis's, the images for file:// references, the worker's log) lives
+    # in one temporary directory.
+    with (
+        tempfile.TemporaryDirectory(prefix="kyc-bench-") as tmp,
+        RedisServer(Path(tmp) / "redis") as redis_server,
+        MotoS3() as moto,
+    ):
         image_dir = Path(tmp) / "images"
         image_dir.mkdir()
         for name, data in blobs.items():
@@ -404,30 +348,22 @@ def main() -> int:
             "s3": [f"s3://{BUCKET}/bench/{n}" for n in names],
             "file": [f"file://{image_dir / n}" for n in names],
         }
+        s3 = moto.fresh(S3Endpoint(moto.url, bucket=BUCKET, results_bucket=None),
+                        {f"bench/{name}": data for name, data in blobs.items()})  # fmt: skip
+        broker = redis_server.url
+        settings = Settings(broker_url=broker, s3_endpoint_url=s3.url, s3_bucket=BUCKET)
+        log_path = Path(tmp) / "worker.log"
+        worker = CeleryWorker(
+            worker_env(broker, s3, settings.model_dir), log_path, args.concurrency,
+            extra_args=shlex.split(args.worker_args),
+        )  # fmt: skip
+        worker.start(timeout_s=120)
         try:
-            wait_port(redis_port)
-            wait_port(s3_port)
-            creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-            os.environ.update(creds)
-            s3_url, broker = f"http://127.0.0.1:{s3_port}", f"redis://127.0.0.1:{redis_port}/0"
-            client = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
-            client.create_bucket(Bucket=BUCKET)
-            for name, data in blobs.items():
-                client.put_object(Bucket=BUCKET, Key=f"bench/{name}", Body=data)
-
-            settings = Settings(broker_url=broker, s3_endpoint_url=s3_url, s3_bucket=BUCKET)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")}
-            env.update(creds, KYC_BROKER_URL=broker, KYC_S3_ENDPOINT_URL=s3_url, KYC_S3_BUCKET=BUCKET)
-            env["KYC_MODEL_DIR"] = str(settings.model_dir)
-            log_path = Path(tmp) / "worker.log"
-            worker = start_worker(env, args.concurrency, log_path, shlex.split(args.worker_args))
             producer = Producer(settings)
-            with open(f"/proc/{worker.pid}/task/{worker.pid}/children") as fh:
-                children = [int(c) for c in fh.read().split()]
             pids = {
-                "pool children": children,
+                "pool children": sorted(worker.pool_pids()),
                 "celery main": [worker.pid],
-                "redis-server": [redis_proc.pid],
+                "redis-server": [redis_server.pid],
                 "bench (producer, moto)": [os.getpid()],
             }
             for r in range(args.rounds):
@@ -451,14 +387,10 @@ def main() -> int:
                 producer.wait_for(producer.submit_faces(refs[stores[-1]][i]).job_id, poll_s=0.005)
                 latency.append(time.perf_counter() - t0)
             fixed = fixed_cost(producer, files, log_path, pids, args.fixed_cost) if args.fixed_cost else None
-            memory = worker_memory(worker.pid)
+            memory = worker_memory(worker)
             producer.close()
         finally:
-            if worker is not None:
-                stop(worker)
-            moto.stop()
-            redis_proc.terminate()
-            redis_proc.wait()
+            worker.stop()
 
     report = {
         "bench": "pipeline",
@@ -481,7 +413,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     if args.results:
-        write_section(args.results, text)
+        heading, _, body = text.partition("\n")
+        write_section(args.results, heading.removeprefix("## "), body)
     return 1 if any(r[s]["failed"] for r in rounds for s in stores) else 0
 
 
@@ -604,15 +537,6 @@ def render(report: dict[str, Any]) -> str:
         + "\n".join(subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10])
         + "\n```\n"
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section (its first line is the heading), leaving the others alone."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    heading = text.splitlines()[0]
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
 
 
 if __name__ == "__main__":

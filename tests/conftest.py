@@ -10,12 +10,10 @@ from __future__ import annotations
 import csv
 import ctypes
 import ctypes.util
+import itertools
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from harness import AWS_TEST_CREDENTIALS, CeleryWorker, MotoS3, RedisServer, S3Endpoint, worker_env
 from shared.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 SHARED = ROOT.parent / "shared"
 FACES_DIR = SHARED / "faces"
 LFW_DIR = SHARED / "lfw-calib"
@@ -83,238 +82,146 @@ def engine(settings: Settings):  # type: ignore[no-untyped-def]
     return KYCDeepFace(settings=settings)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --- services -----------------------------------------------------------------------------------
 
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
-
-
-class RedisServer:
-    """A private redis-server; ``stop()``/``start()`` simulate a crash and restart on the same port."""
-
-    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.appendonly = appendonly
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always", "--maxmemory-policy", "noeviction", "--loglevel", "warning",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def stop(self, hard: bool = True) -> None:
-        if self.proc is not None:
-            if hard:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
+# Every module gets its own databases on the session's redis-server (see ``redis_url``).
+REDIS_DATABASES = 256
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     need(shutil.which("redis-server") is not None, "redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="kyc-redis-") as tmp:
-        server = RedisServer(Path(tmp))
-        server.start()
+    with (
+        tempfile.TemporaryDirectory(prefix="kyc-redis-") as tmp,
+        RedisServer(Path(tmp), databases=REDIS_DATABASES) as server,
+    ):
         yield server
-        server.stop()
-
-
-@pytest.fixture()
-def redis_url(redis_server: RedisServer) -> str:
-    """A clean database on the session's private Redis."""
-    import redis
-
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.close()
-    return redis_server.url
-
-
-@dataclass(frozen=True)
-class S3Endpoint:
-    url: str
-    bucket: str = "kyc-images"
-    results_bucket: str = "kyc-results"
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Endpoint]:
-    """moto's standalone S3 HTTP server on loopback: boto3 talks real HTTP to it."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        need(False, "moto[server] is not installed")
-        raise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_port(port)
-    yield S3Endpoint(url=f"http://127.0.0.1:{port}")
-    server.stop()
+def _redis_databases(redis_server: RedisServer) -> Iterator[int]:
+    """Database numbers not yet handed out on the session's server (0 stays unused)."""
+    return itertools.count(1)
+
+
+def _allocate_database(server: RedisServer, numbers: Iterator[int]) -> str:
+    number = next(numbers)
+    if number >= server.databases:
+        raise RuntimeError(f"all {server.databases} Redis databases handed out: raise REDIS_DATABASES")
+    return server.db_url(number)
+
+
+@pytest.fixture(scope="module")
+def module_redis_url(redis_server: RedisServer, _redis_databases: Iterator[int]) -> str:
+    """The module's own database: no other module reads, writes or flushes it."""
+    return _allocate_database(redis_server, _redis_databases)
 
 
 @pytest.fixture()
-def s3(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Endpoint]:
-    """Fresh buckets on the S3 endpoint, and AWS credentials for boto3's usual chain."""
-    import boto3
+def redis_url(module_redis_url: str) -> str:
+    """The module's own database, emptied before each test (FLUSHDB of that database only)."""
+    import redis
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1")
-    # moto's reset endpoint wipes every bucket between tests.
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{s3_server.url}/moto-api/reset", method="POST")).close()
-    client.create_bucket(Bucket=s3_server.bucket)
-    client.create_bucket(Bucket=s3_server.results_bucket)
-    yield s3_server
+    with redis.Redis.from_url(module_redis_url) as client:
+        client.flushdb()
+    return module_redis_url
 
 
-# --- Celery workers (pipeline tests) -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def broker_url(redis_server: RedisServer, _redis_databases: Iterator[int]) -> str:
+    """Another database of the module's own, for a worker that outlives single tests: ``redis_url``
+    flushes its database before every test, this one is never flushed."""
+    return _allocate_database(redis_server, _redis_databases)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """moto's standalone S3 HTTP server on loopback, for the session."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        need(False, "moto[server] is not installed")
+    with MotoS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(moto_s3: MotoS3) -> S3Endpoint:
+    return S3Endpoint(url=moto_s3.url)
+
+
+@contextmanager
+def aws_credentials() -> Iterator[None]:
+    """AWS credentials for boto3's usual chain, for the block."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in AWS_TEST_CREDENTIALS.items():
+            mp.setenv(key, value)
+        yield
+
+
+@pytest.fixture()
+def s3(moto_s3: MotoS3, s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
+    """Fresh, empty buckets on the S3 endpoint, and AWS credentials for boto3's usual chain."""
+    with aws_credentials():
+        yield moto_s3.fresh(s3_server)
+
+
+@pytest.fixture(scope="module")
+def photos_s3(moto_s3: MotoS3, s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
+    """Fresh buckets holding the photos of ../shared/faces under ``faces/``, for a module's worker."""
+    need((FACES_DIR / "labels.csv").is_file(), f"face photos not found at {FACES_DIR}")
+    with aws_credentials():
+        yield moto_s3.fresh(s3_server, {f"faces/{p.file}": p.path.read_bytes() for p in load_photos()})
+
+
+# --- Celery workers ------------------------------------------------------------------------------
+
+WORKER_TIERS = {"e2e", "reliability"}
+_running: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running[:] = [item]  # before its fixtures, so a worker fixture knows which test asked for it
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reliability = ROOT / "tests" / "reliability"
+    for item in items:
+        if reliability in item.path.parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+def require_worker_tier() -> None:
+    """A real worker costs seconds: only the ``e2e`` and ``reliability`` tiers may start one."""
+    if _running and not WORKER_TIERS & {m.name for m in _running[0].iter_markers()}:
+        pytest.fail(f"{_running[0].nodeid} starts a Celery worker: mark it e2e (pytestmark = pytest.mark.e2e)")
 
 
 def pipeline_env(broker_url: str, s3: S3Endpoint, **overrides: str) -> dict[str, str]:
     """Environment for a worker subprocess: the test's Redis and S3, the real models."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")}
-    env.update(
-        {
-            "KYC_BROKER_URL": broker_url,
-            "KYC_S3_ENDPOINT_URL": s3.url,
-            "KYC_S3_BUCKET": s3.bucket,
-            "KYC_S3_RESULTS_BUCKET": s3.results_bucket,
-            "KYC_MODEL_DIR": str(Settings().model_dir),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(overrides)
-    return env
+    return worker_env(broker_url, s3, Settings().model_dir, **overrides)
 
 
-class CeleryWorker:
-    """``celery -A workers worker`` as a subprocess in its own process group, logging to a file."""
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        log_path: Path,
-        concurrency: int = 2,
-        queues: str = "kyc.heavy,kyc.light",
-        loglevel: str = "INFO",
-    ):
-        self.env = env
-        self.loglevel = loglevel
-        self.log_path = log_path
-        self.concurrency = concurrency
-        self.queues = queues
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        import sys
-        import uuid
-
-        args = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork",
-            "-c", str(self.concurrency), "-Q", self.queues, "--loglevel", self.loglevel,
-            "-n", f"kyc-test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
-            "--without-heartbeat",
-        ]  # fmt: skip
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = self.log()
-            # The pool is up, and every child has loaded and warmed its models.
-            if " ready." in text and text.count("worker process ") >= self.concurrency:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{text[-4000:]}")
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"celery worker not ready after {timeout_s}s:\n{self.log()[-4000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_group(self.proc, grace_s=30)
-        self.proc = None
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the process group a test started (``start_new_session``), SIGKILL after ``grace_s``."""
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # warm shutdown: Celery finishes or requeues its jobs
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+def start_worker(
+    env: dict[str, str], log_path: Path, concurrency: int = 2, timeout_s: float = 90.0, **options: Any
+) -> CeleryWorker:
+    """A started worker (the caller stops it), after the tier and model checks."""
+    require_worker_tier()
+    need(Settings().model_dir.is_dir(), "models not found (set KYC_MODEL_DIR)")
+    worker = CeleryWorker(env, log_path, concurrency, **options)
+    worker.start(timeout_s)
+    return worker
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Iterator[CeleryWorker]:
+def celery_worker(env: dict[str, str], log_dir: Path, concurrency: int = 2, **options: Any) -> Iterator[CeleryWorker]:
     """A started worker for the duration of the block (use from a module- or session-scoped fixture)."""
-    need(Settings().model_dir.is_dir(), "models not found (set KYC_MODEL_DIR)")
-    worker = CeleryWorker(env, log_dir / "celery-worker.log", concurrency)
-    worker.start()
+    worker = start_worker(env, log_dir / "celery-worker.log", concurrency, **options)
     try:
         yield worker
     finally:
         worker.stop()
-
-
-@contextmanager
-def s3_with_photos(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
-    """Like the ``s3`` fixture, for a wider scope: fresh buckets, the photos under ``faces/``."""
-    import urllib.request
-
-    import boto3
-
-    need((FACES_DIR / "labels.csv").is_file(), f"face photos not found at {FACES_DIR}")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():  # fmt: skip
-            mp.setenv(key, value)
-        urllib.request.urlopen(urllib.request.Request(f"{s3_server.url}/moto-api/reset", method="POST")).close()
-        client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1")
-        client.create_bucket(Bucket=s3_server.bucket)
-        client.create_bucket(Bucket=s3_server.results_bucket)
-        for photo in load_photos():
-            client.put_object(Bucket=s3_server.bucket, Key=f"faces/{photo.file}", Body=photo.path.read_bytes())
-        yield s3_server
 
 
 def features_of(engine: Any, name: str) -> str:
@@ -325,28 +232,6 @@ def features_of(engine: Any, name: str) -> str:
     if not isinstance(result, FacesResult) or len(result.faces) != 1:
         raise AssertionError(f"{name}: expected one usable face, got {result}")
     return result.faces[0].features
-
-
-@pytest.fixture(scope="module")
-def photos_s3(s3_server: S3Endpoint) -> Iterator[S3Endpoint]:
-    """The photos of ../shared/faces in the S3 bucket, for a module's worker."""
-    with s3_with_photos(s3_server) as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str:
-    """A clean Redis database for a module whose worker outlives single tests.
-
-    The module names it with ``DB = n``; the function-scoped ``redis_url`` uses database 0.
-    """
-    import redis
-
-    url = f"redis://127.0.0.1:{redis_server.port}/{int(request.module.DB)}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
 
 
 @pytest.fixture()

@@ -22,11 +22,7 @@ from shared.storage import LocalStore
 from tests.api_stub.conftest import API_KEY
 from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, pipeline_env
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-# Its own database: other modules flush the session's Redis between tests, and this module's
-# worker outlives a single test.
-DB = 4
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -21,19 +20,12 @@ import psutil
 import pytest
 import redis
 
+from harness import CeleryWorker, RedisServer, S3Endpoint, stop_process_group
 from shared import keys
 from shared.config import Settings
 from shared.jobs import JobDocument
 from shared.producer import Producer
-from tests.conftest import (
-    CeleryWorker,
-    RedisServer,
-    S3Endpoint,
-    load_photos,
-    need,
-    pipeline_env,
-    stop_process_group,
-)
+from tests.conftest import ROOT, load_photos, need, pipeline_env, start_worker
 
 SMALL_SIDE_PX = 360
 SMALL_PREFIX = "small/"
@@ -72,18 +64,13 @@ def small_photos() -> dict[str, bytes]:
 
 
 @pytest.fixture()
-def aof_redis() -> Iterator[RedisServer]:
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server owned by this test alone: AOF with fsync on every write, noeviction."""
     import shutil
 
     need(shutil.which("redis-server") is not None, "redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="kyc-aof-") as tmp:
-        server = RedisServer(Path(tmp), appendonly=True)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
+        yield server
 
 
 @pytest.fixture()
@@ -115,15 +102,6 @@ def producer_for(redis_url: str, s3: S3Endpoint, **overrides: object) -> Produce
 # --- workers ------------------------------------------------------------------------------------
 
 
-def pool_pids(worker: CeleryWorker) -> set[int]:
-    """Pids of the worker's pool processes (children of the main process)."""
-    assert worker.proc is not None
-    try:
-        return {p.pid for p in psutil.Process(worker.proc.pid).children()}
-    except psutil.NoSuchProcess:
-        return set()
-
-
 def kill_quietly(pid: int) -> bool:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -151,17 +129,14 @@ def worker_running(
     env: dict[str, str], log_path: Path, concurrency: int = 2, timeout_s: float = 90.0, loglevel: str = "INFO"
 ) -> Iterator[CeleryWorker]:
     """A started ``celery -A workers worker``; stopped on exit with every process it forked."""
-    need(Settings().model_dir.is_dir(), "models not found (set KYC_MODEL_DIR)")
-    worker = CeleryWorker(env, log_path, concurrency, loglevel=loglevel)
-    worker.start(timeout_s)
-    assert worker.proc is not None
-    main = worker.proc.pid
-    seen = pool_pids(worker)
+    worker = start_worker(env, log_path, concurrency, timeout_s, loglevel=loglevel)
+    main = worker.pid
+    seen = worker.pool_pids()
     try:
         yield worker
     finally:
         if worker.proc is not None:
-            seen |= pool_pids(worker)
+            seen |= worker.pool_pids()
             if worker.proc.poll() is not None:
                 worker.proc = None  # the main process is gone; only orphans may be left
         worker.stop()
@@ -227,8 +202,6 @@ def beat_running(env: dict[str, str], workdir: Path, timeout_s: float = 30.0) ->
     """``celery -A workers beat`` (the periodic sweeper) as a subprocess; yields its log path."""
     import subprocess
     import sys
-
-    from tests.conftest import ROOT
 
     log_path = workdir / "celery-beat.log"
     args = [

@@ -20,13 +20,14 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api_stub.app import create_app
+from harness import RedisServer, S3Endpoint
 from shared import keys
 from shared.config import Settings, redact_url
 from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.jobs import JobStatus
 from shared.schemas import FacesResult
-from tests.conftest import ROOT, RedisServer, S3Endpoint
+from tests.conftest import ROOT
 from tests.reliability.conftest import fault_env, producer_for, ref, wait_terminal, worker_running
 
 pytestmark = pytest.mark.services

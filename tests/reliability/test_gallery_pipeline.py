@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness import CeleryWorker, RedisServer, S3Endpoint
 from shared.jobs import JobStatus
 from shared.producer import Producer
-from tests.conftest import RedisServer, S3Endpoint
-from tests.reliability.conftest import CeleryWorker, fault_env, producer_for, ref, wait_terminal, worker_running
+from tests.reliability.conftest import fault_env, producer_for, ref, wait_terminal, worker_running
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -21,11 +21,11 @@ import pytest
 import redis
 from PIL import Image
 
+from harness import RedisServer, S3Endpoint
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.jobs import JobStatus
 from shared.schemas import to_dict
-from tests.conftest import RedisServer, S3Endpoint
 from tests.images import (
     OBAMA,
     bmp_declaring,
@@ -37,7 +37,7 @@ from tests.images import (
     png_declaring,
     read_bgr,
 )
-from tests.reliability.conftest import fault_env, pool_pids, producer_for, ref, wait_terminal, worker_running
+from tests.reliability.conftest import fault_env, producer_for, ref, wait_terminal, worker_running
 from tests.shared.test_hostile_images import CASES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -180,12 +180,12 @@ def test_hostile_uploads_get_typed_answers_in_bounded_memory(
     try:
         with worker_running(env, tmp_path / "worker.log") as worker:
             assert worker.proc is not None
-            pool_before = pool_pids(worker)
+            pool_before = worker.pool_pids()
             with RssSampler(worker.proc.pid) as rss:
                 job_of = {producer.submit_faces(ref(f"hostile/{n}"), job_id=f"h-{i:03d}").job_id: n
                           for i, n in enumerate([*inputs, "over_the_byte_cap"])}  # fmt: skip
                 final = wait_terminal(rds, list(job_of), timeout_s=120)
-            pool_after = pool_pids(worker)
+            pool_after = worker.pool_pids()
             log = worker.log()
     finally:
         producer.close()

@@ -21,9 +21,9 @@ import uvicorn
 from pydantic import SecretStr
 
 from api_stub.app import create_app
+from harness import free_port, wait_port
 from shared.config import Settings
 from shared.producer import Producer
-from tests.conftest import free_port, wait_port
 
 pytestmark = pytest.mark.services
 

@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness import RedisServer, S3Endpoint
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.jobs import JobStatus
 from shared.schemas import FacesResult, to_dict
-from tests.conftest import RedisServer, S3Endpoint
 from tests.reliability.conftest import (
     beat_running,
     documents,
     fault_env,
-    pool_pids,
     producer_for,
     queue_is_drained,
     ref,
@@ -70,7 +69,7 @@ def test_queued_jobs_and_gallery_survive_a_hard_redis_restart(
             probe_id, probe = next(iter(enrolled.items()))
             assert gallery.find_face(probe)["found"] == probe_id  # this instance now caches the index
             assert worker.proc is not None
-            main_pid, pool_before = worker.proc.pid, pool_pids(worker)
+            main_pid, pool_before = worker.proc.pid, worker.pool_pids()
 
             job_of = {}
             for i in range(BEFORE):

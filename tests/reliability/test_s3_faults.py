@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from harness import RedisServer, S3Endpoint, free_port
 from shared.engine import KYCDeepFace
 from shared.jobs import JobStatus
 from shared.schemas import to_dict
-from tests.conftest import RedisServer, S3Endpoint, free_port
-from tests.reliability.conftest import fault_env, pool_pids, producer_for, ref, wait_terminal, worker_running
+from tests.reliability.conftest import fault_env, producer_for, ref, wait_terminal, worker_running
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -138,7 +138,7 @@ def test_s3_down_or_stalled_fails_jobs_cleanly_and_recovers(
     try:
         with worker_running(env, tmp_path / "worker.log") as worker:
             assert worker.proc is not None
-            pids = (worker.proc.pid, pool_pids(worker))
+            pids = (worker.proc.pid, worker.pool_pids())
             outcomes = {}
             for phase in ("down", "stall"):
                 if phase == "down":
@@ -158,7 +158,7 @@ def test_s3_down_or_stalled_fails_jobs_cleanly_and_recovers(
             ]
             recovered = wait_terminal(client, back, timeout_s=60)
             assert worker.proc.poll() is None
-            after = (worker.proc.pid, pool_pids(worker))
+            after = (worker.proc.pid, worker.pool_pids())
             log = worker.log()
     finally:
         producer.close()

@@ -13,6 +13,7 @@ from celery.canvas import Signature
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from harness import RedisServer, S3Endpoint
 from shared import keys
 from shared.config import Settings
 from shared.engine import KYCDeepFace
@@ -21,7 +22,6 @@ from shared.jobs import JobDocument, JobStatus
 from shared.jobs.resources import Resources
 from shared.producer import Producer
 from shared.schemas import to_dict
-from tests.conftest import RedisServer, S3Endpoint
 from tests.reliability.conftest import (
     beat_running,
     fault_env,

@@ -16,15 +16,14 @@ import boto3
 import pytest
 import redis
 
+from harness import RedisServer, S3Endpoint
 from shared import keys
 from shared.engine import KYCDeepFace
 from shared.jobs import JobDocument, JobStatus
 from shared.schemas import to_dict
-from tests.conftest import RedisServer, S3Endpoint
 from tests.reliability.conftest import (
     fault_env,
     kill_quietly,
-    pool_pids,
     producer_for,
     queue_is_drained,
     ref,
@@ -75,7 +74,7 @@ def test_every_job_succeeds_once_through_repeated_worker_crashes(
             job_ids = list(job_of)
 
             def kill_a_busy_child() -> None:
-                pid = _running_pid(client, pool_pids(first))
+                pid = _running_pid(client, first.pool_pids())
                 if pid is not None and kill_quietly(pid):
                     kills["child"] += 1
 
@@ -87,7 +86,7 @@ def test_every_job_succeeds_once_through_repeated_worker_crashes(
             # Phase 2: SIGKILL the main process mid-run: its reserved messages stay unacked in
             # Redis until the visibility timeout; its orphaned pool processes finish and exit.
             assert first.proc is not None
-            orphans = pool_pids(first)
+            orphans = first.pool_pids()
             assert kill_quietly(first.proc.pid)
             first.proc.wait(timeout=10)
             kills["main"] += 1
@@ -99,7 +98,7 @@ def test_every_job_succeeds_once_through_repeated_worker_crashes(
             # Phase 3: a new worker (no manual recovery step) under more child kills.
             def more_kills() -> None:
                 if kills["child"] < CHILD_KILLS:
-                    pid = _running_pid(client, pool_pids(second))
+                    pid = _running_pid(client, second.pool_pids())
                     if pid is not None and kill_quietly(pid):
                         kills["child"] += 1
 

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from harness import S3Endpoint
 from shared.backlog.manifest import backlog_job_id
 from shared.config import Settings
 from shared.jobs import JobDocument
 from shared.jobs.resources import Resources
 from shared.jobs.runner import run_job
 from shared.storage import LocalStore
-from tests.conftest import FACES_DIR, RedisServer, S3Endpoint, celery_worker, need, pipeline_env
+from tests.conftest import FACES_DIR, celery_worker, need, pipeline_env
 
 SAME = ("df_img11.jpg", "df_img5.jpg")
 DIFFERENT = ("fr_obama.jpg", "fr_biden.jpg")
@@ -152,20 +152,17 @@ def test_sample_manifest_then_backlog_is_the_readme_demo(tmp_path: Path) -> None
 
 # -- queued mode: the same documents from a real Celery worker ------------------------------------
 
-DB = 6  # its own database: this module's worker outlives a single test
-
 
 @pytest.fixture(scope="module")
 def queued_env(
-    redis_server: RedisServer, s3_server: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
+    broker_url: str, s3_server: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
-    redis.Redis.from_url(url).flushdb()
-    env = pipeline_env(url, s3_server)
+    env = pipeline_env(broker_url, s3_server)
     with celery_worker(env, tmp_path_factory.mktemp("worker"), concurrency=1):
         yield env
 
 
+@pytest.mark.e2e
 @pytest.mark.services
 @pytest.mark.slow
 def test_queued_backlog_writes_the_same_documents(manifest: Path, tmp_path: Path, queued_env: dict[str, str]) -> None:
@@ -180,6 +177,7 @@ def test_queued_backlog_writes_the_same_documents(manifest: Path, tmp_path: Path
         assert (b.status, b.result, b.error, b.inputs) == (a.status, a.result, a.error, a.inputs)
 
 
+@pytest.mark.e2e
 @pytest.mark.services
 @pytest.mark.slow
 def test_submit_status_wait(queued_env: dict[str, str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -154,31 +156,37 @@ def test_exif_orientation_is_honoured(engine: KYCDeepFace, orientation: int, ups
     assert engine.similarity(rotated.faces[0].features, upright.features) > 0.9
 
 
-def _variants() -> dict[str, bytes]:
-    rgb = Image.open(OBAMA).convert("RGB")
-    grey16 = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
-    rgba = rgb.convert("RGBA")
-    return {
-        "grayscale": pil_bytes(rgb.convert("L"), "JPEG"),
-        "alpha_png": pil_bytes(rgba, "PNG"),
-        "la_png": pil_bytes(rgb.convert("LA"), "PNG"),
-        "palette_png": pil_bytes(rgb.convert("P"), "PNG"),
-        "gray16_png": png(grey16),
-        "rgb16_png": png(read_bgr().astype(np.uint16) * 257),
-        "cmyk_jpeg": pil_bytes(rgb.convert("CMYK"), "JPEG"),
-        "webp": pil_bytes(rgb, "WEBP"),
-        "bmp": pil_bytes(rgb, "BMP"),
-        "tiff": pil_bytes(rgb, "TIFF"),
-        "gif": pil_bytes(rgb, "GIF"),
-    }
+@functools.cache
+def _rgb() -> Image.Image:
+    return Image.open(OBAMA).convert("RGB")
 
 
-@pytest.mark.parametrize("kind", list(_variants()))
-def test_colour_modes_and_formats_work(engine: KYCDeepFace, kind: str) -> None:
-    reference = faces_of(engine, OBAMA.read_bytes()).faces[0].features
-    result = faces_of(engine, _variants()[kind])
+# One encoding of the photo per test, built when the test runs (not at collection).
+VARIANTS: dict[str, Callable[[], bytes]] = {
+    "grayscale": lambda: pil_bytes(_rgb().convert("L"), "JPEG"),
+    "alpha_png": lambda: pil_bytes(_rgb().convert("RGBA"), "PNG"),
+    "la_png": lambda: pil_bytes(_rgb().convert("LA"), "PNG"),
+    "palette_png": lambda: pil_bytes(_rgb().convert("P"), "PNG"),
+    "gray16_png": lambda: png(np.asarray(_rgb().convert("L"), dtype=np.uint16) * 257),
+    "rgb16_png": lambda: png(read_bgr().astype(np.uint16) * 257),
+    "cmyk_jpeg": lambda: pil_bytes(_rgb().convert("CMYK"), "JPEG"),
+    "webp": lambda: pil_bytes(_rgb(), "WEBP"),
+    "bmp": lambda: pil_bytes(_rgb(), "BMP"),
+    "tiff": lambda: pil_bytes(_rgb(), "TIFF"),
+    "gif": lambda: pil_bytes(_rgb(), "GIF"),
+}
+
+
+@pytest.fixture(scope="module")
+def obama_features(engine: KYCDeepFace) -> str:
+    return faces_of(engine, OBAMA.read_bytes()).faces[0].features
+
+
+@pytest.mark.parametrize("kind", list(VARIANTS))
+def test_colour_modes_and_formats_work(engine: KYCDeepFace, obama_features: str, kind: str) -> None:
+    result = faces_of(engine, VARIANTS[kind]())
     assert len(result.faces) == 1, kind
-    assert engine.similarity(result.faces[0].features, reference) > 0.75, kind
+    assert engine.similarity(result.faces[0].features, obama_features) > 0.75, kind
 
 
 def test_lfw_sample_embeds_consistently(engine: KYCDeepFace) -> None:

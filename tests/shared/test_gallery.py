@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import RedisServer
 from shared import features
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.schemas import ErrorResult, FacesResult, FindManyResult
-from tests.conftest import RedisServer, load_photos
+from tests.conftest import load_photos
 
 pytestmark = pytest.mark.services
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import redis
 
+from harness import RedisServer
 from shared import features
 from shared.errors import GalleryError, StorageUnavailableError
 from shared.gallery.file_store import FileGalleryStore
@@ -16,7 +17,6 @@ from shared.gallery.redis_store import RedisGalleryStore
 from shared.gallery.replica import Replica
 from shared.gallery.store import GalleryStore, Op, check_face_id, check_gallery_name
 from shared.gallery.stub import StubGalleryStore
-from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.services
 

@@ -10,12 +10,12 @@ from typing import Literal
 import pytest
 import redis
 
+from harness import S3Endpoint, free_port
 from shared import keys
 from shared.config import Settings
 from shared.errors import FeaturesError, JobError, ReferenceRejectedError, StorageUnavailableError
 from shared.jobs import ClaimOutcome, JobDocument, JobFailure, JobStatus, JobStore
 from shared.jobs.owner import execution_token, holder_is_dead
-from tests.conftest import S3Endpoint, free_port
 
 pytestmark = pytest.mark.services
 
@@ -168,7 +168,7 @@ def test_s3_mode_keeps_an_envelope_in_redis(redis_url: str, s3: S3Endpoint) -> N
     assert envelope.result is None and envelope.result_ref == "s3://kyc-results/results/job-1.json"
     assert store.get("job-1") == final and final.result == {"code": "SUCCESS", "faces": []}
     # Once Redis has forgotten the job (TTL), the archive still answers.
-    redis.Redis.from_url(redis_url).flushall()
+    redis.Redis.from_url(redis_url).flushdb()
     assert store.get("job-1") == final
 
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import redis
 
+from harness import free_port
 from shared import features
 from shared.config import Settings
 from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
 from shared.jobs import JobStatus
 from shared.producer import Producer
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.services
 

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
+from harness import S3Endpoint, free_port
 from shared.config import Settings
 from shared.errors import (
     ObjectNotFoundError,
@@ -18,7 +19,6 @@ from shared.errors import (
 )
 from shared.storage import LocalStore, Ref, S3Store, parse_ref, store_for
 from shared.storage.s3 import s3_client
-from tests.conftest import S3Endpoint, free_port
 
 # -- references ----------------------------------------------------------------------------------
 

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from harness import CeleryWorker, S3Endpoint
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.jobs import JobStatus
 from shared.producer import Producer
-from tests.conftest import CeleryWorker, S3Endpoint, features_of, pipeline_env
+from tests.conftest import celery_worker, features_of, pipeline_env
 from workers.gallery_schedule import SCREEN_TASK, beat_entries
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
 
-DB = 4  # its own database: other modules flush the session's Redis between tests
 ENROL = {"obama": "fr_obama.jpg", "biden": "fr_biden.jpg", "id-01": "df_img11.jpg", "id-02": "df_img12.jpg"}
 PROBES = {"obama": "fr_obama2.jpg", "biden": "fr_biden2.jpg", "id-01": "df_img5.jpg", "id-02": "df_img55.jpg"}
 
@@ -43,12 +43,8 @@ def worker(
         broker_url, photos_s3, KYC_GALLERY_SHARDS="2", KYC_GALLERY_CHUNK_SIZE="2",
         KYC_GALLERY_REPORT_PREFIX=str(reports) + "/", KYC_GALLERY_FANOUT_TIMEOUT_S="20",
     )  # fmt: skip
-    started = CeleryWorker(
-        env, tmp_path_factory.mktemp("worker") / "celery-worker.log", 2, "kyc.heavy,kyc.light,kyc.gallery.shard1"
-    )
-    started.start()
-    yield started
-    started.stop()
+    with celery_worker(env, tmp_path_factory.mktemp("worker"), 2, queues="kyc.heavy,kyc.light,kyc.gallery.shard1") as w:
+        yield w
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,7 @@ from tests.conftest import (
     pipeline_env,
 )
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-# The broker and job documents live on their own database: other modules flush the session's
-# Redis between tests, and this module's worker outlives a single test.
-DB = 3
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,7 @@ from shared.producer import Producer
 from shared.schemas import to_dict
 from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, pipeline_env
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-DB = 4  # see test_pipeline_e2e.py
+pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
