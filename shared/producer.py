@@ -12,12 +12,14 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
+from shared import keys
 from shared.config import Settings, get_settings
 from shared.errors import JobError, StorageUnavailableError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
@@ -43,6 +45,21 @@ def celery_config() -> dict[str, Any]:
         "task_routes": {spec.task: {"queue": spec.queue} for spec in REGISTRY},
         "broker_connection_retry_on_startup": True,
     }
+
+
+def _task_ids(raw: Iterable[bytes | str], wrapped: bool = False) -> list[str]:
+    """The task ids of raw kombu messages, skipping any that are not Celery tasks.
+
+    ``wrapped``: entries of kombu's unacked hash, ``[message, exchange, routing_key]``.
+    """
+    ids = []
+    for item in raw:
+        try:
+            message = json.loads(item)
+            ids.append(str((message[0] if wrapped else message)["headers"]["id"]))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue
+    return ids
 
 
 def _sender(broker_url: str) -> Celery:
@@ -131,10 +148,17 @@ class Producer:
         """
         resent = []
         oldest_waiting: dict[str, float] = {}
+        reserved: set[str] | None = None
         for job_id, submitted in self.jobs.unstarted(older_than_s, limit):
             doc = self.jobs.get(job_id)
             if doc is None or doc.status is not JobStatus.QUEUED or doc.attempts > 0:
                 self.jobs.forget_unstarted(job_id)  # expired, or started by now
+                continue
+            # A message a worker has taken but not yet claimed (waiting for a free pool process)
+            # is neither on its queue nor claimed: it is in kombu's unacked hash.
+            if reserved is None:
+                reserved = self._reserved()
+            if job_id in reserved:
                 continue
             queue = REGISTRY.get(doc.kind).queue
             if queue not in oldest_waiting:
@@ -147,22 +171,27 @@ class Producer:
             log.warning("re-sent %d job(s) whose message never reached a worker", len(resent))
         return resent
 
+    def _broker_client(self) -> redis.Redis:
+        if self._broker is None:
+            self._broker = redis_client(str(self.settings.broker_url))
+        return self._broker
+
+    def _reserved(self) -> set[str]:
+        """Task ids of the messages workers have reserved and not yet acknowledged."""
+        try:
+            raw = self._broker_client().hvals(keys.kombu_unacked_key())
+        except redis.exceptions.RedisError as exc:
+            raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
+        return set(_task_ids(raw, wrapped=True))
+
     def _oldest_waiting(self, queue: str, peek: int = 20) -> float:
         """Submit time of the oldest unstarted job among the next ``peek`` messages of ``queue``
         (kombu pushes left and pops right); infinity when none is waiting."""
-        if self._broker is None:
-            self._broker = redis_client(str(self.settings.broker_url))
         try:
-            raw = self._broker.lrange(queue, -peek, -1)
+            raw = self._broker_client().lrange(queue, -peek, -1)
         except redis.exceptions.RedisError as exc:
             raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
-        ids = []
-        for message in raw:
-            try:
-                ids.append(str(json.loads(message)["headers"]["id"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-        times = [t for t in self.jobs.submitted_at(ids) if t is not None]
+        times = [t for t in self.jobs.submitted_at(_task_ids(raw)) if t is not None]
         return min(times, default=math.inf)
 
     def submit_faces(self, image_ref: str, job_id: str | None = None) -> JobDocument:

@@ -4,6 +4,7 @@ gives its message back instead of dropping it."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -70,6 +71,22 @@ def test_beat_sweeper_recovers_unsent_and_lost_messages_only(
     received = re.findall(r"Task kyc\.jobs\.faces\[([^\]]+)\] received", log)
     assert all(job_id in received for job_id in [*unsent, lost])
     assert all(received.count(job_id) == 1 for job_id in backlog), "the sweeper duplicated the backlog"
+
+
+def test_sweep_leaves_messages_a_worker_has_reserved_alone(redis_url: str) -> None:
+    """A message taken by a worker's main process, waiting for a free pool process, is neither
+    on its queue nor claimed: only kombu's unacked hash shows it is not lost."""
+    producer = Producer(Settings(broker_url=redis_url))
+    try:
+        jobs = [producer.submit_faces(ref("a.jpg"), job_id=f"reserved-{i}").job_id for i in range(2)]
+        taken = [producer.jobs.redis.rpop("kyc.heavy") for _ in jobs]
+        # What kombu records when it delivers a message: tag -> [message, exchange, routing key].
+        message = json.loads(taken[0])  # type: ignore[arg-type]
+        producer.jobs.redis.hset(keys.kombu_unacked_key(), "tag-1", json.dumps([message, "", "kyc.heavy"]))
+        producer.jobs.redis.hset(keys.kombu_unacked_key(), "tag-2", b"not json")
+        assert producer.requeue_stale(older_than_s=0) == [jobs[1]]
+    finally:
+        producer.close()
 
 
 def test_sweep_leaves_waiting_messages_alone_and_is_idempotent(redis_url: str) -> None:
