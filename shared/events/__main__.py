@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     consumer = Consumer(client, settings, default_routes(client, settings, validate, producer_submit(producer)))
     totals = consumer.run(stop, args.max_batches)
-    logging.getLogger(__name__).info("stopped: %s", dict(totals))
+    logging.getLogger(__name__).info("stopped: %s", {o.value: n for o, n in totals.items()})
     producer.close()
     return 0
 

@@ -124,7 +124,10 @@ class Consumer:
         return outcomes
 
     def _reject(self, entry: Entry, result: Handled) -> None:
-        log.info("rejected entry %s of %s: %s", entry.entry_id, entry.source, result.reason)
+        # The reason goes to the producer's rejects stream, not the log: it may quote a reference.
+        log.info(
+            "rejected entry %s of %s (reason on %s)", entry.entry_id, entry.source, self.settings.events_rejects_stream
+        )
         fields: dict[Any, Any] = {"source": entry.source, "entry_id": entry.entry_id, "reason": result.reason}
         self.client.xadd(
             self.settings.events_rejects_stream, fields, maxlen=self.settings.events_stream_max_len, approximate=True

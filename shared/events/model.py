@@ -111,5 +111,6 @@ def handled_error(exc: Exception) -> Handled:
         return Handled(Outcome.RETRY, reason=f"unavailable ({type(exc).__name__})")
     if isinstance(exc, KYCFaceError):
         return Handled(Outcome.REJECTED, reason=exc.message[:MAX_REASON_CHARS])
-    log.exception("unexpected %s while making a job from an event", type(exc).__name__)
+    # The type only, no traceback: an unexpected exception's message may quote the input.
+    log.error("unexpected %s while making a job from an event", type(exc).__name__)
     return Handled(Outcome.REJECTED, reason=f"internal error: {type(exc).__name__}")

@@ -43,6 +43,12 @@ def remember(client: redis.Redis, settings: Settings, job_id: str, meta: JobMeta
     client.set(keys.job_meta_key(job_id), value, nx=True, ex=settings.job_ttl_s)
 
 
+def forget_unless_submitted(client: redis.Redis, job_id: str) -> None:
+    """Drop the meta of a request that made no job, so a corrected resubmit sets its own."""
+    if not client.exists(keys.job_key(job_id)):
+        client.delete(keys.job_meta_key(job_id))
+
+
 def recall(client: redis.Redis, job_id: str) -> JobMeta:
     raw = client.get(keys.job_meta_key(job_id))
     if raw is None:

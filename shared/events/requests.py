@@ -31,7 +31,7 @@ from shared.events.model import (
     Validate,
     handled_error,
 )
-from shared.events.outbox import JobMeta, remember
+from shared.events.outbox import JobMeta, forget_unless_submitted, remember
 from shared.events.sources import Entry
 from shared.jobs.model import JOB_ID_PATTERN
 
@@ -97,9 +97,14 @@ class JobRequests:
         return JobRequest(kind=kind, inputs=inputs, job_id=job_id, tenant=tenant, callback_url=callback_url)
 
     def __call__(self, entry: Entry) -> list[Handled]:
+        request = None
         try:
             request = self.parse(entry)
+            # Before the submit: a fast worker may finish the job before this line would run after it.
             remember(self.client, self.settings, request.job_id, JobMeta(request.tenant, request.callback_url))
             return [Handled(Outcome.CREATED, job_id=self.submit(request))]
         except Exception as exc:
-            return [handled_error(exc)]
+            handled = handled_error(exc)
+            if request is not None and handled.outcome is Outcome.REJECTED:
+                forget_unless_submitted(self.client, request.job_id)
+            return [handled]

@@ -4,11 +4,15 @@ consumers' seams, and helpers that count what reached the job system."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import redis
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared import keys
 from shared.config import EventRule, Settings
@@ -97,3 +101,47 @@ def rejects(client: redis.Redis, settings: Settings) -> list[dict[str, str]]:
 
 def counts(client: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in client.hgetall(keys.event_counts_key()).items()}
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on loopback that checks every signature; answers 500 ``fail_first`` times."""
+
+    secret: str
+    fail_first: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                try:
+                    payload = Webhook(receiver.secret).verify(body, dict(self.headers))
+                    valid = True
+                except WebhookVerificationError:
+                    payload, valid = None, False
+                receiver.calls.append({"valid": valid, "payload": payload, "id": self.headers["webhook-id"]})
+                status = 500 if len(receiver.calls) <= receiver.fail_first else (204 if valid else 401)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture()
+def receiver(request: pytest.FixtureRequest, ev_settings: Settings) -> Iterator[Receiver]:
+    fail_first = getattr(request, "param", 0)
+    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value(), fail_first)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), r.handler())
+    r.url = f"http://127.0.0.1:{server.server_address[1]}/kyc/hook?src=kyc"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield r
+    server.shutdown()
+    server.server_close()

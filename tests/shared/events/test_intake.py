@@ -158,3 +158,14 @@ def test_the_consumer_runs_in_a_thread_and_stops(
         thread.join(timeout=5)
     assert not thread.is_alive()
     assert job_ids(client) == ["case-4:verify", "case-5:verify"]
+
+
+def test_a_corrected_resubmit_keeps_its_own_callback(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer
+) -> None:
+    first = {**CLI_FIELDS, "selfie": "s3://other-bucket/s.jpg", "callback_url": "http://127.0.0.1:1/old"}
+    client.xadd(ev_settings.events_intake_stream, first)
+    client.xadd(ev_settings.events_intake_stream, {**CLI_FIELDS, "callback_url": "http://127.0.0.1:1/new"})
+    consumer.run(max_batches=1)
+    assert job_ids(client) == ["case-1:verify"]
+    assert recall(client, "case-1:verify").callback_url == "http://127.0.0.1:1/new"

@@ -4,15 +4,9 @@ with backoff to a local receiver, refused for hosts a tenant may not call."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 import redis
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from shared.config import Settings
 from shared.events.callbacks import check_callback
@@ -23,7 +17,7 @@ from shared.events.webhooks import Status, WebhookDelivery, backoff_s, deliver, 
 from shared.jobs import JobDocument
 from shared.jobs.store import JobStore
 from tests.conftest import S3Endpoint
-from tests.shared.events.conftest import make_settings
+from tests.shared.events.conftest import Receiver, make_settings
 
 pytestmark = pytest.mark.services
 
@@ -62,50 +56,6 @@ def test_the_stream_is_trimmed_by_length(client: redis.Redis, redis_url: str, s3
     for n in range(1000):
         publish_completion(client, settings, finished(f"job-{n}"))
     assert 100 <= client.xlen(settings.events_completed_stream) < 1000
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback that checks every signature; answers 500 ``fail_first`` times."""
-
-    secret: str
-    fail_first: int = 0
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                try:
-                    payload = Webhook(receiver.secret).verify(body, dict(self.headers))
-                    valid = True
-                except WebhookVerificationError:
-                    payload, valid = None, False
-                receiver.calls.append({"valid": valid, "payload": payload, "id": self.headers["webhook-id"]})
-                status = 500 if len(receiver.calls) <= receiver.fail_first else (204 if valid else 401)
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
-@pytest.fixture()
-def receiver(request: pytest.FixtureRequest, ev_settings: Settings) -> Iterator[Receiver]:
-    fail_first = getattr(request, "param", 0)
-    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value(), fail_first)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), r.handler())
-    r.url = f"http://127.0.0.1:{server.server_address[1]}/kyc/hook?src=kyc"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield r
-    server.shutdown()
-    server.server_close()
 
 
 def submit_with_callback(client: redis.Redis, settings: Settings, consumer: Consumer, url: str) -> JobDocument:
