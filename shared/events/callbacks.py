@@ -2,8 +2,8 @@
 forgery).
 
 A host is resolved and every address it resolves to is checked, at submit and again right
-before each delivery (DNS can change in between); the delivery then connects to the address it
-checked, never to a second lookup.
+before each delivery (DNS can change in between); the delivery then connects to the addresses
+it checked, never to a second lookup.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class Callback:
-    """A checked callback: where to connect (``address``) and what to ask for (``url``)."""
+    """A checked callback: where to connect (``addresses``, each checked) and what to ask for."""
 
     url: str
     scheme: str
     host: str
     port: int
-    address: str
+    addresses: tuple[str, ...]
 
 
 def _host_allowed(host: str, patterns: list[str]) -> bool:
@@ -95,4 +95,5 @@ def check_callback(settings: Settings, tenant: str | None, url: str) -> Callback
     addresses = resolve(host, port)
     if not addresses or not (internal or all(_public(a) for a in addresses)):
         raise CallbackRefusedError("callback_url: host resolves to a private or loopback address")
-    return Callback(url=url, scheme=parts.scheme, host=host, port=port, address=str(addresses[0]))
+    unique = tuple(dict.fromkeys(str(a) for a in addresses))
+    return Callback(url=url, scheme=parts.scheme, host=host, port=port, addresses=unique)

@@ -96,15 +96,37 @@ def sign(settings: Settings, delivery: WebhookDelivery, body: str, now: datetime
     }
 
 
+def _connect_any(addresses: tuple[str, ...], port: int, timeout_s: float | None) -> socket.socket:
+    """A connection to the first of ``addresses`` that answers (they were all checked)."""
+    error: OSError = OSError("no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout_s)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP to the checked addresses; ``Host`` still names the host."""
+
+    def __init__(self, callback: Callback, timeout_s: float) -> None:
+        super().__init__(callback.host, callback.port, timeout=timeout_s)
+        self._addresses = callback.addresses
+
+    def connect(self) -> None:
+        self.sock = _connect_any(self._addresses, self.port, self.timeout)
+
+
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to an address already checked, with SNI and the certificate checked for the host."""
+    """HTTPS to the checked addresses, with SNI and the certificate checked for the host."""
 
     def __init__(self, callback: Callback, timeout_s: float) -> None:
         super().__init__(callback.host, callback.port, timeout=timeout_s, context=ssl.create_default_context())
-        self._address = callback.address
+        self._addresses = callback.addresses
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connect_any(self._addresses, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
@@ -113,16 +135,15 @@ def _post(callback: Callback, body: str, headers: dict[str, str], timeout_s: flo
     if callback.scheme == "https":
         conn = _PinnedHTTPSConnection(callback, timeout_s)
     else:
-        conn = http.client.HTTPConnection(callback.address, callback.port, timeout=timeout_s)
+        conn = _PinnedHTTPConnection(callback, timeout_s)
     parts = urlsplit(callback.url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    netloc = callback.host if parts.port is None else f"{callback.host}:{parts.port}"
     try:
         conn.request(
             "POST",
             path,
             body=body.encode(),
-            headers={**headers, "Host": netloc, "Content-Type": "application/json", "User-Agent": "kycdeepface"},
+            headers={**headers, "Content-Type": "application/json", "User-Agent": "kycdeepface"},
         )
         response = conn.getresponse()
         response.read(64 * 1024)  # drain a little; a receiver's body is never used

@@ -4,10 +4,14 @@ consumers' seams, and helpers that count what reached the job system."""
 from __future__ import annotations
 
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +23,7 @@ from shared.config import EventRule, Settings
 from shared.events.consumer import Consumer, default_routes
 from shared.events.wiring import producer_submit, validate
 from shared.producer import Producer
-from tests.conftest import S3Endpoint
+from tests.conftest import S3Endpoint, need
 
 RULES = [
     EventRule(
@@ -140,6 +144,35 @@ def receiver(request: pytest.FixtureRequest, ev_settings: Settings) -> Iterator[
     r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value(), fail_first)
     server = ThreadingHTTPServer(("127.0.0.1", 0), r.handler())
     r.url = f"http://127.0.0.1:{server.server_address[1]}/kyc/hook?src=kyc"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield r
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def tls_ca(tmp_path: Path) -> Path:
+    """A self-signed certificate for ``localhost`` (key beside it), made with openssl."""
+    need(shutil.which("openssl") is not None, "openssl is not installed")
+    cert = tmp_path / "localhost.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(tmp_path / "localhost.key"), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert
+
+
+@pytest.fixture()
+def tls_receiver(ev_settings: Settings, tls_ca: Path) -> Iterator[Receiver]:
+    """The receiver over HTTPS on 127.0.0.1, its certificate issued to ``localhost``."""
+    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), r.handler())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_ca, tls_ca.with_suffix(".key"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    r.url = f"https://localhost:{server.server_address[1]}/kyc/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield r

@@ -4,6 +4,7 @@ with backoff to a local receiver, refused for hosts a tenant may not call."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import redis
@@ -156,6 +157,22 @@ def test_callbacks_are_refused(redis_url: str, s3: S3Endpoint, tenant: str, url:
 def test_an_allowed_callback_pins_the_checked_address(redis_url: str, s3: S3Endpoint) -> None:
     settings = make_settings(redis_url, s3, webhook_allowed_hosts={"acme": ["*.acme.example", "93.184.216.34"]})
     checked = check_callback(settings, "acme", "https://93.184.216.34:8443/hook")
-    assert (checked.address, checked.port, checked.scheme) == ("93.184.216.34", 8443, "https")
+    assert (checked.addresses, checked.port, checked.scheme) == (("93.184.216.34",), 8443, "https")
     with pytest.raises(CallbackRefusedError, match="allow-list"):
         check_callback(settings, "acme", "https://acme.example/hook")  # "*." matches subdomains only
+
+
+def test_https_delivery_checks_the_certificate_of_the_host(
+    client: redis.Redis, redis_url: str, s3: S3Endpoint, tls_receiver: Receiver, tls_ca: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The connection goes to the checked address, but TLS (SNI, certificate) is for the host name."""
+    settings = make_settings(
+        redis_url, s3, webhook_allowed_hosts={"acme": ["localhost"]}, webhook_allow_private=["localhost"]
+    )
+    delivery = WebhookDelivery(msg_id="msg_tls", tenant="acme", url=tls_receiver.url, event={"job_id": "tls"})
+    untrusted = deliver(settings.model_copy(update={"webhook_max_attempts": 1}), client, delivery)
+    assert untrusted.status is Status.DEAD and "SSL" in untrusted.reason and tls_receiver.calls == []
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_ca))
+    assert deliver(settings, client, delivery).status is Status.DELIVERED
+    assert [c["valid"] for c in tls_receiver.calls] == [True]
