@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -138,17 +139,28 @@ class Receiver:
         return Handler
 
 
-@pytest.fixture()
-def receiver(request: pytest.FixtureRequest, ev_settings: Settings) -> Iterator[Receiver]:
-    fail_first = getattr(request, "param", 0)
-    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value(), fail_first)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), r.handler())
-    r.url = f"http://127.0.0.1:{server.server_address[1]}/kyc/hook?src=kyc"
+@contextmanager
+def serving(receiver: Receiver, url: str, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """Run ``receiver`` on a free port of 127.0.0.1; ``url`` is a template with ``{port}``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), receiver.handler())
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    receiver.url = url.format(port=server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield r
-    server.shutdown()
-    server.server_close()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def receiver(request: pytest.FixtureRequest, ev_settings: Settings) -> Iterator[Receiver]:
+    """A plain-http receiver; ``indirect`` parametrisation sets how many requests it fails first."""
+    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value(), getattr(request, "param", 0))
+    with serving(r, "http://127.0.0.1:{port}/kyc/hook?src=kyc") as served:
+        yield served
 
 
 @pytest.fixture()
@@ -167,14 +179,8 @@ def tls_ca(tmp_path: Path) -> Path:
 @pytest.fixture()
 def tls_receiver(ev_settings: Settings, tls_ca: Path) -> Iterator[Receiver]:
     """The receiver over HTTPS on 127.0.0.1, its certificate issued to ``localhost``."""
-    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), r.handler())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls_ca, tls_ca.with_suffix(".key"))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    r.url = f"https://localhost:{server.server_address[1]}/kyc/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield r
-    server.shutdown()
-    server.server_close()
+    r = Receiver(ev_settings.webhook_secrets["acme"].get_secret_value())
+    with serving(r, "https://localhost:{port}/kyc/hook", context) as served:
+        yield served
