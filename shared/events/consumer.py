@@ -79,17 +79,9 @@ class Consumer:
     def run_once(self) -> Counter[Outcome]:
         """One read of every source; what became of the entries read."""
         batch: Counter[Outcome] = Counter()
-        # Only the last source blocks, so a quiet stream does not delay a busy list.
-        block = [1] * (len(self.routes) - 1) + [self.settings.events_block_ms]
-        for route, block_ms in zip(self.routes, block, strict=True):
-            try:
-                entries = route.source.read(self.settings.events_batch, block_ms)
-            except redis.RedisError as exc:
-                log.warning("cannot read %s (%s); trying again", route.source.name, type(exc).__name__)
-                batch[Outcome.RETRY] += 1
-                continue
-            for entry in entries:
-                batch.update(self._handle(route, entry))
+        found = sum(self._drain(route, 1, batch) for route in self.routes)
+        if not found:  # all quiet: wait on one source (a busy list is never held up by a quiet stream)
+            self._drain(self.routes[-1], self.settings.events_block_ms, batch)
         if batch:
             try:
                 pipe = self.client.pipeline(transaction=False)
@@ -100,6 +92,18 @@ class Consumer:
                 pass  # counts are for operators; never worth losing an entry over
         self.counts.update(batch)
         return batch
+
+    def _drain(self, route: Route, block_ms: int, batch: Counter[Outcome]) -> int:
+        """Read one batch of ``route`` and handle it; how many entries it held."""
+        try:
+            entries = route.source.read(self.settings.events_batch, block_ms)
+        except redis.RedisError as exc:
+            log.warning("cannot read %s (%s); trying again", route.source.name, type(exc).__name__)
+            batch[Outcome.RETRY] += 1
+            return 0
+        for entry in entries:
+            batch.update(self._handle(route, entry))
+        return len(entries)
 
     def _handle(self, route: Route, entry: Entry) -> list[Outcome]:
         try:
