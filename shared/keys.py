@@ -105,3 +105,8 @@ def job_meta_key(job_id: str) -> str:
 def job_published_key(job_id: str) -> str:
     """Set once the job's completion event is on the stream, so a re-run finish publishes none."""
     return f"{EVENTS_PREFIX}published:{job_id}"
+
+
+def job_webhook_key(job_id: str) -> str:
+    """Set once the job's webhook delivery is scheduled."""
+    return f"{EVENTS_PREFIX}webhook:{job_id}"

@@ -78,18 +78,17 @@ def completion_event(doc: JobDocument, meta: JobMeta) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Published:
-    """A published completion: its stream id, the event, and the callback to deliver it to."""
+    """A published completion: its stream id and the event."""
 
     event_id: str
     event: dict[str, str]
-    callback_url: str | None
 
 
 def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument) -> Published | None:
     """Publish the completion event of a terminal job, once.
 
-    Call after the terminal document is stored; the caller schedules the webhook delivery
-    (``shared.events.webhooks``) for a ``callback_url``, off the worker's hot path.
+    Call after the terminal document is stored; ``shared.events.webhooks.on_terminal`` does, and
+    schedules the webhook of a job with a ``callback_url``.
 
     Returns:
         The published event, or None when the job already published one.
@@ -115,4 +114,4 @@ def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument
     if not event_id:
         return None
     event_id = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
-    return Published(event_id=event_id, event=event, callback_url=meta.callback_url)
+    return Published(event_id=event_id, event=event)

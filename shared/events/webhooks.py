@@ -25,10 +25,11 @@ import redis
 from pydantic import BaseModel, ConfigDict
 from standardwebhooks.webhooks import Webhook
 
+from shared import keys
 from shared.config import Settings
 from shared.events.callbacks import Callback, check_callback
 from shared.events.model import CallbackRefusedError
-from shared.events.outbox import Published, publish_completion
+from shared.events.outbox import JobMeta, Published, completion_event, publish_completion, recall
 from shared.jobs.model import JobDocument
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,12 @@ class WebhookDelivery(BaseModel):
     event: dict[str, str]
 
     @classmethod
-    def for_published(cls, published: Published) -> WebhookDelivery | None:
-        """The delivery of a published completion event, or None when the job has no callback."""
-        if not published.callback_url:
+    def for_job(cls, doc: JobDocument, meta: JobMeta) -> WebhookDelivery | None:
+        """The delivery of a terminal job's completion event, or None when it has no callback."""
+        if not meta.callback_url:
             return None
         return cls(
-            msg_id=f"msg_{published.event['job_id']}",
-            tenant=published.event["tenant"],
-            url=published.callback_url,
-            event=published.event,
+            msg_id=f"msg_{doc.job_id}", tenant=meta.tenant, url=meta.callback_url, event=completion_event(doc, meta)
         )
 
     def body(self) -> str:
@@ -222,10 +220,20 @@ def on_terminal(
     """The hook for a job's terminal document: publish its event once and hand its webhook, if
     it has a callback, to ``schedule`` (which enqueues the delivery task; nothing is sent here).
 
-    Idempotent: a second call for the same job publishes and schedules nothing.
+    Idempotent, and safe to call again after it raised: the event is published once, and the
+    webhook scheduled once ``schedule`` succeeded.
+
+    Returns:
+        The published event, or None when an earlier call published it.
     """
     published = publish_completion(client, settings, doc)
-    delivery = None if published is None else WebhookDelivery.for_published(published)
-    if delivery is not None:
-        schedule(delivery)
+    meta = recall(client, doc.job_id)
+    delivery = WebhookDelivery.for_job(doc, meta)
+    marker = keys.job_webhook_key(doc.job_id)
+    if delivery is not None and client.set(marker, "1", nx=True, ex=settings.job_ttl_s):
+        try:
+            schedule(delivery)
+        except Exception:
+            client.delete(marker)  # not scheduled: the caller's retry schedules it
+            raise
     return published

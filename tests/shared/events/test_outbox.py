@@ -78,6 +78,7 @@ def test_the_receiver_gets_a_valid_signature(
     assert on_terminal(client, ev_settings, doc, schedule=scheduled.append) is not None
     assert on_terminal(client, ev_settings, doc, schedule=scheduled.append) is None
     assert len(scheduled) == 1 and receiver.calls == []  # scheduled, not sent from the worker
+    assert scheduled[0].event == publish_event_of(client, ev_settings)
     result = deliver(ev_settings, client, scheduled[0])
     assert result.status is Status.DELIVERED and result.attempt == 1
     [call] = receiver.calls
@@ -86,6 +87,27 @@ def test_the_receiver_gets_a_valid_signature(
     data = call["payload"]["data"]
     assert data["job_id"] == "case-1:verify" and data["tenant"] == "acme" and data["verified"] == "false"
     assert FEATURES not in json.dumps(call["payload"])
+
+
+def publish_event_of(client: redis.Redis, settings: Settings) -> dict[str, str]:
+    [(_, fields)] = client.xrange(settings.events_completed_stream)
+    return {k.decode(): v.decode() for k, v in fields.items()}
+
+
+def test_a_webhook_the_broker_could_not_take_is_scheduled_by_the_retry(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer, receiver: Receiver
+) -> None:
+    doc = submit_with_callback(client, ev_settings, consumer, receiver.url)
+
+    def broker_down(delivery: WebhookDelivery) -> None:
+        raise ConnectionError("broker away")
+
+    with pytest.raises(ConnectionError):
+        on_terminal(client, ev_settings, doc, schedule=broker_down)
+    scheduled: list[WebhookDelivery] = []
+    on_terminal(client, ev_settings, doc, schedule=scheduled.append)  # the worker's retry
+    on_terminal(client, ev_settings, doc, schedule=scheduled.append)
+    assert len(scheduled) == 1 and client.xlen(ev_settings.events_completed_stream) == 1
 
 
 def test_a_forged_signature_is_refused_by_the_receiver(
