@@ -1,5 +1,5 @@
 """Fixtures of the event tests: settings on the test's Redis and S3, the producer behind the
-consumers' seams, and helpers that count what reached the job system."""
+consumers' seams, and functions that count what reached the job system."""
 
 from __future__ import annotations
 
