@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import SettingsError
@@ -64,6 +64,25 @@ def unknown_variables(environ: Mapping[str, str], fields: set[str]) -> list[str]
         hint = f"; did you mean {close[0]}?" if close else ""
         messages.append(f"unknown setting {name}{hint}")
     return messages
+
+
+class EventRule(BaseModel):
+    """One row of the bucket-event rule table: an object key pattern and the job it starts.
+
+    ``pattern`` names path segments with ``{name}`` and may end with ``...`` for any rest of the
+    key, e.g. ``selfies/{case}/...``. Input values are templates over those names plus ``{ref}``
+    (the new object's ``s3://bucket/key``); ``lookup`` inputs name a prefix in the same bucket
+    whose newest object becomes the input (e.g. the document stored under ``documents/{case}/``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str
+    pattern: str
+    kind: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+    lookup: dict[str, str] = Field(default_factory=dict)
+    tenant: str | None = None
 
 
 class Settings(BaseSettings):
@@ -212,6 +231,35 @@ class Settings(BaseSettings):
     # Sharded search on Celery: how long a search waits for the other shards' workers before it
     # searches their shards itself.
     gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- events (docs/EVENTS.md) ----------------------------------------------------------------
+    # Bucket notifications -> jobs: which object keys start which job (see EventRule).
+    event_rules: list[EventRule] = Field(default_factory=list)
+    # Where MinIO's Redis target or a relay writes S3 event records, and as which Redis type:
+    # "list" (MinIO's access format, or a relay's LPUSH), "hash" (namespace format), "stream".
+    events_bucket_key: str = "kyc:bucket-events"
+    events_bucket_source: Literal["list", "hash", "stream"] = "list"
+    # Plain JSON job requests from any producer: XADD to the stream or LPUSH to the list.
+    events_intake_stream: str = "kyc:intake"
+    events_intake_list: str = "kyc:intake-list"
+    events_group: str = "kyc-intake"  # consumer group of the intake and bucket streams
+    events_rejects_stream: str = "kyc:intake-rejects"
+    events_completed_stream: str = "kyc:events"  # one entry per terminal job
+    events_stream_max_len: int = Field(default=100_000, ge=100)  # approximate (XADD MAXLEN ~)
+    events_batch: int = Field(default=100, ge=1)
+    events_block_ms: int = Field(default=1000, ge=1)
+    # Webhooks: callback hosts per tenant ("*.example.com" matches subdomains), one signing secret
+    # ("whsec_" + base64) per tenant; requests without a tenant are tenant "default".
+    webhook_allowed_hosts: dict[str, list[str]] = Field(default_factory=dict)
+    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # Hosts that may resolve to private, loopback or link-local addresses and may use plain http
+    # (a receiver inside the cluster); everything else must be https to a public address.
+    webhook_allow_private: list[str] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_s: float = Field(default=2.0, ge=0)  # doubled per attempt
+    webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
+    webhook_dead_stream: str = "kyc:webhooks-dead"
 
     @model_validator(mode="before")
     @classmethod

@@ -87,3 +87,36 @@ def gallery_run_parts_key(run_id: str) -> str:
 def gallery_fanout_key(fanout_id: str) -> str:
     """List the shards of a sharded search push their top-k into, for the job collecting them."""
     return f"{GALLERY_PREFIX}fanout:{fanout_id}"
+
+
+EVENTS_PREFIX = PREFIX + "events:"
+
+
+def event_seen_key(idempotency_key: str) -> str:
+    """The job id made for one object version's bucket event: a redelivery finds it and stops."""
+    return f"{EVENTS_PREFIX}seen:{idempotency_key}"
+
+
+def event_counts_key() -> str:
+    """Hash outcome -> count of the event consumers (created, duplicate, unmatched, malformed...)."""
+    return EVENTS_PREFIX + "counts"
+
+
+def processing_list_key(source: str) -> str:
+    """Where the list consumer moves (LMOVE) an entry of ``source`` while it works on it."""
+    return f"{EVENTS_PREFIX}processing:{source}"
+
+
+def job_meta_key(job_id: str) -> str:
+    """The job's tenant and callback URL (JSON), which the job document does not carry."""
+    return f"{EVENTS_PREFIX}meta:{job_id}"
+
+
+def job_published_key(job_id: str) -> str:
+    """Set once the job's completion event is on the stream, so a re-run finish publishes none."""
+    return f"{EVENTS_PREFIX}published:{job_id}"
+
+
+def job_webhook_key(job_id: str) -> str:
+    """Set once the job's webhook delivery is scheduled."""
+    return f"{EVENTS_PREFIX}webhook:{job_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tomllib
@@ -81,3 +82,19 @@ def test_dockerfiles_copy_what_the_package_needs() -> None:
         text = (ROOT / "docker" / dockerfile).read_text()
         for package in packages:
             assert f"COPY {package} ./{package}" in text, (dockerfile, package)
+
+
+def test_minio_notifies_the_events_service_through_redis(compose: dict[str, Any]) -> None:
+    from shared.config import Settings
+
+    services = compose["services"]
+    minio = services["minio"]["environment"]
+    assert minio["MINIO_NOTIFY_REDIS_ENABLE_KYC"] == "on" and minio["MINIO_NOTIFY_REDIS_FORMAT_KYC"] == "access"
+    events = services["events"]["environment"]
+    assert minio["MINIO_NOTIFY_REDIS_KEY_KYC"] == events["KYC_EVENTS_BUCKET_KEY"]
+    assert minio["MINIO_NOTIFY_REDIS_ADDRESS_KYC"] == "redis:6379" and events["KYC_EVENTS_BUCKET_SOURCE"] == "list"
+    init = services["minio-init"]["command"][0]
+    assert init.count("mc event add --ignore-existing local/kyc-images arn:minio:sqs::kyc:redis") == 2
+    # The rule table parses as the events service will read it.
+    rules = Settings(event_rules=json.loads(events["KYC_EVENT_RULES"])).event_rules
+    assert [r.kind for r in rules] == ["verify", "enroll"]

@@ -1,0 +1,117 @@
+"""Completion events: one entry per terminal job on a length-trimmed Redis stream.
+
+Consumers read it with consumer groups (``XREADGROUP``), each group once. An event carries the
+job's id, kind, tenant, status, code, verified, confidence and time: never images, templates or
+features. The job's tenant and callback URL live beside the job document (:func:`remember`),
+which does not carry them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.config import Settings
+from shared.events.model import DEFAULT_TENANT
+from shared.jobs.model import JobDocument
+
+EVENT_FIELDS = ("job_id", "kind", "tenant", "status", "code", "verified", "confidence", "time")
+
+# The marker and the XADD in one script: a finish that runs twice (a retried worker, a sweeper)
+# publishes once, and a crash cannot leave a marker without its event.
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    tenant: str = DEFAULT_TENANT
+    callback_url: str | None = None
+
+
+def remember(client: redis.Redis, settings: Settings, job_id: str, meta: JobMeta) -> None:
+    """Keep the job's tenant and callback for its completion; the first submit's meta wins."""
+    value = json.dumps({"tenant": meta.tenant, "callback_url": meta.callback_url})
+    client.set(keys.job_meta_key(job_id), value, nx=True, ex=settings.job_ttl_s)
+
+
+def forget_unless_submitted(client: redis.Redis, job_id: str) -> None:
+    """Drop the meta of a request that made no job, so a corrected resubmit sets its own."""
+    if not client.exists(keys.job_key(job_id)):
+        client.delete(keys.job_meta_key(job_id))
+
+
+def recall(client: redis.Redis, job_id: str) -> JobMeta:
+    raw = client.get(keys.job_meta_key(job_id))
+    if raw is None:
+        return JobMeta()
+    data = json.loads(raw)
+    return JobMeta(tenant=str(data.get("tenant") or DEFAULT_TENANT), callback_url=data.get("callback_url"))
+
+
+def completion_event(doc: JobDocument, meta: JobMeta) -> dict[str, str]:
+    """The event of a terminal job, as stream fields (strings; empty when not applicable)."""
+    result: dict[str, Any] = doc.result or {}
+    code = doc.error.code if doc.error is not None else str(result.get("code", ""))
+    verified = result.get("verified")
+    confidence = result.get("confidence")
+    finished = doc.finished_at or doc.created_at
+    return {
+        "job_id": doc.job_id,
+        "kind": doc.kind,
+        "tenant": meta.tenant,
+        "status": doc.status.value,
+        "code": code,
+        "verified": "" if verified is None else str(bool(verified)).lower(),
+        "confidence": "" if confidence is None else f"{float(confidence):.6f}",
+        "time": finished.isoformat(),
+    }
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published completion: its stream id and the event."""
+
+    event_id: str
+    event: dict[str, str]
+
+
+def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument) -> Published | None:
+    """Publish the completion event of a terminal job, once.
+
+    Call after the terminal document is stored; ``shared.events.webhooks.on_terminal`` does, and
+    schedules the webhook of a job with a ``callback_url``.
+
+    Returns:
+        The published event, or None when the job already published one.
+
+    Raises:
+        ValueError: the job is not terminal.
+        redis.RedisError: Redis is unreachable (nothing was published; calling again is safe).
+    """
+    if not doc.status.terminal:
+        raise ValueError(f"job {doc.job_id} is {doc.status.value}, not terminal")
+    meta = recall(client, doc.job_id)
+    event = completion_event(doc, meta)
+    flat = [part for name in EVENT_FIELDS for part in (name, event[name])]
+    event_id = client.eval(
+        _PUBLISH_ONCE,
+        2,
+        keys.job_published_key(doc.job_id),
+        settings.events_completed_stream,
+        settings.job_ttl_s,
+        settings.events_stream_max_len,
+        *flat,
+    )
+    if not event_id:
+        return None
+    event_id = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+    return Published(event_id=event_id, event=event)

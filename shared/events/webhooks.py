@@ -1,0 +1,239 @@
+"""Webhook delivery of completion events, signed the Standard Webhooks way.
+
+Each attempt re-checks the callback (allow-list, addresses), POSTs the event as JSON with the
+``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers to the address it
+checked, and says what to do next: done, try again after an exponential backoff, or dead
+(written to the dead-letter stream after ``webhook_max_attempts``). :func:`attempt` is one try,
+for a task queue to schedule (see ``workers/webhook_task.py``); :func:`deliver` loops in-process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from urllib.parse import urlsplit
+
+import redis
+from pydantic import BaseModel, ConfigDict
+from standardwebhooks.webhooks import Webhook
+
+from shared import keys
+from shared.config import Settings
+from shared.events.callbacks import Callback, check_callback
+from shared.events.model import CallbackRefusedError
+from shared.events.outbox import JobMeta, Published, completion_event, publish_completion, recall
+from shared.jobs.model import JobDocument
+
+log = logging.getLogger(__name__)
+EVENT_TYPE = "job.completed"
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook to send: plain data, so it crosses a task queue as JSON.
+
+    ``msg_id`` stays the same over every attempt, so a receiver can drop a repeat.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    msg_id: str
+    tenant: str
+    url: str
+    event: dict[str, str]
+
+    @classmethod
+    def for_job(cls, doc: JobDocument, meta: JobMeta) -> WebhookDelivery | None:
+        """The delivery of a terminal job's completion event, or None when it has no callback."""
+        if not meta.callback_url:
+            return None
+        return cls(
+            msg_id=f"msg_{doc.job_id}", tenant=meta.tenant, url=meta.callback_url, event=completion_event(doc, meta)
+        )
+
+    def body(self) -> str:
+        return json.dumps({"type": EVENT_TYPE, "data": self.event}, separators=(",", ":"), sort_keys=True)
+
+
+class Status(str, Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status: Status
+    attempt: int
+    retry_in_s: float = 0.0
+    reason: str = ""
+
+
+def sign(settings: Settings, delivery: WebhookDelivery, body: str, now: datetime | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers for ``body``.
+
+    Raises:
+        CallbackRefusedError: no signing secret for the tenant (never send unsigned).
+    """
+    secret = settings.webhook_secrets.get(delivery.tenant)
+    if secret is None:
+        raise CallbackRefusedError("no webhook secret for the tenant")
+    now = now or datetime.now(UTC)
+    signature = Webhook(secret.get_secret_value()).sign(delivery.msg_id, now, body)
+    return {
+        "webhook-id": delivery.msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def _connect_any(addresses: tuple[str, ...], port: int, timeout_s: float | None) -> socket.socket:
+    """A connection to the first of ``addresses`` that answers (they were all checked)."""
+    error: OSError = OSError("no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout_s)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP to the checked addresses; ``Host`` still names the host."""
+
+    def __init__(self, callback: Callback, timeout_s: float) -> None:
+        super().__init__(callback.host, callback.port, timeout=timeout_s)
+        self._addresses = callback.addresses
+
+    def connect(self) -> None:
+        self.sock = _connect_any(self._addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to the checked addresses, with SNI and the certificate checked for the host."""
+
+    def __init__(self, callback: Callback, timeout_s: float) -> None:
+        super().__init__(callback.host, callback.port, timeout=timeout_s, context=ssl.create_default_context())
+        self._addresses = callback.addresses
+
+    def connect(self) -> None:
+        sock = _connect_any(self._addresses, self.port, self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def _post(callback: Callback, body: str, headers: dict[str, str], timeout_s: float) -> int:
+    conn: http.client.HTTPConnection
+    if callback.scheme == "https":
+        conn = _PinnedHTTPSConnection(callback, timeout_s)
+    else:
+        conn = _PinnedHTTPConnection(callback, timeout_s)
+    parts = urlsplit(callback.url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=body.encode(),
+            headers={**headers, "Content-Type": "application/json", "User-Agent": "kycdeepface"},
+        )
+        response = conn.getresponse()
+        response.read(64 * 1024)  # drain a little; a receiver's body is never used
+        return response.status
+    finally:
+        conn.close()
+
+
+def backoff_s(settings: Settings, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): doubling, capped."""
+    return float(min(settings.webhook_backoff_max_s, settings.webhook_backoff_s * 2 ** (attempt - 1)))
+
+
+def attempt(settings: Settings, client: redis.Redis, delivery: WebhookDelivery, number: int) -> AttemptResult:
+    """Make delivery attempt ``number`` (1-based); dead-letter it when it was the last.
+
+    Never raises for the receiver's failures; a refused callback (the host left the allow-list,
+    its address turned private) is dead at once.
+    """
+    body = delivery.body()
+    try:
+        callback = check_callback(settings, delivery.tenant, delivery.url)
+        status = _post(callback, body, sign(settings, delivery, body), settings.webhook_timeout_s)
+    except CallbackRefusedError as exc:
+        return _dead(settings, client, delivery, number, exc.message)
+    except (OSError, http.client.HTTPException) as exc:
+        reason = f"connection failed ({type(exc).__name__})"
+    else:
+        if 200 <= status < 300:
+            log.info("webhook %s delivered on attempt %d", delivery.msg_id, number)
+            return AttemptResult(Status.DELIVERED, number)
+        reason = f"receiver answered {status}"
+    if number >= settings.webhook_max_attempts:
+        return _dead(settings, client, delivery, number, reason)
+    log.warning("webhook %s attempt %d failed: %s", delivery.msg_id, number, reason)
+    return AttemptResult(Status.RETRY, number, retry_in_s=backoff_s(settings, number), reason=reason)
+
+
+def _dead(
+    settings: Settings, client: redis.Redis, delivery: WebhookDelivery, number: int, reason: str
+) -> AttemptResult:
+    client.xadd(
+        settings.webhook_dead_stream,
+        {"msg_id": delivery.msg_id, "job_id": delivery.event.get("job_id", ""), "tenant": delivery.tenant,
+         "url": delivery.url, "attempts": str(number), "reason": reason, "delivery": delivery.model_dump_json()},
+        maxlen=settings.events_stream_max_len,
+        approximate=True,
+    )  # fmt: skip
+    log.error("webhook %s dead after %d attempt(s): %s", delivery.msg_id, number, reason)
+    return AttemptResult(Status.DEAD, number, reason=reason)
+
+
+def deliver(
+    settings: Settings,
+    client: redis.Redis,
+    delivery: WebhookDelivery,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AttemptResult:
+    """Attempt until delivered or dead, sleeping the backoff in between (for a process of its
+    own; a task queue schedules :func:`attempt` instead)."""
+    number = 1
+    while True:
+        result = attempt(settings, client, delivery, number)
+        if result.status is not Status.RETRY:
+            return result
+        sleep(result.retry_in_s)
+        number += 1
+
+
+def on_terminal(
+    client: redis.Redis,
+    settings: Settings,
+    doc: JobDocument,
+    schedule: Callable[[WebhookDelivery], None],
+) -> Published | None:
+    """The hook for a job's terminal document: publish its event once and hand its webhook, if
+    it has a callback, to ``schedule`` (which enqueues the delivery task; nothing is sent here).
+
+    Idempotent, and safe to call again after it raised: the event is published once, and the
+    webhook scheduled once ``schedule`` succeeded.
+
+    Returns:
+        The published event, or None when an earlier call published it.
+    """
+    published = publish_completion(client, settings, doc)
+    meta = recall(client, doc.job_id)
+    delivery = WebhookDelivery.for_job(doc, meta)
+    marker = keys.job_webhook_key(doc.job_id)
+    if delivery is not None and client.set(marker, "1", nx=True, ex=settings.job_ttl_s):
+        try:
+            schedule(delivery)
+        except Exception:
+            client.delete(marker)  # not scheduled: the caller's retry schedules it
+            raise
+    return published

@@ -1,0 +1,171 @@
+"""Plain JSON job requests from a Redis stream or list become exactly one job each; malformed
+ones land on the rejects stream with a reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+
+import pytest
+import redis
+
+from shared.config import Settings
+from shared.events.consumer import Consumer
+from shared.events.model import Outcome
+from shared.events.outbox import recall
+from tests.conftest import RedisServer, need
+from tests.shared.events.conftest import counts, job_ids, rejects, task_messages
+
+pytestmark = pytest.mark.services
+
+SELFIE = "s3://kyc-images/selfies/case-1/selfie.jpg"
+DOCUMENT = "s3://kyc-images/documents/case-1/passport.jpg"
+# Exactly what `redis-cli XADD kyc:intake '*' kind verify selfie ... tenant acme` sends.
+CLI_FIELDS = {"kind": "verify", "selfie": SELFIE, "document": DOCUMENT, "job_id": "case-1:verify", "tenant": "acme"}
+
+
+def test_a_stream_request_becomes_exactly_one_job(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer
+) -> None:
+    client.xadd(ev_settings.events_intake_stream, CLI_FIELDS)
+    client.xadd(ev_settings.events_intake_stream, CLI_FIELDS)  # a producer's retry
+    totals = consumer.run(max_batches=2)
+    assert totals[Outcome.CREATED] == 2
+    assert job_ids(client) == ["case-1:verify"] and task_messages(client) == ["case-1:verify"]
+    assert recall(client, "case-1:verify").tenant == "acme"
+    # Acknowledged: nothing pending in the group.
+    assert client.xpending(ev_settings.events_intake_stream, ev_settings.events_group)["pending"] == 0
+
+
+def test_redis_cli_xadd_becomes_a_job(redis_server: RedisServer, client: redis.Redis, ev_settings: Settings,
+                                      consumer: Consumer) -> None:  # fmt: skip
+    need(shutil.which("redis-cli") is not None, "redis-cli is not installed")
+    args = ["redis-cli", "-p", str(redis_server.port), "XADD", ev_settings.events_intake_stream, "*"]
+    args += ["kind", "faces", "image", "s3://kyc-images/faces/a.jpg"]
+    subprocess.run(args, check=True, capture_output=True, timeout=10)
+    bad = ["redis-cli", "-p", str(redis_server.port), "XADD", ev_settings.events_intake_stream, "*"]
+    subprocess.run([*bad, "kind", "faces", "image", "/etc/passwd"], check=True, capture_output=True, timeout=10)
+    consumer.run(max_batches=1)
+    [job_id] = job_ids(client)
+    assert job_id.startswith("in-") and task_messages(client) == [job_id]
+    [reject] = rejects(client, ev_settings)
+    assert "image" in reject["reason"] and "s3://" in reject["reason"] and "/etc/passwd" not in reject["reason"]
+
+
+def test_a_redelivered_entry_finds_its_job(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
+    """Without a job_id the id comes from the entry: a crash before XACK does not make a second job."""
+    entry_id = client.xadd(ev_settings.events_intake_stream, {"kind": "faces", "image": "s3://kyc-images/a.jpg"})
+    consumer.run(max_batches=1)
+    first = job_ids(client)
+    # Pretend the ack was lost: make the entry pending again for another consumer.
+    client.xgroup_setid(ev_settings.events_intake_stream, ev_settings.events_group, "0")
+    consumer.routes[0].source._recover = True  # type: ignore[attr-defined]
+    consumer.run(max_batches=2)
+    assert job_ids(client) == first and len(task_messages(client)) == 1
+    assert client.xlen(ev_settings.events_intake_stream) == 1 and entry_id
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"kind": "verify", "selfie": SELFIE}, "document"),
+        ({"kind": "teleport", "image": SELFIE}, "kind"),
+        ({"selfie": SELFIE}, "kind: required"),
+        ({"kind": "faces", "image": SELFIE, "job_id": "has spaces"}, "job_id"),
+        ({"kind": "faces", "image": SELFIE, "extra": "x"}, "extra"),
+        ({"kind": "faces", "image": "s3://other-bucket/a.jpg"}, "bucket"),
+        ({"request": "{not json"}, "not JSON"),
+    ],
+)
+def test_a_malformed_request_lands_on_the_rejects_stream(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer, fields: dict[str, str], reason: str
+) -> None:
+    entry_id = client.xadd(ev_settings.events_intake_stream, fields).decode()
+    totals = consumer.run(max_batches=1)
+    assert totals[Outcome.REJECTED] == 1 and job_ids(client) == []
+    [reject] = rejects(client, ev_settings)
+    assert reject["entry_id"] == entry_id and reason in reject["reason"]
+    assert counts(client)["rejected"] == 1
+    assert client.xpending(ev_settings.events_intake_stream, ev_settings.events_group)["pending"] == 0
+
+
+def test_a_request_as_json_in_one_field(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
+    client.xadd(ev_settings.events_intake_stream, {"request": json.dumps({**CLI_FIELDS, "job_id": "case-9:verify"})})
+    consumer.run(max_batches=1)
+    assert job_ids(client) == ["case-9:verify"]
+
+
+def test_a_list_request_is_moved_then_removed(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
+    client.lpush(ev_settings.events_intake_list, json.dumps({**CLI_FIELDS, "job_id": "case-2:verify"}))
+    client.lpush(ev_settings.events_intake_list, "[]")
+    consumer.run(max_batches=1)
+    assert job_ids(client) == ["case-2:verify"]
+    assert client.llen(ev_settings.events_intake_list) == 0
+    assert [k for k in client.scan_iter("kyc:events:processing:*") if client.llen(k)] == []
+    assert len(rejects(client, ev_settings)) == 1
+
+
+def test_a_list_entry_survives_a_broker_outage(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
+    """Transient failure: the entry stays in the processing list and is done on a later read."""
+    calls: list[str] = []
+    real = consumer.routes[1].handler
+
+    def flaky(entry):  # type: ignore[no-untyped-def]
+        calls.append(entry.entry_id)
+        if len(calls) == 1:
+            raise redis.ConnectionError("broker away")
+        return real(entry)
+
+    consumer.routes[1] = type(consumer.routes[1])(consumer.routes[1].source, flaky)
+    client.lpush(ev_settings.events_intake_list, json.dumps({**CLI_FIELDS, "job_id": "case-3:verify"}))
+    assert consumer.run_once()[Outcome.RETRY] == 1
+    assert job_ids(client) == [] and client.llen(ev_settings.events_intake_list) == 0
+    consumer.run(max_batches=1)
+    assert job_ids(client) == ["case-3:verify"] and len(calls) == 2
+
+
+def test_a_callback_to_a_host_off_the_allow_list_is_refused(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer
+) -> None:
+    for url in ("https://evil.example/hook", "http://169.254.169.254/latest/meta-data", "https://10.0.0.1/x"):
+        client.xadd(ev_settings.events_intake_stream, {**CLI_FIELDS, "callback_url": url})
+    client.xadd(
+        ev_settings.events_intake_stream, {**CLI_FIELDS, "tenant": "other", "callback_url": "http://127.0.0.1/x"}
+    )
+    consumer.run(max_batches=1)
+    assert job_ids(client) == []
+    reasons = [r["reason"] for r in rejects(client, ev_settings)]
+    assert len(reasons) == 4 and all("callback_url" in r and "allow-list" in r for r in reasons)
+
+
+def test_the_consumer_runs_in_a_thread_and_stops(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer
+) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        client.xadd(ev_settings.events_intake_stream, {**CLI_FIELDS, "job_id": "case-4:verify"})
+        client.lpush(ev_settings.events_intake_list, json.dumps({**CLI_FIELDS, "job_id": "case-5:verify"}))
+        for _ in range(200):
+            if len(job_ids(client)) == 2:
+                break
+            stop.wait(0.02)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert job_ids(client) == ["case-4:verify", "case-5:verify"]
+
+
+def test_a_corrected_resubmit_keeps_its_own_callback(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer
+) -> None:
+    first = {**CLI_FIELDS, "selfie": "s3://other-bucket/s.jpg", "callback_url": "http://127.0.0.1:1/old"}
+    client.xadd(ev_settings.events_intake_stream, first)
+    client.xadd(ev_settings.events_intake_stream, {**CLI_FIELDS, "callback_url": "http://127.0.0.1:1/new"})
+    consumer.run(max_batches=1)
+    assert job_ids(client) == ["case-1:verify"]
+    assert recall(client, "case-1:verify").callback_url == "http://127.0.0.1:1/new"
