@@ -40,16 +40,6 @@ def jobs_unstarted_key() -> str:
     return JOBS_UNSTARTED
 
 
-# kombu's Redis transport keeps each message a worker has taken but not yet acknowledged here
-# (its ``unacked_key`` transport option, left at the default).
-KOMBU_UNACKED = "unacked"
-
-
-def kombu_unacked_key() -> str:
-    """Hash delivery tag -> message of every message reserved by a worker and not yet acked."""
-    return KOMBU_UNACKED
-
-
 GALLERY_PREFIX = PREFIX + "gallery:"
 
 

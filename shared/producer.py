@@ -19,7 +19,6 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
-from shared import keys
 from shared.config import Settings, get_settings
 from shared.errors import JobError, StorageUnavailableError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
@@ -45,6 +44,11 @@ def celery_config() -> dict[str, Any]:
         "task_routes": {spec.task: {"queue": spec.queue} for spec in REGISTRY},
         "broker_connection_retry_on_startup": True,
     }
+
+
+# kombu's Redis transport keeps each message a worker has taken but not yet acknowledged in this
+# hash (its ``unacked_key`` transport option, left at its default): not a key of ours.
+KOMBU_UNACKED_KEY = "unacked"
 
 
 def _task_ids(raw: Iterable[bytes | str], wrapped: bool = False) -> list[str]:
@@ -179,7 +183,7 @@ class Producer:
     def _reserved(self) -> set[str]:
         """Task ids of the messages workers have reserved and not yet acknowledged."""
         try:
-            raw = self._broker_client().hvals(keys.kombu_unacked_key())
+            raw = self._broker_client().hvals(KOMBU_UNACKED_KEY)
         except redis.exceptions.RedisError as exc:
             raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
         return set(_task_ids(raw, wrapped=True))

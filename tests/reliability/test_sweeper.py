@@ -21,7 +21,7 @@ from shared.engine import KYCDeepFace
 from shared.errors import StorageUnavailableError
 from shared.jobs import JobDocument, JobStatus
 from shared.jobs.resources import Resources
-from shared.producer import Producer
+from shared.producer import KOMBU_UNACKED_KEY, Producer
 from shared.schemas import to_dict
 from tests.reliability.conftest import (
     beat_running,
@@ -82,8 +82,8 @@ def test_sweep_leaves_messages_a_worker_has_reserved_alone(redis_url: str) -> No
         taken = [producer.jobs.redis.rpop("kyc.heavy") for _ in jobs]
         # What kombu records when it delivers a message: tag -> [message, exchange, routing key].
         message = json.loads(taken[0])  # type: ignore[arg-type]
-        producer.jobs.redis.hset(keys.kombu_unacked_key(), "tag-1", json.dumps([message, "", "kyc.heavy"]))
-        producer.jobs.redis.hset(keys.kombu_unacked_key(), "tag-2", b"not json")
+        producer.jobs.redis.hset(KOMBU_UNACKED_KEY, "tag-1", json.dumps([message, "", "kyc.heavy"]))
+        producer.jobs.redis.hset(KOMBU_UNACKED_KEY, "tag-2", b"not json")
         assert producer.requeue_stale(older_than_s=0) == [jobs[1]]
     finally:
         producer.close()

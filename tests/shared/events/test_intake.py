@@ -42,10 +42,11 @@ def test_a_stream_request_becomes_exactly_one_job(
 def test_redis_cli_xadd_becomes_a_job(redis_server: RedisServer, client: redis.Redis, ev_settings: Settings,
                                       consumer: Consumer) -> None:  # fmt: skip
     need(shutil.which("redis-cli") is not None, "redis-cli is not installed")
-    args = ["redis-cli", "-p", str(redis_server.port), "XADD", ev_settings.events_intake_stream, "*"]
+    cli = ["redis-cli", "-p", str(redis_server.port), "-n", str(client.connection_pool.connection_kwargs["db"])]
+    args = [*cli, "XADD", ev_settings.events_intake_stream, "*"]
     args += ["kind", "faces", "image", "s3://kyc-images/faces/a.jpg"]
     subprocess.run(args, check=True, capture_output=True, timeout=10)
-    bad = ["redis-cli", "-p", str(redis_server.port), "XADD", ev_settings.events_intake_stream, "*"]
+    bad = [*cli, "XADD", ev_settings.events_intake_stream, "*"]
     subprocess.run([*bad, "kind", "faces", "image", "/etc/passwd"], check=True, capture_output=True, timeout=10)
     consumer.run(max_batches=1)
     [job_id] = job_ids(client)
