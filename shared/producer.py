@@ -150,27 +150,31 @@ class Producer:
         Returns:
             The ids of the jobs sent again.
         """
-        resent = []
-        oldest_waiting: dict[str, float] = {}
-        reserved: set[str] | None = None
-        for job_id, submitted in self.jobs.unstarted(older_than_s, limit):
+
+        def unstarted(job_id: str) -> JobDocument | None:
             doc = self.jobs.get(job_id)
             if doc is None or doc.status is not JobStatus.QUEUED or doc.attempts > 0:
                 self.jobs.forget_unstarted(job_id)  # expired, or started by now
+                return None
+            return doc
+
+        found = [(doc, submitted) for job_id, submitted in self.jobs.unstarted(older_than_s, limit)
+                 if (doc := unstarted(job_id)) is not None]  # fmt: skip
+        # A message moves from its queue to kombu's unacked hash (taken by a worker, perhaps still
+        # waiting for a free pool process) and then to a claim. Reading in that order, and the
+        # documents again last, a message in motion is always seen in one of the three places.
+        oldest_waiting = {
+            queue: self._oldest_waiting(queue) for queue in {REGISTRY.get(d.kind).queue for d, _ in found}
+        }
+        reserved = self._reserved() if found else set()
+        resent = []
+        for doc, submitted in found:
+            if doc.job_id in reserved or submitted >= oldest_waiting[REGISTRY.get(doc.kind).queue]:
                 continue
-            # A message a worker has taken but not yet claimed (waiting for a free pool process)
-            # is neither on its queue nor claimed: it is in kombu's unacked hash.
-            if reserved is None:
-                reserved = self._reserved()
-            if job_id in reserved:
-                continue
-            queue = REGISTRY.get(doc.kind).queue
-            if queue not in oldest_waiting:
-                oldest_waiting[queue] = self._oldest_waiting(queue)
-            if submitted < oldest_waiting[queue]:
+            if unstarted(doc.job_id) is not None:
                 self._send(doc)
-                self.jobs.touch_unstarted(job_id)
-                resent.append(job_id)
+                self.jobs.touch_unstarted(doc.job_id)
+                resent.append(doc.job_id)
         if resent:
             log.warning("re-sent %d job(s) whose message never reached a worker", len(resent))
         return resent
