@@ -64,6 +64,22 @@ BUILTIN: tuple[ModelSpec, ...] = (
         std=(0.229, 0.224, 0.225),
         dim=128,
     ),
+    ModelSpec(
+        name="fr_feature",
+        kind="embedding",
+        file="face_recognition_fr_feature.onnx",
+        sha256="87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581",
+        source=(
+            "npm package faceplugin-face-recognition-js@0.0.1, package/model/fr_feature.onnx "
+            "(`npm pack faceplugin-face-recognition-js@0.0.1`; declared MIT)"
+        ),
+        # BGR, not RGB as the package's own JavaScript feeds it: BGR is measurably better on LFW.
+        color="BGR",
+        # (x - 127) / 128 written as (x / 255 - mean) / std.
+        mean=(127 / 255, 127 / 255, 127 / 255),
+        std=(128 / 255, 128 / 255, 128 / 255),
+        dim=512,
+    ),
 )
 
 

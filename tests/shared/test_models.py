@@ -79,3 +79,18 @@ def test_batched_embedding_equals_one_at_a_time(engine: KYCDeepFace) -> None:
 def test_sessions_are_created_once_per_process(settings: Settings) -> None:
     a, b = load_embedder(settings), load_embedder(settings)
     assert a._session is b._session
+
+
+def test_fr_feature_batches_in_memory_and_takes_bgr_minus_127_over_128(settings: Settings) -> None:
+    """The 512-d model: its pinned file has batch 1; the loaded graph takes any batch, fed as the
+    manifest says (BGR, (x - 127) / 128)."""
+    embedder = load_embedder(settings.model_copy(update={"embedding_model": "fr_feature"}))
+    rng = np.random.default_rng(5)
+    faces = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    blob = embedder.preprocess(faces)
+    expected = (faces.transpose(0, 3, 1, 2).astype(np.float32) - 127.0) / 128.0
+    assert np.allclose(blob, expected, atol=1e-5)
+    batch = embedder.embed(faces)
+    singles = np.concatenate([embedder.embed(faces[i : i + 1]) for i in range(3)])
+    assert batch.shape == (3, 512)
+    assert np.allclose(batch, singles, atol=1e-5)
