@@ -9,6 +9,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def machine() -> str:
@@ -32,3 +35,121 @@ def write_section(path: Path, heading: str, text: str) -> None:
     found = pattern.search(old)
     new = pattern.sub(lambda _: section + "\n", old) if found else old.rstrip("\n") + "\n\n" + section
     path.write_text(new)
+
+
+def lfw_faces(engine: Any, paths: list[Path]) -> tuple[np.ndarray, list[Path]]:
+    """Unit embeddings of the face nearest the centre of each LFW image (250x250 crops centred
+    on one person; quality gates off, as in ``bench/calibrate.py``), and the images that had one."""
+    vectors, kept = [], []
+    centre = np.array([125.0, 125.0])
+    for path in paths:
+        faces = [f for f in engine.analyse(path.read_bytes(), embed_partial=True) if f.vector is not None]
+        if faces:
+            best = min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+            vectors.append(best.vector)
+            kept.append(path)
+    return np.stack(vectors).astype(np.float32), kept
+
+
+def lfw_embeddings(lfw: Path, model: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(unit vectors, identity names) of every ``lfw`` image with a face, embedded by ``model``.
+
+    Cached in ``cache`` (.npz) so reruns take seconds.
+    """
+    if cache.is_file():
+        data = np.load(cache)
+        return data["vectors"], data["names"]
+    from shared.config import Settings
+    from shared.engine import KYCDeepFace
+
+    engine = KYCDeepFace(settings=Settings(embedding_model=model))
+    vectors, kept = lfw_faces(engine, sorted((lfw / "images").glob("*/*.jpg")))
+    names = np.array([path.parent.name for path in kept])
+    np.savez(cache, vectors=vectors, names=names)
+    return vectors, names
+
+
+def split_identities(names: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A boolean mask putting about half of the identities (all their images) on the True side."""
+    identities = np.unique(names)
+    chosen = set(np.random.default_rng(seed).permutation(identities)[: len(identities) // 2])
+    return np.array([n in chosen for n in names])
+
+
+class FacePopulation:
+    """Synthetic templates with the second moments of real embeddings of one model.
+
+    Identity centres are drawn from the between-identity scatter of the real vectors and each
+    sample adds the within-identity scatter (measured on identities with several images), so
+    stranger cosines and same-identity cosines both follow the model's real distributions
+    (``describe`` prints them beside the real ones).
+
+    Args:
+        vectors: (n, D) real unit embeddings.
+        names: identity of each.
+    """
+
+    def __init__(self, vectors: np.ndarray, names: np.ndarray, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.dim = vectors.shape[1]
+        x = vectors.astype(np.float64)
+        self.mean = x.mean(axis=0)
+        deviations = []
+        for name in np.unique(names):
+            rows = x[names == name]
+            if len(rows) >= 2:
+                # n / (n - 1) undoes the shrinkage of deviations from a mean of n samples.
+                deviations.append((rows - rows.mean(axis=0)) * np.sqrt(len(rows) / (len(rows) - 1)))
+        d = np.vstack(deviations)
+        within = d.T @ d / len(d)
+        total = np.cov(x.T)
+        self.within = self._factor(within)
+        self.between = self._factor(total - within)
+
+    @staticmethod
+    def _factor(cov: np.ndarray) -> np.ndarray:
+        """F with F F^T = cov (negative eigenvalues of an estimated difference clipped to 0)."""
+        w, v = np.linalg.eigh(cov)
+        return (v * np.sqrt(np.clip(w, 0, None))).astype(np.float32)
+
+    def _gauss(self, n: int, factor: np.ndarray) -> np.ndarray:
+        return self.rng.standard_normal((n, self.dim), dtype=np.float32) @ factor.T
+
+    def centres(self, n: int) -> np.ndarray:
+        """(n, D) identity centres (not normalised: a sample is normalised after adding its noise)."""
+        return self.mean.astype(np.float32) + self._gauss(n, self.between)
+
+    def samples(self, centres: np.ndarray) -> np.ndarray:
+        out = np.empty_like(centres)
+        for start in range(0, len(centres), 100_000):
+            part = centres[start : start + 100_000]
+            # Photos differ in how far they stray from the person (pose, light, age): a per-sample
+            # noise scale, mean square 1, spreads same-identity cosines as real ones are spread.
+            scale = self.rng.uniform(0.4, 1.4, (len(part), 1)).astype(np.float32) / np.sqrt(0.893)
+            x = part + scale * self._gauss(len(part), self.within)
+            out[start : start + len(part)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+    def gallery(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(templates, identity centre of each), ~10 % of identities enrolled 2-4 times."""
+        n_ids = max(1, int(n / 1.2))
+        centres = self.centres(n_ids)
+        owner = np.concatenate([np.arange(n_ids), self.rng.integers(0, n_ids, n - n_ids)])
+        self.rng.shuffle(owner)
+        return self.samples(centres[owner]), centres[owner]
+
+    def describe(self, vectors: np.ndarray, names: np.ndarray) -> str:
+        """Stranger and same-identity cosine mean / sd, real beside synthetic."""
+        same = names[:, None] == names[None, :]
+        upper = np.triu(np.ones_like(same), 1)
+        sims = vectors @ vectors.T
+        real_imp, real_gen = sims[upper & ~same], sims[upper & same]
+        centres = self.centres(2000)
+        a, b = self.samples(centres), self.samples(centres)
+        syn_gen = (a * b).sum(axis=1)
+        syn_imp = (a[:1000] @ b[1000:].T).ravel()
+        return (
+            f"stranger cosine mean {real_imp.mean():.3f} sd {real_imp.std():.3f} real, {syn_imp.mean():.3f} / "
+            f"{syn_imp.std():.3f} synthetic; same identity {real_gen.mean():.3f} / {real_gen.std():.3f} real, "
+            f"{syn_gen.mean():.3f} / {syn_gen.std():.3f} synthetic"
+        )
