@@ -27,6 +27,14 @@ def machine() -> str:
     )
 
 
+def publish(text: str, results: Path | None, heading: str) -> int:
+    """Print a benchmark's report and, given a Markdown file, replace its ``heading`` section; 0."""
+    print(text)
+    if results:
+        write_section(results, heading, text)
+    return 0
+
+
 def write_section(path: Path, heading: str, text: str) -> None:
     """Replace the ``## heading`` section of ``path`` (or append it), leaving other sections alone."""
     old = path.read_text() if path.exists() else "# Benchmark results\n"
