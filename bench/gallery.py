@@ -67,29 +67,46 @@ RABITQ_SHORTLIST = 1000
 
 
 class Workload:
-    """One model's gallery of ``size`` templates and its queries (see the module docstring)."""
+    """A gallery of ``size`` templates and its queries.
 
-    def __init__(self, vectors: np.ndarray, names: np.ndarray, size: int, n_queries: int, seed: int = 0) -> None:
+    With ``real`` (a model's real vectors and identity names, see the module docstring) the
+    gallery mixes real templates into the synthetic population and a third of the queries each
+    are real mates, synthetic mates and real strangers; without, half synthetic mates and half
+    synthetic strangers.
+    """
+
+    def __init__(
+        self,
+        population: FacePopulation,
+        size: int,
+        n_queries: int,
+        real: tuple[np.ndarray, np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
         rng = np.random.default_rng(seed)
-        population = FacePopulation(vectors, names, seed)
-        self.population_note = population.describe(vectors, names)
-        by_name = {name: np.flatnonzero(names == name) for name in np.unique(names)}
-        several = [rows for rows in by_name.values() if len(rows) >= 2]
-        single = np.concatenate([rows for rows in by_name.values() if len(rows) == 1])
-        real_enrolled = vectors[[rows[0] for rows in several]][: size // 2]
-        real_mated = vectors[np.concatenate([rows[1:] for rows in several[: len(real_enrolled)]])]
-        synthetic, centres = population.gallery(size - len(real_enrolled))
-        per_kind = n_queries // 3
-        pick = rng.permutation
+        enrolled, mated, strangers = [np.zeros((0, population.dim), np.float32)] * 3
+        if real is not None:
+            vectors, names = real
+            by_name = [np.flatnonzero(names == name) for name in np.unique(names)]
+            several = [rows for rows in by_name if len(rows) >= 2][: size // 2]
+            enrolled = vectors[[rows[0] for rows in several]]
+            mated = vectors[np.concatenate([rows[1:] for rows in several])]
+            strangers = vectors[np.concatenate([rows for rows in by_name if len(rows) == 1])]
+        synthetic, centres = population.gallery(size - len(enrolled))
+        if real is None:
+            strangers = population.samples(population.centres(n_queries - n_queries // 2))
+        n_real_mated = min(len(mated), n_queries // 3)
+        n_strangers = min(len(strangers), n_queries - n_queries // 2 if real is None else n_queries // 3)
+        n_synthetic = n_queries - n_real_mated - n_strangers
         self.queries = np.vstack([
-            real_mated[pick(len(real_mated))[:per_kind]],
-            population.samples(centres[rng.integers(0, len(centres), per_kind)]),
-            vectors[single[pick(len(single))[: n_queries - 2 * per_kind]]],
+            mated[rng.permutation(len(mated))[:n_real_mated]],
+            population.samples(centres[rng.integers(0, len(centres), n_synthetic)]),
+            strangers[rng.permutation(len(strangers))[:n_strangers]],
         ]).astype(np.float32)  # fmt: skip
-        self.mated = np.arange(len(self.queries)) < 2 * per_kind
-        self.gallery = np.vstack([real_enrolled, synthetic]).astype(np.float32)
-        self.gallery = self.gallery[rng.permutation(len(self.gallery))]
-        self.real_enrolled = len(real_enrolled)
+        self.mated = np.arange(len(self.queries)) < n_real_mated + n_synthetic
+        gallery = np.vstack([enrolled, synthetic]).astype(np.float32)
+        self.gallery = gallery[rng.permutation(len(gallery))]
+        self.real_enrolled = len(enrolled)
         self.truth = exact_top(self.gallery, self.queries)
 
 
@@ -362,9 +379,11 @@ def run_model(model: str, args: argparse.Namespace) -> tuple[list[str], list[str
     fit_side = split_identities(names)
     held, held_names = vectors[~fit_side], names[~fit_side]
     basis = projection.fit(vectors[fit_side]) if spec.dim > projection.FIRST_PASS_DIM else None
+    population = FacePopulation.fitted(held, held_names)
+    population_note = population.describe(held, held_names)
     rows, notes = [], []
     for size in args.sizes:
-        work = Workload(held, held_names, size, args.queries)
+        work = Workload(population, size, args.queries, real=(held, held_names))
         ours = Ours(work.gallery, basis)
         methods: list[Method] = [NumpyBrute(work.gallery), FaissFlat(work.gallery), ours]
         if basis is not None:
@@ -385,7 +404,7 @@ def run_model(model: str, args: argparse.Namespace) -> tuple[list[str], list[str
             )
         cost = rerank_store_cost(work)
         notes.append(
-            f"- {spec.name}, N = {size:,} ({work.real_enrolled} real LFW templates among them; {work.population_note}): "
+            f"- {spec.name}, N = {size:,} ({work.real_enrolled} real LFW templates among them; {population_note}): "
             f"our index added {ours.rss_per_million:,.0f} MB RSS per million templates "
             f"({ours.allocated_per_template:,.0f} bytes/template allocated, growth slack included); in-memory "
             f"enrolment {ours.enrol_rate:,.0f} templates/s (upserts in pieces of 10k). A float16 re-rank store "
@@ -394,7 +413,7 @@ def run_model(model: str, args: argparse.Namespace) -> tuple[list[str], list[str
             f"changing {cost['int8_changed']:.1%}."
         )
         del ours, methods, work
-    return rows, notes, FacePopulation(held, held_names)
+    return rows, notes, population
 
 
 def main() -> int:

@@ -90,18 +90,24 @@ class FacePopulation:
     Identity centres are drawn from the between-identity scatter of the real vectors and each
     sample adds the within-identity scatter (measured on identities with several images), so
     stranger cosines and same-identity cosines both follow the model's real distributions
-    (``describe`` prints them beside the real ones).
+    (``describe`` prints them beside the real ones). Built by :meth:`fitted` (or, without a
+    model, :meth:`synthetic`).
 
     Args:
-        vectors: (n, D) real unit embeddings.
-        names: identity of each.
+        mean: (D,) mean template.
+        between: (D, D) factor of the between-identity covariance.
+        within: (D, D) factor of the within-identity covariance.
     """
 
-    def __init__(self, vectors: np.ndarray, names: np.ndarray, seed: int = 0) -> None:
+    def __init__(self, mean: np.ndarray, between: np.ndarray, within: np.ndarray, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
-        self.dim = vectors.shape[1]
+        self.dim = len(mean)
+        self.mean, self.between, self.within = mean.astype(np.float32), between, within
+
+    @classmethod
+    def fitted(cls, vectors: np.ndarray, names: np.ndarray, seed: int = 0) -> FacePopulation:
+        """The population of a model's real unit ``vectors`` (n, D) with their identity ``names``."""
         x = vectors.astype(np.float64)
-        self.mean = x.mean(axis=0)
         deviations = []
         for name in np.unique(names):
             rows = x[names == name]
@@ -110,9 +116,20 @@ class FacePopulation:
                 deviations.append((rows - rows.mean(axis=0)) * np.sqrt(len(rows) / (len(rows) - 1)))
         d = np.vstack(deviations)
         within = d.T @ d / len(d)
-        total = np.cov(x.T)
-        self.within = self._factor(within)
-        self.between = self._factor(total - within)
+        return cls(x.mean(axis=0), cls._factor(np.cov(x.T) - within), cls._factor(within), seed)
+
+    @classmethod
+    def synthetic(cls, dim: int = 128, seed: int = 0) -> FacePopulation:
+        """A model-free stand-in: anisotropic centres around a common mean, stranger cosines
+        ~0.01 / sd ~0.1 and same-identity cosines ~0.6, as real face embeddings have."""
+        rng = np.random.default_rng(seed)
+        spectrum = np.arange(1, dim + 1, dtype=np.float64) ** -0.3
+        basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+        between = basis * (spectrum / np.sqrt((spectrum**2).sum()))
+        mean = rng.standard_normal(dim)
+        # |centre - mean| ~ 1 and per-sample noise of norm ~0.8: same-identity cosine ~1 / (1 + 0.8^2).
+        within = np.eye(dim) * 0.8 / np.sqrt(dim)
+        return cls(mean * 0.12 / np.linalg.norm(mean), between.astype(np.float32), within.astype(np.float32), seed)
 
     @staticmethod
     def _factor(cov: np.ndarray) -> np.ndarray:
@@ -125,7 +142,7 @@ class FacePopulation:
 
     def centres(self, n: int) -> np.ndarray:
         """(n, D) identity centres (not normalised: a sample is normalised after adding its noise)."""
-        return self.mean.astype(np.float32) + self._gauss(n, self.between)
+        return self.mean + self._gauss(n, self.between)
 
     def samples(self, centres: np.ndarray) -> np.ndarray:
         out = np.empty_like(centres)

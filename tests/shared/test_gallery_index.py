@@ -125,7 +125,7 @@ def test_recall_holds_on_a_population_shaped_like_real_embeddings(fr_feature: di
     """20k templates with the second moments of the real ones, real mates among them, real and
     synthetic queries: a shortlist of 64 (half the default, so that the small gallery is not
     searched almost whole) holds the exact top-10 (recall@10 >= 0.999)."""
-    population = FacePopulation(fr_feature["lfw"], fr_feature["names"], seed=n_queries)
+    population = FacePopulation.fitted(fr_feature["lfw"], fr_feature["names"], seed=n_queries)
     synthetic, centres = population.gallery(20_000)
     real = fr_feature["lfw"]
     gallery = np.vstack([real, synthetic])
