@@ -62,14 +62,13 @@ def gallery_json(sizes: list[int], queries: int, path: Path) -> None:
 
     cpu = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
-    data = g.Synthetic()
+    population = g.FacePopulation.synthetic(128)
     out: dict[str, Any] = {"bench": "gallery", "cpu": cpu, "queries": queries, "sizes": {}}
     for size in sizes:
-        vectors, owners = data.gallery(size)
-        qs = data.queries(owners, queries)
-        truth = g.exact_top(vectors, qs)
+        work = g.Workload(population, size, queries)
+        vectors, qs = work.gallery, work.queries
         numpy_brute = g.NumpyBrute(vectors)
-        ours = g.Ours(vectors, [])
+        ours = g.Ours(vectors, None)
         per_size: dict[str, Any] = {}
         for name, method in (("numpy brute force", numpy_brute), ("ours", ours)):
             method.single(qs[0])
@@ -83,7 +82,7 @@ def gallery_json(sizes: list[int], queries: int, path: Path) -> None:
                 "p95_s": float(np.percentile(times, 95)),
                 "mean_s": float(np.mean(times)),
             }
-        got = g.measure(ours, vectors, qs, truth, batches=2)
+        got = g.measure(ours, work, batches=2)
         per_size["ours"]["recall_at_10"] = got["recall_single"]
         per_size["ours"]["batch64_ms_per_query"] = got["batch_p50"]
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -94,7 +93,7 @@ def gallery_json(sizes: list[int], queries: int, path: Path) -> None:
             product.append(time.perf_counter() - start)
         per_size["matrix product"] = {"median_s": float(np.median(product))}
         out["sizes"][str(size)] = per_size
-        del ours, numpy_brute, vectors
+        del ours, numpy_brute, vectors, work
     path.write_text(json.dumps(out, indent=1))
 
 

@@ -1,10 +1,13 @@
 """The in-memory search index of one gallery: float32 templates plus 8-bit codes, top-k by cosine.
 
-Search is two passes. The first scans 8-bit codes of every template (a quarter of the float32
-bytes) for a shortlist of ``shortlist`` rows; the second re-scores that shortlist exactly in
-float32 and keeps the best ``k``. Reported similarities are therefore exact cosines, and a true
-top-k row is lost only if the 8-bit rounding (about 0.001 in cosine) pushes it below the
-shortlist, which ``bench/gallery.py`` measures as recall@10 against float32 brute force.
+Search is two passes. The first scans 8-bit codes of every template for a shortlist of
+``shortlist`` rows; the second re-scores that shortlist exactly in float32 and keeps the best
+``k``. The codes are of the template itself when it has at most 128 dimensions, else of its
+projection onto the model's shipped 128-d subspace (:mod:`shared.gallery.projection`), so a
+512-d gallery scans 128 bytes per template, as a 128-d one does. Reported similarities are
+exact cosines either way; a true top-k row is lost only if the first pass (8-bit rounding,
+about 0.001 in cosine, plus what the projection leaves out) pushes it below the shortlist,
+which ``bench/gallery.py`` measures as recall@10 against float32 brute force.
 
 Rows are dense: deleting a row moves the last row into its slot, so a scan never meets holes,
 and the freed slot is zeroed (the template is erased from this process's memory too).
@@ -44,13 +47,19 @@ class VectorIndex:
     Args:
         dim: vector dimension.
         shortlist: rows re-scored in float32 per query (at least ``k``).
+        projection: (dim, code_dim) orthonormal basis the first pass scans codes in (None: the
+            vectors' own coordinates).
     """
 
-    def __init__(self, dim: int, shortlist: int = 128) -> None:
+    def __init__(self, dim: int, shortlist: int = 128, projection: np.ndarray | None = None) -> None:
+        if projection is not None and projection.shape[0] != dim:
+            raise ValueError(f"projection is for {projection.shape[0]} dimensions, not {dim}")
         self.dim = dim
         self.shortlist = shortlist
+        self.projection = projection
+        self.code_dim = dim if projection is None else projection.shape[1]
         self._vectors = np.zeros((0, dim), np.float32)
-        self._codes = np.zeros((0, dim), np.uint8)
+        self._codes = np.zeros((0, self.code_dim), np.uint8)
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
 
@@ -68,11 +77,16 @@ class VectorIndex:
     @property
     def bytes_per_template(self) -> int:
         """Matrix bytes per template in use: a float32 vector and its 8-bit code."""
-        return 5 * self.dim
+        return 4 * self.dim + self.code_dim
+
+    @property
+    def bytes_scanned(self) -> int:
+        """Bytes the first pass reads per query: every template's code."""
+        return len(self._ids) * self.code_dim
 
     def clear(self) -> None:
         self._vectors = np.zeros((0, self.dim), np.float32)
-        self._codes = np.zeros((0, self.dim), np.uint8)
+        self._codes = np.zeros((0, self.code_dim), np.uint8)
         self._ids = []
         self._rows = {}
 
@@ -83,7 +97,7 @@ class VectorIndex:
         # Growing by half keeps enrolment amortised O(1) per template at a third less slack than doubling.
         new_capacity = max(rows, capacity + capacity // 2, 1024)
         vectors = np.zeros((new_capacity, self.dim), np.float32)
-        codes = np.zeros((new_capacity, self.dim), np.uint8)
+        codes = np.zeros((new_capacity, self.code_dim), np.uint8)
         n = len(self._ids)
         vectors[:n] = self._vectors[:n]
         codes[:n] = self._codes[:n]
@@ -92,7 +106,7 @@ class VectorIndex:
     def upsert(self, face_ids: list[str], vectors: np.ndarray) -> None:
         """Add or replace templates. ``vectors`` are (n, dim) unit float32 rows."""
         vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
-        codes = encode_codes(vectors)
+        codes = encode_codes(self._first_pass_view(vectors))
         self._reserve(len(self._ids) + len(face_ids))
         for face_id, vector, code in zip(face_ids, vectors, codes, strict=True):
             row = self._rows.get(face_id)
@@ -120,6 +134,9 @@ class VectorIndex:
         self._codes[last] = 0
         return True
 
+    def _first_pass_view(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors if self.projection is None else vectors @ self.projection
+
     def vector(self, face_id: str) -> np.ndarray | None:
         row = self._rows.get(face_id)
         return None if row is None else self._vectors[row].copy()
@@ -139,11 +156,12 @@ class VectorIndex:
         if n == 0 or k <= 0:
             return [([], np.zeros(0, np.float32)) for _ in range(len(queries))]
         keep = min(n, max(k, self.shortlist))
+        view = self._first_pass_view(queries)
         if len(queries) >= _BATCH_MIN:
-            shortlists = kernels.scan_many(self._codes, n, _quantise_queries(queries, _QUERY_MAX_MANY, np.int8), keep)
+            shortlists = kernels.scan_many(self._codes, n, _quantise_queries(view, _QUERY_MAX_MANY, np.int8), keep)
         else:
-            limit = min(_QUERY_MAX_ONE, (2**31 - 1) // (255 * self.dim))
-            quantised = _quantise_queries(queries, limit, np.int16)
+            limit = min(_QUERY_MAX_ONE, (2**31 - 1) // (255 * self.code_dim))
+            quantised = _quantise_queries(view, limit, np.int16)
             shortlists = np.stack([kernels.scan_one(self._codes, n, q, keep) for q in quantised])
         return [self._rerank(q, rows[rows >= 0], k) for q, rows in zip(queries, shortlists, strict=True)]
 

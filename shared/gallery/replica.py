@@ -19,6 +19,7 @@ import numpy as np
 from shared import features
 from shared.errors import GalleryError
 from shared.gallery.index import VectorIndex
+from shared.gallery.projection import projection_for
 from shared.gallery.store import GalleryStore, Op
 
 log = logging.getLogger(__name__)
@@ -129,5 +130,6 @@ class Replica:
         if not face_ids:
             return
         if self.index is None:
-            self.index = VectorIndex(vectors.shape[1], self.shortlist)
+            dim = vectors.shape[1]
+            self.index = VectorIndex(dim, self.shortlist, projection_for(self.model_id, dim))
         self.index.upsert(face_ids, vectors)

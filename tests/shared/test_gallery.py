@@ -208,8 +208,12 @@ def test_two_shards_answer_like_one(gallery_settings: Settings, redis_url: str, 
     settings = _with_redis(gallery_settings, redis_url)
     real = features.decode(embedded["obama"][0])
     rng = np.random.default_rng(3)
-    # Real faces plus 300 random templates of the same model, so both shards hold plenty.
-    fillers = {f"filler-{i}": features.encode(real.model_id, rng.standard_normal(real.vector.size)) for i in range(300)}
+    # Real faces plus 300 templates of the same model, so both shards hold plenty. Fillers are random
+    # mixtures of the real templates: they lie where face templates lie (an isotropic random vector
+    # would not, and the gallery's first pass is built for face templates). Not of Obama's, whom the
+    # test deletes and then expects to find nowhere.
+    base = np.stack([features.decode(f).vector for name, feats in embedded.items() if name != "obama" for f in feats])
+    fillers = {f"filler-{i}": features.encode(real.model_id, rng.standard_normal(len(base)) @ base) for i in range(300)}
     one = KYCDeepFaceDB("sharded", settings=settings)
     two = KYCDeepFaceDB("sharded", settings=settings.model_copy(update={"gallery_shards": 2}))
     with one, two:

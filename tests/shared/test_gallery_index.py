@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
+from bench.gallery_common import FacePopulation, lfw_faces
 from shared.calibration import ConfidenceMap
+from shared.config import Settings
 from shared.gallery.index import VectorIndex
+from shared.gallery.projection import projection_for
 from shared.gallery.threshold import gallery_threshold, per_comparison_far
+from shared.models.registry import get_spec
+from tests.conftest import FACES_DIR, LFW_DIR, need
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 128) -> np.ndarray:
@@ -64,6 +71,81 @@ def test_small_and_empty_galleries() -> None:
     assert ids == ["a", "b"] and list(sims) == [1.0, 0.0]
     assert index.remove("a") and not index.remove("a")
     assert index.vector("a") is None and index.vector("b") is not None
+
+
+@pytest.fixture(scope="module")
+def fr_feature(settings: Settings) -> dict[str, Any]:
+    """Real 512-d embeddings: every 8th ``lfw-calib`` image (the projection was fitted on all of
+    them) and every single-face photo of ``../shared/faces`` (never fitted on)."""
+    from shared.engine import KYCDeepFace
+
+    need(LFW_DIR.is_dir() and FACES_DIR.is_dir(), "lfw-calib or the face photos are missing")
+    spec = get_spec("fr_feature", "embedding")
+    engine = KYCDeepFace(settings=settings.model_copy(update={"embedding_model": spec.name}))
+    lfw, kept = lfw_faces(engine, sorted((LFW_DIR / "images").glob("*/*.jpg"))[::8])
+    held_out = []
+    for path in sorted(FACES_DIR.glob("*.jpg")):
+        faces = [f.vector for f in engine.analyse(path.read_bytes(), embed_partial=True) if f.vector is not None]
+        if len(faces) == 1:
+            held_out.append(faces[0])
+    return {
+        "lfw": lfw,
+        "names": np.array([path.parent.name for path in kept]),
+        "held_out": np.stack(held_out).astype(np.float32),
+        "projection": projection_for(spec.model_id, spec.dim),
+    }
+
+
+def test_a_512d_model_ships_a_first_pass_projection_for_its_exact_weights() -> None:
+    spec = get_spec("fr_feature", "embedding")
+    basis = projection_for(spec.model_id, spec.dim)
+    assert basis is not None and basis.shape == (512, 128)
+    assert np.allclose(basis.T @ basis, np.eye(128), atol=1e-5)  # orthonormal: dot products kept
+    assert projection_for("fr_feature@000000000000", 512) is None  # other weights of the same name
+    assert projection_for(get_spec("mobilefacenet", "embedding").model_id, 128) is None  # short: scanned as is
+    with pytest.raises(ValueError):
+        VectorIndex(256, projection=basis)
+
+
+def test_real_512d_embeddings_get_their_exact_top_k(fr_feature: dict[str, Any]) -> None:
+    """On real templates the projected first pass only picks rows: ids and cosines are brute force's."""
+    gallery = fr_feature["lfw"]
+    queries = np.vstack([fr_feature["held_out"], gallery[:20]])
+    index = VectorIndex(512, shortlist=32, projection=fr_feature["projection"])
+    assert index.code_dim == 128 and index.bytes_per_template == 4 * 512 + 128
+    index.upsert([str(i) for i in range(len(gallery))], gallery)
+    for q, (ids, sims), expected in zip(queries, index.search(queries, 10), brute(gallery, queries, 10), strict=True):
+        rows = [int(i) for i in ids]
+        assert rows == [int(i) for i in expected]
+        assert np.allclose(sims, gallery[rows] @ q, rtol=0, atol=1e-6)  # float32 cosines, not 8-bit estimates
+
+
+@pytest.mark.parametrize("n_queries", [5, 64], ids=["single", "batched"])
+def test_recall_holds_on_a_population_shaped_like_real_embeddings(fr_feature: dict[str, Any], n_queries: int) -> None:
+    """20k templates with the second moments of the real ones, real mates among them, real and
+    synthetic queries: a shortlist of 64 (half the default, so that the small gallery is not
+    searched almost whole) holds the exact top-10 (recall@10 >= 0.999)."""
+    population = FacePopulation.fitted(fr_feature["lfw"], fr_feature["names"], seed=n_queries)
+    synthetic, centres = population.gallery(20_000)
+    real = fr_feature["lfw"]
+    gallery = np.vstack([real, synthetic])
+    rng = np.random.default_rng(n_queries)
+    queries = np.vstack([
+        fr_feature["held_out"],
+        real[rng.integers(0, len(real), 20)],  # a query of an enrolled face: its mate is in the gallery
+        population.samples(centres[rng.integers(0, len(centres), 40)]),
+    ])  # fmt: skip
+    index = VectorIndex(512, shortlist=64, projection=fr_feature["projection"])
+    index.upsert([str(i) for i in range(len(gallery))], gallery)
+    found = 0
+    for start in range(0, len(queries), n_queries):
+        chunk = queries[start : start + n_queries]
+        for q, (ids, sims) in zip(chunk, index.search(chunk, 10), strict=True):
+            exact = gallery @ q
+            tenth = np.sort(exact)[-10]
+            found += int((exact[[int(i) for i in ids]] >= tenth - 1e-6).sum())
+            assert np.allclose(sims, exact[[int(i) for i in ids]], atol=1e-6)
+    assert found / (10 * len(queries)) >= 0.999
 
 
 CMAP = ConfidenceMap(

@@ -21,11 +21,12 @@ from shared.gallery.stub import StubGalleryStore
 pytestmark = pytest.mark.services
 
 MODEL = "mobilefacenet@f055d9c9a4d8"
+MODEL_512 = "fr_feature@87aacdfe5751"
 LOG_MAX = 100
 
 
-def feats(seed: int, model: str = MODEL) -> str:
-    return features.encode(model, np.random.default_rng(seed).standard_normal(128))
+def feats(seed: int, model: str = MODEL, dim: int = 128) -> str:
+    return features.encode(model, np.random.default_rng(seed).standard_normal(dim))
 
 
 @pytest.fixture(params=["stub", "file", "redis"])
@@ -87,7 +88,8 @@ def test_trimmed_log_and_dropped_gallery_force_a_reload(store: GalleryStore) -> 
     assert store.changes(head.epoch, head.cursor) is None
 
 
-def test_replicas_converge(store: GalleryStore) -> None:
+@pytest.mark.parametrize(("model", "dim"), [(MODEL, 128), (MODEL_512, 512)], ids=["128d", "512d"])
+def test_replicas_converge(store: GalleryStore, model: str, dim: int) -> None:
     a, b = Replica(store), Replica(store)
     rng = np.random.default_rng(0)
     expected: dict[str, str] = {}
@@ -97,16 +99,23 @@ def test_replicas_converge(store: GalleryStore) -> None:
             store.remove(face_id)
             expected.pop(face_id, None)
         else:
-            expected[face_id] = feats(step)
-            store.put(face_id, MODEL, expected[face_id])
+            expected[face_id] = feats(step, model, dim)
+            store.put(face_id, model, expected[face_id])
         if step % 37 == 0:
             a.refresh()  # a refreshes often, b only at the end (past the trimmed log: a reload)
+    ids = list(expected)
+    matrix = np.stack([features.decode(expected[i]).vector for i in ids])
     for replica in (a, b):
         replica.refresh()
         assert replica.index is not None and len(replica) == len(expected)
+        # A 512-d model's first pass scans its shipped 128-d projection; a 128-d one, itself.
+        assert replica.index.code_dim == 128
+        assert (replica.index.projection is not None) == (dim == 512)
         for face_id, value in expected.items():
             vector = replica.index.vector(face_id)
             assert vector is not None and np.allclose(vector, features.decode(value).vector)
+        for q, (got, _) in zip(matrix[:5], replica.index.search(matrix[:5], 3), strict=True):
+            assert got == [ids[j] for j in np.argsort(-(matrix @ q))[:3]]
     store.drop()
     a.refresh()
     assert len(a) == 0
