@@ -15,7 +15,7 @@ import numpy as np
 from shared import calibration, features, imaging
 from shared.alignment import align, warp_scale
 from shared.config import Settings, get_settings
-from shared.errors import FeaturesError, ImageReason, InvalidImageError, KYCFaceError, ModelError
+from shared.errors import FaceCountError, FeaturesError, ImageReason, InvalidImageError, KYCFaceError, ModelError
 from shared.models import Detection, LivenessScorer, load_detector, load_embedder, load_liveness
 from shared.quality import Appearance, Geometry
 from shared.schemas import (
@@ -167,6 +167,21 @@ class KYCDeepFace:
             return self._describe(self.analyse(image_bytes, level=level, liveness=liveness))
         except InvalidImageError as exc:
             return InvalidImageResult(reason=exc.reason, message=exc.message)
+
+    def single_face(self, image_bytes: bytes, level: QualityLevel | None = None) -> Face:
+        """The one usable face of an image that must show one person (a probe, a CLI argument).
+
+        Raises:
+            InvalidImageError: the image is not usable.
+            FaceCountError: no usable face, or more than one.
+            KYCFaceError: a model or calibration failure.
+        """
+        result = self.describe(image_bytes, level)
+        if isinstance(result, InvalidImageResult):
+            raise InvalidImageError(result.reason, result.message)
+        if len(result.faces) != 1:
+            raise FaceCountError(f"the image must show exactly one usable face; it shows {len(result.faces)}")
+        return result.faces[0]
 
     def selfie_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult:
         """``describe`` of a verify selfie: the strict gate, and liveness scored unless it is off."""

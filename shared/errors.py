@@ -93,6 +93,11 @@ class StorageUnavailableError(StorageError):
     transient = True
 
 
+class FaceCountError(KYCFaceError):
+    """An image that must show one person (a gallery probe, a CLI argument) shows no usable face,
+    or several: never guess which one was meant."""
+
+
 class GalleryError(KYCFaceError):
     """A gallery operation was refused (unknown gallery, mixed models, bad face id)."""
 

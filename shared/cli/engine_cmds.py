@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ImageReason
+from shared.errors import ImageReason, InvalidImageError, KYCFaceError
 from shared.schemas import ErrorResult, InvalidImageResult, QualityLevel, to_dict
 
 
@@ -36,23 +36,27 @@ def cmd_faces(args: argparse.Namespace) -> int:
     return 0
 
 
-def _features_of(engine: Any, arg: str) -> tuple[str | None, Any]:
-    """An image path gives its single usable face's features; anything else is a features string."""
+def features_of(engine: Any, arg: str) -> tuple[str | None, Any]:
+    """An image path gives its single usable face's features; anything else is a features string.
+
+    Returns:
+        (features, None), or (None, the result document that says why there are none).
+    """
     path = Path(arg)
     if not path.is_file():
         return arg, None
-    result = engine.get_faces(path.read_bytes())
-    if result.code != "SUCCESS":
-        return None, result
-    if len(result.faces) != 1:
-        return None, ErrorResult(message=f"{arg}: expected exactly one usable face, found {len(result.faces)}")
-    return result.faces[0].features, None
+    try:
+        return engine.single_face(path.read_bytes()).features, None
+    except InvalidImageError as exc:
+        return None, InvalidImageResult(reason=exc.reason, message=exc.message)
+    except KYCFaceError as exc:
+        return None, ErrorResult(message=f"{arg}: {exc.message}")
 
 
 def cmd_match(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    a, err_a = _features_of(engine, args.a)
-    b, err_b = _features_of(engine, args.b)
+    a, err_a = features_of(engine, args.a)
+    b, err_b = features_of(engine, args.b)
     if err_a is not None or err_b is not None:
         _emit(err_a if err_a is not None else err_b)
         return 0

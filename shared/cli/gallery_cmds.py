@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.config import get_settings
-from shared.schemas import ErrorResult, to_dict
+from shared.schemas import to_dict
 
 if TYPE_CHECKING:
     from shared.gallery import KYCDeepFaceDB
@@ -34,17 +34,12 @@ def _db(args: argparse.Namespace) -> KYCDeepFaceDB:
 
 def _probe(arg: str) -> tuple[str | None, Any]:
     """(features, None) from an image file's single usable face or a features string, else (None, error)."""
-    path = Path(arg)
-    if not path.is_file():
-        return arg, None
+    if not Path(arg).is_file():
+        return arg, None  # no engine to load for a features string
+    from shared.cli.engine_cmds import features_of
     from shared.engine import KYCDeepFace
 
-    result = KYCDeepFace(settings=get_settings()).get_faces(path.read_bytes())
-    if result.code != "SUCCESS":
-        return None, result
-    if len(result.faces) != 1:
-        return None, ErrorResult(message=f"{arg}: expected exactly one usable face, found {len(result.faces)}")
-    return result.faces[0].features, None
+    return features_of(KYCDeepFace(settings=get_settings()), arg)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:

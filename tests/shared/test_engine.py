@@ -15,7 +15,7 @@ from shared import features
 from shared.engine import KYCDeepFace
 from shared.errors import ModelError
 from shared.schemas import FacesResult
-from tests.conftest import LFW_DIR, Photo, load_photos
+from tests.conftest import FACES_DIR, LFW_DIR, Photo, features_of, load_photos
 from tests.images import OBAMA, jpeg, pil_bytes, png, read_bgr, with_exif_orientation
 
 PHOTOS = load_photos()
@@ -227,3 +227,13 @@ def test_image_size_limits_come_from_the_settings(settings) -> None:  # type: ig
     small = engine.get_faces(jpeg(np.full((200, 200, 3), 128, np.uint8)))
     assert small.code == "INVALID_IMAGE" and small.reason == "TOO_SMALL"
     assert KYCDeepFace(settings=settings).get_faces(jpeg(np.full((200, 200, 3), 128, np.uint8))).code == "SUCCESS"
+
+
+def test_single_face_refuses_none_and_several_and_never_guesses(engine: KYCDeepFace) -> None:
+    from shared.errors import FaceCountError
+
+    face = engine.single_face((FACES_DIR / "fr_obama.jpg").read_bytes())
+    assert engine.match_faces(face.features, features_of(engine, "fr_obama2.jpg")).verified
+    for name, shows in (("fr_two_people.jpg", "2"), ("sk_rocket.jpg", "0")):
+        with pytest.raises(FaceCountError, match=f"shows {shows}$"):
+            engine.single_face((FACES_DIR / name).read_bytes())

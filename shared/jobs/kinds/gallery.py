@@ -7,12 +7,11 @@ as a selfie must for ``verify``.
 from __future__ import annotations
 
 from shared import features
-from shared.errors import GalleryError, InvalidImageError
 from shared.features import Features
 from shared.jobs.context import JobContext
 from shared.jobs.inputs import FaceId, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
-from shared.schemas import DeleteResult, EnrolResult, FindManyResult, InvalidImageResult
+from shared.schemas import DeleteResult, EnrolResult, FindManyResult
 from shared.storage.refs import Ref
 
 
@@ -21,17 +20,12 @@ def probe_features(probe: Features | Ref, job: JobContext) -> Features:
 
     Raises:
         InvalidImageError: the image is not usable.
-        GalleryError: the image shows no usable face, or more than one.
+        FaceCountError: the image shows no usable face, or more than one.
         StorageError: the image could not be read.
     """
     if isinstance(probe, Features):
         return probe
-    result = job.compute(job.engine.describe, job.fetch(probe))
-    if isinstance(result, InvalidImageResult):
-        raise InvalidImageError(result.reason, result.message)
-    if len(result.faces) != 1:
-        raise GalleryError(f"the probe image must show exactly one usable face; it shows {len(result.faces)}")
-    return features.decode(result.faces[0].features)
+    return features.decode(job.compute(job.engine.single_face, job.fetch(probe)).features)
 
 
 class EnrollInputs(JobInputs):
