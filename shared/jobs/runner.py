@@ -22,12 +22,17 @@ from shared.jobs.registry import REGISTRY
 from shared.jobs.resources import Resources
 from shared.jobs.store import ClaimOutcome
 from shared.schemas import to_dict
+from shared.tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 
 
 def run_job(
-    kind: str, inputs: dict[str, Any], resources: Resources, timings: dict[str, float] | None = None
+    kind: str,
+    inputs: dict[str, Any],
+    resources: Resources,
+    timings: dict[str, float] | None = None,
+    tenant: Tenant = DEFAULT_TENANT,
 ) -> dict[str, Any]:
     """Execute one job and return its answer as a JSON-ready dict.
 
@@ -38,6 +43,7 @@ def run_job(
         inputs: the job's inputs as strings; parsed here, once, by the kind's input model.
         resources: the process's engine, stores and galleries.
         timings: if given, receives seconds spent per stage (``fetch_s``, ``compute_s``).
+        tenant: whose galleries the job may open.
 
     Returns:
         The kind's result document.
@@ -48,7 +54,7 @@ def run_job(
     """
     spec = REGISTRY.get(kind)
     parsed = spec.parse(inputs)
-    result = spec.handler(parsed, JobContext(resources, timings if timings is not None else {}))
+    result = spec.handler(parsed, JobContext(resources, timings if timings is not None else {}, tenant))
     return to_dict(result)
 
 
@@ -70,7 +76,7 @@ def complete(doc: JobDocument, resources: Resources, final_attempt: bool = True)
     """
     timings = dict(doc.timings)
     try:
-        result = run_job(doc.kind, doc.inputs, resources, timings)
+        result = run_job(doc.kind, doc.inputs, resources, timings, Tenant(doc.tenant))
     except StorageUnavailableError as exc:
         if not final_attempt:
             raise

@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
-from shared.config import Settings
+from shared.config import ApiKey, Settings
 from shared.jobs.resources import Resources
 from shared.jobs.runner import run_job
 from shared.producer import Producer
 from shared.schemas import to_dict
 from shared.storage import LocalStore
-from tests.api_stub.conftest import API_KEY
+from tests.api_stub.conftest import ALL_SCOPES, API_KEY
 from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, pipeline_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
@@ -32,7 +32,7 @@ def client(broker_url: str, photos_s3: S3Endpoint, tmp_path_factory: pytest.Temp
         s3_endpoint_url=photos_s3.url,
         s3_bucket=photos_s3.bucket,
         s3_results_bucket=photos_s3.results_bucket,
-        api_keys=[API_KEY],
+        api_keys={"test": ApiKey.of(API_KEY, ALL_SCOPES)},
     )
     producer = Producer(settings)
     with (
