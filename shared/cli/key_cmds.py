@@ -11,8 +11,9 @@ import re
 import secrets
 import sys
 
+from shared.cli.pipeline_cmds import add_tenant_option
 from shared.config import API_KEY_ID_PATTERN, ApiKey
-from shared.tenants import DEFAULT_TENANT, Scope, Tenant, api_key_hash, new_api_key
+from shared.tenants import Scope, api_key_hash, new_api_key
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -34,13 +35,6 @@ def _scopes(text: str) -> list[Scope]:
         raise argparse.ArgumentTypeError(f"scopes are a comma-separated list of: {known}") from None
 
 
-def _tenant(text: str) -> Tenant:
-    try:
-        return Tenant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _key_id(text: str) -> str:
     if not re.match(API_KEY_ID_PATTERN, text):
         raise argparse.ArgumentTypeError("key id must be 1-64 letters, digits, '.', '_' or '-'")
@@ -51,9 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("api-key", help="mint API keys (printed once; configured as hashes)")
     commands = group.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
     new = commands.add_parser("new", help="mint a key; print it and its KYC_API_KEYS entry")
-    new.add_argument(
-        "--tenant", type=_tenant, default=DEFAULT_TENANT, help=f"the key's tenant (default: {DEFAULT_TENANT})"
-    )
+    add_tenant_option(new, "key")
     new.add_argument("--scopes", type=_scopes, required=True,
                      help="comma-separated: " + ", ".join(s.value for s in Scope))  # fmt: skip
     new.add_argument("--key-id", type=_key_id, default=None, help="the entry's name (default: random)")

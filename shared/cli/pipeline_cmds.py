@@ -140,16 +140,17 @@ def _positive(text: str) -> float:
     return value
 
 
-def _tenant(text: str) -> Tenant:
+def tenant_type(text: str) -> Tenant:
+    """``--tenant``'s argparse type: a usage error, not a traceback, for a bad name."""
     try:
         return Tenant(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_tenant(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tenant", type=_tenant, default=DEFAULT_TENANT,
-                        help=f"whose job (default: {DEFAULT_TENANT}, the single-tenant deployment)")  # fmt: skip
+def add_tenant_option(parser: argparse.ArgumentParser, what: str = "job") -> None:
+    parser.add_argument("--tenant", type=tenant_type, default=DEFAULT_TENANT,
+                        help=f"whose {what} (default: {DEFAULT_TENANT}, the single-tenant deployment)")  # fmt: skip
 
 
 def _register_submit(sub: argparse._SubParsersAction) -> None:
@@ -168,7 +169,7 @@ def _register_submit(sub: argparse._SubParsersAction) -> None:
                 parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=metavar,
                                     default=str(info.default), help=f"default: {info.default}")  # fmt: skip
         parser.add_argument("--job-id", help="idempotency key: resubmitting it returns the existing job")
-        _add_tenant(parser)
+        add_tenant_option(parser)
         parser.set_defaults(func=cmd_submit, inputs=list(spec.fields()))
 
 
@@ -184,12 +185,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     status = sub.add_parser("status", help="print a job's document")
     status.add_argument("job_id", metavar="JOB_ID")
-    _add_tenant(status)
+    add_tenant_option(status)
     status.set_defaults(func=cmd_status)
 
     wait = sub.add_parser("wait", help="wait until a job finishes; print its document")
     wait.add_argument("job_id", metavar="JOB_ID")
-    _add_tenant(wait)
+    add_tenant_option(wait)
     wait.add_argument("--timeout", type=_positive, default=60.0, help="seconds (default: 60)")
     wait.set_defaults(func=cmd_wait)
 
