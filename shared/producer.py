@@ -207,17 +207,21 @@ class Producer:
         times = [t for t in self.jobs.submitted_at(_task_ids(raw)) if t is not None]
         return min(times, default=math.inf)
 
-    def submit_faces(self, image_ref: str, job_id: str | None = None) -> JobDocument:
+    def submit_faces(self, image_ref: str, job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT) -> JobDocument:
         """Submit a ``faces`` job: every face of one image."""
-        return self.submit("faces", {"image": image_ref}, job_id)
+        return self.submit("faces", {"image": image_ref}, job_id, tenant)
 
-    def submit_verify(self, selfie_ref: str, document_ref: str, job_id: str | None = None) -> JobDocument:
+    def submit_verify(
+        self, selfie_ref: str, document_ref: str, job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
         """Submit a ``verify`` job: the selfie's face against the document's portrait."""
-        return self.submit("verify", {"selfie": selfie_ref, "document": document_ref}, job_id)
+        return self.submit("verify", {"selfie": selfie_ref, "document": document_ref}, job_id, tenant)
 
-    def submit_match(self, features1: str, features2: str, job_id: str | None = None) -> JobDocument:
+    def submit_match(
+        self, features1: str, features2: str, job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
         """Submit a ``match`` job: two features strings."""
-        return self.submit("match", {"features1": features1, "features2": features2}, job_id)
+        return self.submit("match", {"features1": features1, "features2": features2}, job_id, tenant)
 
     def get_job(self, job_id: str, tenant: Tenant = DEFAULT_TENANT) -> JobDocument | None:
         """The job's current document, or None if ``tenant`` has no such job (or it expired)."""
