@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     s3_read_timeout_s: float = 10.0
     s3_max_attempts: int = 3
     local_storage_root: Path | None = None
+    # Tenants' images are the objects under "<tenant>/" in the allowed buckets: a key of tenant
+    # acme may name s3://kyc-images/acme/... only (the default tenant is not restricted).
+    s3_tenant_prefixes: bool = False
 
     # --- pipeline -----------------------------------------------------------------------------
     broker_url: str | None = None

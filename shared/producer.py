@@ -20,12 +20,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
-from shared.errors import JobError, StorageUnavailableError
+from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
-from shared.jobs.inputs import InputType
+from shared.jobs.inputs import InputType, parse_probe
 from shared.jobs.registry import QUEUES
 from shared.storage import store_for
 from shared.storage.redis_client import redis_client
+from shared.storage.refs import Ref
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ class Producer:
         doc = JobDocument.new(kind, inputs, job_id, tenant)
         for name, input_type in REGISTRY.get(doc.kind).fields().items():
             if input_type is InputType.REF:
-                self.images.validate(doc.inputs[name])
+                self._check_image(self.images.validate(doc.inputs[name]), tenant)
+            elif input_type is InputType.PROBE and isinstance(probe := parse_probe(doc.inputs[name]), Ref):
+                self._check_image(probe, tenant)
         stored, created = self.jobs.create(doc)
         if not created:
             if not stored.same_request(doc):
@@ -135,6 +138,11 @@ class Producer:
             raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
         log.info("submitted %s job %s", doc.kind, doc.address)
         return stored
+
+    def _check_image(self, ref: Ref, tenant: Tenant) -> None:
+        """With ``KYC_S3_TENANT_PREFIXES``, a tenant's images are the objects under ``<tenant>/``."""
+        if self.settings.s3_tenant_prefixes and tenant != DEFAULT_TENANT and not ref.key.startswith(f"{tenant}/"):
+            raise ReferenceRejectedError("reference is outside the tenant's prefix")
 
     def _send(self, doc: JobDocument) -> None:
         spec = REGISTRY.get(doc.kind)

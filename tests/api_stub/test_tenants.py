@@ -253,3 +253,20 @@ def test_clear_text_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KYC_API_KEYS", '["a-long-random-key"]')
     with pytest.raises(SettingsError, match="kycface api-key new"):
         Settings()
+
+
+def test_with_tenant_prefixes_a_key_names_only_its_tenants_images(redis_url: str, s3: S3Endpoint) -> None:
+    settings = tenant_settings(redis_url, s3, s3_tenant_prefixes=True)
+    producer = Producer(settings)
+    with TestClient(create_app(settings, producer)) as client:
+        ours = {"kind": "faces", "image": "s3://kyc-images/acme/case-1/selfie.jpg"}
+        assert client.post("/v1/jobs", json=ours, headers=as_key(ACME)).status_code == 202
+        for body in (
+            {"kind": "faces", "image": "s3://kyc-images/beta/case-1/selfie.jpg"},
+            {"kind": "verify", "selfie": "s3://kyc-images/acme/s.jpg", "document": "s3://kyc-images/d.jpg"},
+            {"kind": "search", "gallery": "g", "probe": "s3://kyc-images/acme-evil/p.jpg"},
+        ):
+            refused = client.post("/v1/jobs", json=body, headers=as_key(ACME))
+            assert refused.status_code == 422, (body, refused.text)
+            assert "tenant's prefix" in refused.json()["detail"]
+    producer.close()
