@@ -58,12 +58,6 @@ def scoped(tenant: Tenant, name: str) -> str:
     return name if tenant == DEFAULT_TENANT else f"{tenant}{SEPARATOR}{name}"
 
 
-def unscoped(stored: str) -> tuple[Tenant, str]:
-    """The tenant and the caller's name of a stored name (the inverse of :func:`scoped`)."""
-    tenant, sep, name = stored.rpartition(SEPARATOR)
-    return (Tenant(tenant), name) if sep else (DEFAULT_TENANT, stored)
-
-
 class Scope(str, Enum):
     """What an API key may do. A key holds a set of them; each job kind needs one to submit."""
 
