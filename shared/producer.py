@@ -161,7 +161,7 @@ class Producer:
         a duplicate message finds the job claimed or done and does nothing.
 
         Returns:
-            The ids of the jobs sent again.
+            The addresses (tenant-scoped ids) of the jobs sent again.
         """
 
         def unstarted(job_id: str) -> JobDocument | None:
@@ -182,12 +182,12 @@ class Producer:
         reserved = self._reserved() if found else set()
         resent = []
         for doc, submitted in found:
-            if doc.job_id in reserved or submitted >= oldest_waiting[REGISTRY.get(doc.kind).queue]:
+            if doc.address in reserved or submitted >= oldest_waiting[REGISTRY.get(doc.kind).queue]:
                 continue
-            if unstarted(doc.job_id) is not None:
+            if unstarted(doc.address) is not None:
                 self._send(doc)
-                self.jobs.touch_unstarted(doc.job_id)
-                resent.append(doc.job_id)
+                self.jobs.touch_unstarted(doc.address)
+                resent.append(doc.address)
         if resent:
             log.warning("re-sent %d job(s) whose message never reached a worker", len(resent))
         return resent

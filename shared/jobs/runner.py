@@ -83,13 +83,13 @@ def complete(doc: JobDocument, resources: Resources, final_attempt: bool = True)
         message = f"{exc.message} (gave up after {doc.attempts} attempt{'' if doc.attempts == 1 else 's'})"
         return doc.failed(JobFailure.from_exception(exc).model_copy(update={"message": message}), timings)
     except KYCFaceError as exc:
-        log.info("job %s failed: %s", doc.job_id, exc.message)
+        log.info("job %s failed: %s", doc.address, exc.message)
         return doc.failed(JobFailure.from_exception(exc), timings)
     except resources.interrupts:
         limit = resources.settings.task_soft_time_limit_s
         return doc.failed(JobFailure.from_exception(TimeLimitExceeded(f"job exceeded the {limit}s time limit")))
     except Exception as exc:
-        log.exception("job %s failed unexpectedly", doc.job_id)
+        log.exception("job %s failed unexpectedly", doc.address)
         return doc.failed(JobFailure.from_exception(exc), timings)
     return doc.succeeded(result, timings)
 
