@@ -1,8 +1,11 @@
-"""The FastAPI app: ``POST /v1/jobs``, ``GET /v1/jobs/{job_id}``, ``GET /healthz``.
+"""The FastAPI app: ``POST /v1/jobs``, ``GET /v1/jobs/{job_id}``, ``GET /v1/openapi.json``, ``GET /healthz``.
 
 Thin by design: it validates, hands the job to :class:`shared.producer.Producer` and reads job
 documents back. ``uvicorn api_stub.app:app`` serves :data:`app`, built from the environment;
 tests and embedding services call :func:`create_app` with their own settings.
+
+Every job route runs as the caller's :class:`api_stub.auth.Principal`: jobs are submitted and
+read in its tenant only, so another tenant's job is a 404, exactly like one that never existed.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Path, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api_stub.auth import api_key_guard
-from api_stub.limits import BodySizeLimitMiddleware
+from api_stub.auth import KeyRing, Principal, check_scope, require
+from api_stub.limits import BodySizeLimitMiddleware, FixedWindow
 from api_stub.schemas import JobRequest, image_fields
 from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
-from shared.jobs import JobDocument
+from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.producer import Producer
+from shared.tenants import Scope
 
 log = logging.getLogger(__name__)
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key"},
+    403: {"description": "The API key lacks the scope this request needs"},
     413: {"description": "Request body too large"},
     503: {"description": "Job store or broker unavailable"},
 }
@@ -40,6 +45,21 @@ def _error_status(exc: KYCFaceError) -> int:
     if isinstance(exc, JobError):
         return status.HTTP_409_CONFLICT  # the id was already used for different work
     return status.HTTP_400_BAD_REQUEST
+
+
+def _reason(error: Any) -> str:
+    """The 422 message of one validation error, without the submitted value.
+
+    Our own messages never quote the value; pydantic's quote it for a few error types (a wrong
+    ``kind`` tag), so a message that contains the value is replaced by its kind of error.
+    """
+    if error["type"] == "union_tag_invalid":
+        return f"kind does not match any of the expected tags: {error['ctx']['expected_tags']}"
+    given = error.get("input")
+    message = str(error["msg"])
+    if isinstance(given, str) and given and given in message:
+        return f"invalid value ({error['type']})"
+    return message
 
 
 def _producer(request: Request) -> Producer:
@@ -81,11 +101,17 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
     if not settings.api_keys:
         log.warning("KYC_API_KEYS is empty: every job request will be refused with 401")
 
+    # No /docs, /redoc or public /openapi.json: the schema is served to a key holder only, and
+    # the Swagger and ReDoc pages would load their JavaScript from a CDN.
     app = FastAPI(
         title="KYCDeepFace",
         version="1",
         summary="Asynchronous KYC face matching: submit a job, poll its document.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    app.state.keyring = KeyRing(settings.api_keys)
 
     @app.exception_handler(KYCFaceError)
     async def on_kyc_error(request: Request, exc: KYCFaceError) -> JSONResponse:
@@ -95,37 +121,61 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # loc/msg/type only: echoing ``input`` back would copy features strings into responses
         # (and into any proxy that logs them).
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        errors = [{"loc": list(e["loc"]), "msg": _reason(e), "type": e["type"]} for e in exc.errors()]
         return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": errors})
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
-    guarded = [Depends(api_key_guard([k.get_secret_value() for k in settings.api_keys]))]
 
     @app.post(
         "/v1/jobs",
         status_code=status.HTTP_202_ACCEPTED,
-        dependencies=guarded,
-        responses={**_ERROR_RESPONSES, 409: {"description": "job_id already used for different work"}},
+        responses={
+            **_ERROR_RESPONSES,
+            409: {"description": "job_id already used for different work"},
+            429: {"description": "Too many search jobs for this API key; see Retry-After"},
+        },
     )
-    def submit_job(job: Annotated[JobRequest, Body()], response: Response, producer: ProducerDep) -> JobDocument:
-        """Queue a job; resubmitting the same ``job_id`` returns the existing job unchanged."""
+    def submit_job(
+        job: Annotated[JobRequest, Body()],
+        response: Response,
+        producer: ProducerDep,
+        caller: Annotated[Principal, Depends(require())],
+    ) -> JobDocument:
+        """Queue a job in the key's tenant; resubmitting the same ``job_id`` returns the existing
+        job unchanged. Each kind needs its scope (``jobs:submit``, ``gallery:enroll``, ...)."""
+        scope = REGISTRY.get(job.kind).scope
+        check_scope(caller, scope)
         _check_buckets(job, producer)
-        doc = producer.submit(job.kind, job.inputs(), job.job_id)
+        if scope is Scope.GALLERY_SEARCH:
+            limiter = FixedWindow(producer.jobs.redis, settings.api_search_limit, settings.api_search_window_s)
+            wait_s = limiter.retry_after_s(caller.key_id)
+            if wait_s is not None:
+                raise HTTPException(
+                    status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                    detail="too many search jobs for this API key",
+                    headers={"Retry-After": str(wait_s)},
+                )
+        doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
         return doc
 
-    @app.get(
-        "/v1/jobs/{job_id}",
-        dependencies=guarded,
-        responses={**_ERROR_RESPONSES, 404: {"description": "No such job (or it expired)"}},
-    )
-    def get_job(job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)], producer: ProducerDep) -> JobDocument:
-        """The job's current document."""
-        doc = producer.get_job(job_id)
+    @app.get("/v1/jobs/{job_id}", responses={**_ERROR_RESPONSES, 404: {"description": "No such job (or it expired)"}})
+    def get_job(
+        job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)],
+        producer: ProducerDep,
+        caller: Annotated[Principal, Depends(require(Scope.JOBS_READ))],
+    ) -> JobDocument:
+        """The job's current document; jobs of other tenants do not exist for this key."""
+        doc = producer.get_job(job_id, caller.tenant)
         if doc is None:
             raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="no such job")
         return doc
+
+    @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require())])
+    def openapi() -> JSONResponse:
+        """The OpenAPI schema, for any valid key (no HTML pages, no CDN assets)."""
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", responses={503: {"description": "Redis unreachable"}})
     def healthz(request: Request) -> JSONResponse:

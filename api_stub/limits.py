@@ -1,11 +1,18 @@
-"""Request body size cap, enforced before anything parses the body."""
+"""Request limits: the body size cap, enforced before anything parses the body, and the
+per-key rate of search jobs."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
+import redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import keys
+from shared.errors import StorageUnavailableError
 
 
 async def _send_error(send: Send, status: int, detail: str) -> None:
@@ -74,3 +81,39 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+class FixedWindow:
+    """At most ``limit`` events per key per ``window_s`` seconds, counted in Redis (shared by
+    every API process); a fixed window, so a key can burst ``2 * limit`` across a boundary.
+
+    Args:
+        client: the job store's Redis.
+        limit: events allowed per window.
+        window_s: the window's length.
+    """
+
+    def __init__(self, client: redis.Redis, limit: int, window_s: int) -> None:
+        self.client = client
+        self.limit = limit
+        self.window_s = window_s
+
+    def retry_after_s(self, key_id: str) -> int | None:
+        """Count one event for ``key_id``; None if allowed, else whole seconds until the next window.
+
+        Raises:
+            StorageUnavailableError: Redis is unreachable (the caller answers 503, never lets it through).
+        """
+        now = time.time()
+        window = int(now // self.window_s)
+        key = keys.search_rate_key(key_id, window)
+        try:
+            with self.client.pipeline() as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self.window_s + 1)
+                count = int(pipe.execute()[0])
+        except redis.exceptions.RedisError as exc:
+            raise StorageUnavailableError(f"rate limiter unavailable ({type(exc).__name__})") from None
+        if count <= self.limit:
+            return None
+        return max(1, math.ceil((window + 1) * self.window_s - now))

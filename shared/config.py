@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import SettingsError
 from shared.schemas import QualityGate, QualityLevel
+from shared.tenants import DEFAULT_TENANT, TENANT_PATTERN, Scope, api_key_hash
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +85,27 @@ class EventRule(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict)
     lookup: dict[str, str] = Field(default_factory=dict)
     tenant: str | None = None
+
+
+API_KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ApiKey(BaseModel):
+    """One entry of ``KYC_API_KEYS``: the key's hash (never the key), its tenant and scopes.
+
+    ``kycface api-key new --tenant T --scopes ...`` mints a key and prints its entry.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tenant: str = Field(default=DEFAULT_TENANT, pattern=TENANT_PATTERN)
+    scopes: frozenset[Scope] = Field(min_length=1)
+
+    @classmethod
+    def of(cls, key: str, scopes: Iterable[Scope | str], tenant: str = DEFAULT_TENANT) -> ApiKey:
+        """The entry admitting ``key`` (for services that build their Settings in code)."""
+        return cls(sha256=api_key_hash(key), tenant=tenant, scopes=frozenset(Scope(s) for s in scopes))
 
 
 class Settings(BaseSettings):
@@ -177,6 +200,9 @@ class Settings(BaseSettings):
     s3_read_timeout_s: float = 10.0
     s3_max_attempts: int = 3
     local_storage_root: Path | None = None
+    # Tenants' images are the objects under "<tenant>/" in the allowed buckets: a key of tenant
+    # acme may name s3://kyc-images/acme/... only (the default tenant is not restricted).
+    s3_tenant_prefixes: bool = False
 
     # --- pipeline -----------------------------------------------------------------------------
     broker_url: str | None = None
@@ -206,8 +232,15 @@ class Settings(BaseSettings):
     sample_faces_dir: Path | None = Field(default_factory=_default_sample_faces_dir)
 
     # --- api ----------------------------------------------------------------------------------
-    api_keys: list[SecretStr] = Field(default_factory=list)  # SecretStr: never in a repr or a log
     api_max_body_bytes: int = 64 * 1024
+
+    # --- tenants and API keys (README "Tenants and API keys") ---------------------------------
+    # JSON: key id -> {"sha256": hex of the key, "tenant": ..., "scopes": [...]}. Hashes only:
+    # a leaked config or environment dump gives no usable key. None configured = all refused.
+    api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+    # Search jobs (kinds needing gallery:search) per key per fixed window; over it: 429.
+    api_search_limit: int = Field(default=60, ge=1)
+    api_search_window_s: int = Field(default=60, ge=1)
 
     # --- gallery ------------------------------------------------------------------------------
     gallery_store: Literal["auto", "redis", "file"] = "auto"
@@ -260,6 +293,20 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=2.0, ge=0)  # doubled per attempt
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
     webhook_dead_stream: str = "kyc:webhooks-dead"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _hashed_keys_only(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):  # the clear-text list of the first release
+            raise SettingsError(
+                "KYC_API_KEYS maps key ids to hashes, tenants and scopes; clear keys are no longer "
+                "accepted (mint one with `kycface api-key new`)"
+            )
+        if isinstance(value, Mapping):
+            for key_id in value:
+                if not re.match(API_KEY_ID_PATTERN, str(key_id)):
+                    raise SettingsError("KYC_API_KEYS: key ids must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -110,3 +110,11 @@ def job_published_key(job_id: str) -> str:
 def job_webhook_key(job_id: str) -> str:
     """Set once the job's webhook delivery is scheduled."""
     return f"{EVENTS_PREFIX}webhook:{job_id}"
+
+
+RATE_PREFIX = PREFIX + "rate:"
+
+
+def search_rate_key(key_id: str, window: int) -> str:
+    """Search jobs one API key submitted in fixed window number ``window`` (INCR, expires with it)."""
+    return f"{RATE_PREFIX}search:{key_id}:{window}"

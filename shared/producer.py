@@ -20,12 +20,14 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
-from shared.errors import JobError, StorageUnavailableError
+from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
-from shared.jobs.inputs import InputType
+from shared.jobs.inputs import InputType, parse_probe
 from shared.jobs.registry import QUEUES
 from shared.storage import store_for
 from shared.storage.redis_client import redis_client
+from shared.storage.refs import Ref
+from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +99,16 @@ class Producer:
         self.app = _sender(self.settings.broker_url)
         self._broker: redis.Redis | None = None  # the broker's Redis, for the sweeper's peeks
 
-    def submit(self, kind: str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+    def submit(
+        self, kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
         """Submit a job, or return the existing one if ``job_id`` was already submitted.
 
         Args:
             kind: a registered kind (``faces``, ``verify``, ``match``, ``enroll``...).
             inputs: the kind's inputs (see its input model in :mod:`shared.jobs.kinds`).
-            job_id: idempotency key; a random id when omitted.
+            job_id: idempotency key within ``tenant``; a random id when omitted.
+            tenant: who the job (and any gallery it names) belongs to.
 
         Returns:
             The job document (``queued``, or the existing document on a duplicate id).
@@ -114,10 +119,12 @@ class Producer:
             FeaturesError: a malformed features string.
             StorageUnavailableError: Redis or the broker is unreachable.
         """
-        doc = JobDocument.new(kind, inputs, job_id)
+        doc = JobDocument.new(kind, inputs, job_id, tenant)
         for name, input_type in REGISTRY.get(doc.kind).fields().items():
             if input_type is InputType.REF:
-                self.images.validate(doc.inputs[name])
+                self._check_image(self.images.validate(doc.inputs[name]), tenant)
+            elif input_type is InputType.PROBE and isinstance(probe := parse_probe(doc.inputs[name]), Ref):
+                self._check_image(probe, tenant)
         stored, created = self.jobs.create(doc)
         if not created:
             if not stored.same_request(doc):
@@ -127,15 +134,21 @@ class Producer:
             self._send(doc)
         except Exception as exc:
             # Nothing will ever run this job: free the id so the caller's retry can submit again.
-            self.jobs.discard(doc.job_id)
+            self.jobs.discard(doc.address)
             raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
-        log.info("submitted %s job %s", doc.kind, doc.job_id)
+        log.info("submitted %s job %s", doc.kind, doc.address)
         return stored
+
+    def _check_image(self, ref: Ref, tenant: Tenant) -> None:
+        """With ``KYC_S3_TENANT_PREFIXES``, a tenant's images are the objects under ``<tenant>/``."""
+        if self.settings.s3_tenant_prefixes and tenant != DEFAULT_TENANT and not ref.key.startswith(f"{tenant}/"):
+            raise ReferenceRejectedError("reference is outside the tenant's prefix")
 
     def _send(self, doc: JobDocument) -> None:
         spec = REGISTRY.get(doc.kind)
-        # task_id = job id: a duplicate message is recognisable, and harmless (see JobStore.claim).
-        self.app.send_task(spec.task, args=[doc.job_id], queue=spec.queue, task_id=doc.job_id)
+        # task_id = the job's address: a duplicate message is recognisable, and harmless (see
+        # JobStore.claim); the worker finds the document, and so the tenant, from it.
+        self.app.send_task(spec.task, args=[doc.address], queue=spec.queue, task_id=doc.address)
 
     def requeue_stale(self, older_than_s: float, limit: int = 1000) -> list[str]:
         """Send again the task of every job that was stored ``older_than_s`` ago, never claimed,
@@ -148,7 +161,7 @@ class Producer:
         a duplicate message finds the job claimed or done and does nothing.
 
         Returns:
-            The ids of the jobs sent again.
+            The addresses (tenant-scoped ids) of the jobs sent again.
         """
 
         def unstarted(job_id: str) -> JobDocument | None:
@@ -169,12 +182,12 @@ class Producer:
         reserved = self._reserved() if found else set()
         resent = []
         for doc, submitted in found:
-            if doc.job_id in reserved or submitted >= oldest_waiting[REGISTRY.get(doc.kind).queue]:
+            if doc.address in reserved or submitted >= oldest_waiting[REGISTRY.get(doc.kind).queue]:
                 continue
-            if unstarted(doc.job_id) is not None:
+            if unstarted(doc.address) is not None:
                 self._send(doc)
-                self.jobs.touch_unstarted(doc.job_id)
-                resent.append(doc.job_id)
+                self.jobs.touch_unstarted(doc.address)
+                resent.append(doc.address)
         if resent:
             log.warning("re-sent %d job(s) whose message never reached a worker", len(resent))
         return resent
@@ -202,23 +215,29 @@ class Producer:
         times = [t for t in self.jobs.submitted_at(_task_ids(raw)) if t is not None]
         return min(times, default=math.inf)
 
-    def submit_faces(self, image_ref: str, job_id: str | None = None) -> JobDocument:
+    def submit_faces(self, image_ref: str, job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT) -> JobDocument:
         """Submit a ``faces`` job: every face of one image."""
-        return self.submit("faces", {"image": image_ref}, job_id)
+        return self.submit("faces", {"image": image_ref}, job_id, tenant)
 
-    def submit_verify(self, selfie_ref: str, document_ref: str, job_id: str | None = None) -> JobDocument:
+    def submit_verify(
+        self, selfie_ref: str, document_ref: str, job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
         """Submit a ``verify`` job: the selfie's face against the document's portrait."""
-        return self.submit("verify", {"selfie": selfie_ref, "document": document_ref}, job_id)
+        return self.submit("verify", {"selfie": selfie_ref, "document": document_ref}, job_id, tenant)
 
-    def submit_match(self, features1: str, features2: str, job_id: str | None = None) -> JobDocument:
+    def submit_match(
+        self, features1: str, features2: str, job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
         """Submit a ``match`` job: two features strings."""
-        return self.submit("match", {"features1": features1, "features2": features2}, job_id)
+        return self.submit("match", {"features1": features1, "features2": features2}, job_id, tenant)
 
-    def get_job(self, job_id: str) -> JobDocument | None:
-        """The job's current document, or None if unknown (or expired)."""
-        return self.jobs.get(job_id)
+    def get_job(self, job_id: str, tenant: Tenant = DEFAULT_TENANT) -> JobDocument | None:
+        """The job's current document, or None if ``tenant`` has no such job (or it expired)."""
+        return self.jobs.get(scoped(tenant, job_id))
 
-    def wait_for(self, job_id: str, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobDocument:
+    def wait_for(
+        self, job_id: str, timeout_s: float = 60.0, poll_s: float = 0.2, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
         """Poll until the job is ``succeeded`` or ``failed``.
 
         Raises:
@@ -227,7 +246,7 @@ class Producer:
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            doc = self.get_job(job_id)
+            doc = self.get_job(job_id, tenant)
             if doc is None:
                 raise JobError(f"no job {job_id!r}")
             if doc.status.terminal:
@@ -257,9 +276,11 @@ def default_producer() -> Producer:
         return _default
 
 
-def submit(kind: str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
+def submit(
+    kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+) -> JobDocument:
     """:meth:`Producer.submit` on the default producer."""
-    return default_producer().submit(kind, inputs, job_id)
+    return default_producer().submit(kind, inputs, job_id, tenant)
 
 
 def submit_faces(image_ref: str, job_id: str | None = None) -> JobDocument:
@@ -277,11 +298,11 @@ def submit_match(features1: str, features2: str, job_id: str | None = None) -> J
     return default_producer().submit_match(features1, features2, job_id)
 
 
-def get_job(job_id: str) -> JobDocument | None:
+def get_job(job_id: str, tenant: Tenant = DEFAULT_TENANT) -> JobDocument | None:
     """:meth:`Producer.get_job` on the default producer."""
-    return default_producer().get_job(job_id)
+    return default_producer().get_job(job_id, tenant)
 
 
-def wait_for(job_id: str, timeout_s: float = 60.0, poll_s: float = 0.2) -> JobDocument:
+def wait_for(job_id: str, timeout_s: float = 60.0, poll_s: float = 0.2, tenant: Tenant = DEFAULT_TENANT) -> JobDocument:
     """:meth:`Producer.wait_for` on the default producer."""
-    return default_producer().wait_for(job_id, timeout_s, poll_s)
+    return default_producer().wait_for(job_id, timeout_s, poll_s, tenant)

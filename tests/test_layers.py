@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "shared.keys": 0,
     "shared.features": 0,
     "shared.schemas": 0,
+    "shared.tenants": 0,
     # 1 - the core: face engine, models, gallery, storage
     "shared": 1,
     "shared.engine": 1,

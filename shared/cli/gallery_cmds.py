@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.cli.pipeline_cmds import add_tenant_option
 from shared.config import get_settings
 from shared.schemas import to_dict
+from shared.tenants import scoped
 
 if TYPE_CHECKING:
     from shared.gallery import KYCDeepFaceDB
@@ -29,7 +31,7 @@ def _emit(doc: Any) -> None:
 def _db(args: argparse.Namespace) -> KYCDeepFaceDB:
     from shared.gallery import KYCDeepFaceDB
 
-    return KYCDeepFaceDB(args.gallery, settings=get_settings())
+    return KYCDeepFaceDB(scoped(args.tenant, args.gallery), settings=get_settings())
 
 
 def _probe(arg: str) -> tuple[str | None, Any]:
@@ -80,8 +82,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from shared.storage import store_for
 
     settings = get_settings()
-    against = args.against if args.gallery_command == "rescreen" else args.gallery
-    with KYCDeepFaceDB(args.gallery, settings=settings) as source, KYCDeepFaceDB(against, settings=settings) as target:
+    against = scoped(args.tenant, args.against if args.gallery_command == "rescreen" else args.gallery)
+    source_name = scoped(args.tenant, args.gallery)
+    with KYCDeepFaceDB(source_name, settings=settings) as source, KYCDeepFaceDB(against, settings=settings) as target:
         report, refs = run_in_process(args.gallery_command, source, target, store_for(settings), settings)
     _emit({"code": "SUCCESS", "run_id": report.run_id, "faces_screened": report.faces_screened,
            "hits": len(report.hits), "report": refs})  # fmt: skip
@@ -95,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("--gallery", default="default", help="gallery name (default: default)")
+        add_tenant_option(parser, "gallery")
         return parser
 
     enroll = add("enroll", "enrol (or replace) a face under FACE_ID")

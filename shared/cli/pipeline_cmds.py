@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from shared.config import Settings, get_settings
 from shared.errors import JobError
+from shared.tenants import DEFAULT_TENANT, Tenant
 
 if TYPE_CHECKING:
     from shared.jobs import JobDocument
@@ -51,7 +52,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     producer = _producer(get_settings())
     try:
-        _emit(producer.submit(args.kind, {name: getattr(args, name) for name in args.inputs}, args.job_id))
+        _emit(producer.submit(args.kind, {name: getattr(args, name) for name in args.inputs}, args.job_id, args.tenant))
     finally:
         producer.close()
     return 0
@@ -60,7 +61,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     producer = _producer(get_settings())
     try:
-        doc = producer.get_job(args.job_id)
+        doc = producer.get_job(args.job_id, args.tenant)
     finally:
         producer.close()
     if doc is None:
@@ -72,7 +73,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     producer = _producer(get_settings())
     try:
-        _emit(producer.wait_for(args.job_id, timeout_s=args.timeout))
+        _emit(producer.wait_for(args.job_id, timeout_s=args.timeout, tenant=args.tenant))
     except TimeoutError as exc:
         print(f"kycface: {exc}", file=sys.stderr)
         return 1
@@ -139,6 +140,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def tenant_type(text: str) -> Tenant:
+    """``--tenant``'s argparse type: a usage error, not a traceback, for a bad name."""
+    try:
+        return Tenant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_tenant_option(parser: argparse.ArgumentParser, what: str = "job") -> None:
+    parser.add_argument("--tenant", type=tenant_type, default=DEFAULT_TENANT,
+                        help=f"whose {what} (default: {DEFAULT_TENANT}, the single-tenant deployment)")  # fmt: skip
+
+
 def _register_submit(sub: argparse._SubParsersAction) -> None:
     from shared.jobs.inputs import InputType
     from shared.jobs.registry import REGISTRY
@@ -155,6 +169,7 @@ def _register_submit(sub: argparse._SubParsersAction) -> None:
                 parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=metavar,
                                     default=str(info.default), help=f"default: {info.default}")  # fmt: skip
         parser.add_argument("--job-id", help="idempotency key: resubmitting it returns the existing job")
+        add_tenant_option(parser)
         parser.set_defaults(func=cmd_submit, inputs=list(spec.fields()))
 
 
@@ -170,10 +185,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     status = sub.add_parser("status", help="print a job's document")
     status.add_argument("job_id", metavar="JOB_ID")
+    add_tenant_option(status)
     status.set_defaults(func=cmd_status)
 
     wait = sub.add_parser("wait", help="wait until a job finishes; print its document")
     wait.add_argument("job_id", metavar="JOB_ID")
+    add_tenant_option(wait)
     wait.add_argument("--timeout", type=_positive, default=60.0, help="seconds (default: 60)")
     wait.set_defaults(func=cmd_wait)
 

@@ -33,6 +33,7 @@ from shared.events.outbox import JobMeta, remember
 from shared.events.records import ObjectEvent, parse_notification
 from shared.events.sources import Entry
 from shared.storage.s3 import s3_client
+from shared.tenants import TENANT_PATTERN
 
 # The newest object under a prefix of a bucket, as s3://bucket/key; None when there is none.
 Lookup = Callable[[str, str], str | None]
@@ -158,8 +159,10 @@ class BucketEvents:
             fields[name] = found
         inputs = self.validate(spec.kind, fields)
         tenant = spec.tenant.format_map(values) if spec.tenant else DEFAULT_TENANT
+        if not re.match(TENANT_PATTERN, tenant):
+            raise RequestRejectedError(f"tenant: must match {TENANT_PATTERN}")
         request = JobRequest(kind=spec.kind, inputs=inputs, job_id=f"s3e-{event.idempotency_key()}", tenant=tenant)
-        remember(self.client, self.settings, request.job_id, JobMeta(tenant=tenant))
+        remember(self.client, self.settings, request.address, JobMeta(tenant=tenant))
         job_id = self.submit(request)
         self.client.set(seen_key, job_id, ex=self.settings.job_ttl_s)
         return Handled(Outcome.CREATED, job_id=job_id)

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import redis
 
 from shared.errors import JobError, KYCFaceError
+from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
-DEFAULT_TENANT = "default"
 MAX_REASON_CHARS = 300
 
 
@@ -51,6 +51,11 @@ class JobRequest:
     job_id: str
     tenant: str = DEFAULT_TENANT
     callback_url: str | None = None
+
+    @property
+    def address(self) -> str:
+        """The job's tenant-scoped id, under which its document and meta are kept."""
+        return scoped(Tenant(self.tenant), self.job_id)
 
 
 class Validate(Protocol):

@@ -99,13 +99,13 @@ def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument
     """
     if not doc.status.terminal:
         raise ValueError(f"job {doc.job_id} is {doc.status.value}, not terminal")
-    meta = recall(client, doc.job_id)
+    meta = recall(client, doc.address)
     event = completion_event(doc, meta)
     flat = [part for name in EVENT_FIELDS for part in (name, event[name])]
     event_id = client.eval(
         _PUBLISH_ONCE,
         2,
-        keys.job_published_key(doc.job_id),
+        keys.job_published_key(doc.address),
         settings.events_completed_stream,
         settings.job_ttl_s,
         settings.events_stream_max_len,

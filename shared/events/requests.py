@@ -34,8 +34,8 @@ from shared.events.model import (
 from shared.events.outbox import JobMeta, forget_unless_submitted, remember
 from shared.events.sources import Entry
 from shared.jobs.model import JOB_ID_PATTERN
+from shared.tenants import TENANT_PATTERN
 
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ENVELOPE = ("kind", "job_id", "tenant", "callback_url")
 
 
@@ -101,10 +101,10 @@ class JobRequests:
         try:
             request = self.parse(entry)
             # Before the submit: a fast worker may finish the job before this line would run after it.
-            remember(self.client, self.settings, request.job_id, JobMeta(request.tenant, request.callback_url))
+            remember(self.client, self.settings, request.address, JobMeta(request.tenant, request.callback_url))
             return [Handled(Outcome.CREATED, job_id=self.submit(request))]
         except Exception as exc:
             handled = handled_error(exc)
             if request is not None and handled.outcome is Outcome.REJECTED:
-                forget_unless_submitted(self.client, request.job_id)
+                forget_unless_submitted(self.client, request.address)
             return [handled]

@@ -227,9 +227,9 @@ def on_terminal(
         The published event, or None when an earlier call published it.
     """
     published = publish_completion(client, settings, doc)
-    meta = recall(client, doc.job_id)
+    meta = recall(client, doc.address)
     delivery = WebhookDelivery.for_job(doc, meta)
-    marker = keys.job_webhook_key(doc.job_id)
+    marker = keys.job_webhook_key(doc.address)
     if delivery is not None and client.set(marker, "1", nx=True, ex=settings.job_ttl_s):
         try:
             schedule(delivery)

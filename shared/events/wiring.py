@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from api_stub.schemas import JobRequest as ApiJobRequest
 from shared.events.model import MAX_REASON_CHARS, JobRequest, RequestRejectedError, Submit
 from shared.producer import Producer
+from shared.tenants import Tenant
 
 _REQUESTS: TypeAdapter[Any] = TypeAdapter(ApiJobRequest)
 
@@ -38,6 +39,6 @@ def producer_submit(producer: Producer) -> Submit:
     """A ``Submit`` seam on ``producer``: idempotent on the request's job id."""
 
     def submit(request: JobRequest) -> str:
-        return producer.submit(request.kind, request.inputs, request.job_id).job_id
+        return producer.submit(request.kind, request.inputs, request.job_id, Tenant(request.tenant)).job_id
 
     return submit

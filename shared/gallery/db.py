@@ -22,7 +22,7 @@ from shared.gallery.answers import candidates, confidence_map_for
 from shared.gallery.factory import open_store
 from shared.gallery.replica import Replica
 from shared.gallery.shards import FanOut, Partial, merge, search_replica, shard_names, shard_of
-from shared.gallery.store import MAX_TOP_K, GalleryStore, check_face_id, check_gallery_name
+from shared.gallery.store import MAX_TOP_K, GalleryStore, check_face_id, check_stored_gallery_name
 from shared.gallery.threshold import gallery_threshold
 from shared.schemas import (
     DeleteResult,
@@ -77,7 +77,7 @@ class KYCDeepFaceDB:
         fpir: float | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.gallery = check_gallery_name(gallery)
+        self.gallery = check_stored_gallery_name(gallery)
         names = shard_names(self.gallery, self.settings.gallery_shards)
         self.stores = list(stores) if stores is not None else [open_store(n, self.settings, redis) for n in names]
         if len(self.stores) != len(names):

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Protocol
 
 from shared.errors import GalleryError
+from shared.tenants import SEPARATOR, TENANT_PATTERN
 
 # The most candidates one search returns.
 MAX_TOP_K = 1000
@@ -27,6 +28,18 @@ MAX_FACE_ID_CHARS = 256
 def check_gallery_name(name: str) -> str:
     if not isinstance(name, str) or not GALLERY_NAME_PATTERN.match(name):
         raise GalleryError("gallery name must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
+    return name
+
+
+def check_stored_gallery_name(name: str) -> str:
+    """A gallery name as stored: a gallery name, scoped by a tenant or not (``acme/customers``,
+    see :func:`shared.tenants.scoped`); callers name only the bare gallery."""
+    if not isinstance(name, str):
+        raise GalleryError("gallery name must be a string")
+    tenant, _, gallery = name.rpartition(SEPARATOR)
+    if tenant and not re.match(TENANT_PATTERN, tenant):
+        raise GalleryError("gallery tenant must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
+    check_gallery_name(gallery)
     return name
 
 

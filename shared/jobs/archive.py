@@ -9,7 +9,10 @@ from shared.storage.s3 import S3Store
 
 
 class ResultArchive:
-    """``s3://<results bucket>/<results prefix><job_id>.json``, written once per job.
+    """``s3://<results bucket>/<results prefix><address>.json``, written once per job.
+
+    The address is the job's tenant-scoped id (``acme/case-1`` is ``results/acme/case-1.json``),
+    so an S3 lifecycle rule or IAM policy can target one tenant's prefix.
 
     Args:
         settings: ``s3_results_bucket`` (default ``s3_bucket``), ``s3_results_prefix`` and the
@@ -31,10 +34,10 @@ class ResultArchive:
             The archived document: ``doc``, or the one an earlier execution wrote first, so two
             deliveries of the same job can never leave two different answers.
         """
-        ref = self.ref_for(doc.job_id)
+        ref = self.ref_for(doc.address)
         if self.s3.put_new(ref, doc.to_json().encode()):
             return doc
-        existing = self.read(doc.job_id)
+        existing = self.read(doc.address)
         return existing if existing is not None else doc
 
     def read(self, job_id: str) -> JobDocument | None:

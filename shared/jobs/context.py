@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import Settings
 from shared.storage.refs import Ref
+from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 if TYPE_CHECKING:
     from shared.engine import KYCDeepFace
@@ -23,11 +24,13 @@ class JobContext:
     Args:
         resources: the process's resources.
         timings: receives ``fetch_s`` and ``compute_s``, summed over the job's steps.
+        tenant: the job's tenant; the galleries it names are that tenant's.
     """
 
-    def __init__(self, resources: Resources, timings: dict[str, float]) -> None:
+    def __init__(self, resources: Resources, timings: dict[str, float], tenant: Tenant = DEFAULT_TENANT) -> None:
         self.resources = resources
         self.timings = timings
+        self.tenant = tenant
 
     @property
     def settings(self) -> Settings:
@@ -38,7 +41,8 @@ class JobContext:
         return self.resources.engine
 
     def gallery(self, name: str) -> KYCDeepFaceDB:
-        return self.resources.gallery(name)
+        """The job's tenant's gallery ``name``: a handler cannot name another tenant's."""
+        return self.resources.gallery(scoped(self.tenant, name))
 
     def fetch(self, ref: Ref) -> bytes:
         """The referenced image's bytes, timed as ``fetch_s``."""

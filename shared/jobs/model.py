@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import JobError, KYCFaceError, ResultCode
 from shared.jobs.registry import REGISTRY
+from shared.tenants import DEFAULT_TENANT, TENANT_PATTERN, Tenant, scoped
 
 SCHEMA_VERSION: Literal[1] = 1
 # Letters, digits and ._:- so an idempotency key like "case-123:verify" fits a Redis key and an
@@ -61,12 +62,16 @@ class JobDocument(BaseModel):
     ``succeeded``; ``error`` says why when ``failed``. ``timings`` holds per-stage seconds
     (``queue_s``, ``fetch_s``, ``compute_s``) of the last attempt. ``result_ref`` points at the
     full document in S3 when Redis keeps only its envelope (``KYC_RESULT_STORE=s3``).
+    ``tenant`` owns the job: its ``job_id`` is unique within the tenant only, and the stores
+    file it under :attr:`address`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = SCHEMA_VERSION
     job_id: str = Field(pattern=JOB_ID_PATTERN)
+    # Documents written before tenants existed have none: they belong to the default tenant.
+    tenant: str = Field(default=DEFAULT_TENANT, pattern=TENANT_PATTERN)
     kind: str  # a name in shared.jobs.registry.REGISTRY
     status: JobStatus
     created_at: datetime
@@ -86,11 +91,20 @@ class JobDocument(BaseModel):
             raise ValueError("timestamps must carry a timezone")
         return value
 
+    @property
+    def address(self) -> str:
+        """The job's id in the stores and on the queue, unique across tenants (see
+        :func:`shared.tenants.scoped`)."""
+        return scoped(Tenant(self.tenant), self.job_id)
+
     # -- named constructors for each transition -------------------------------------------------
 
     @classmethod
-    def new(cls, kind: str, inputs: dict[str, Any], job_id: str | None = None) -> JobDocument:
-        """A ``queued`` job; inputs parsed by the kind's model, a random id unless the caller gives one.
+    def new(
+        cls, kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> JobDocument:
+        """A ``queued`` job of ``tenant``; inputs parsed by the kind's model, a random id unless the
+        caller gives one.
 
         Raises:
             JobError: bad kind, inputs or job id.
@@ -103,6 +117,7 @@ class JobDocument(BaseModel):
             raise JobError(f"job id {job_id!r} must match {JOB_ID_PATTERN}")
         return cls(
             job_id=job_id or uuid.uuid4().hex,
+            tenant=Tenant(tenant),
             kind=spec.name,
             status=JobStatus.QUEUED,
             created_at=utcnow(),

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import JobError
 from shared.jobs.inputs import InputType, input_type
+from shared.tenants import Scope
 
 if TYPE_CHECKING:
     from shared.jobs.context import JobContext
@@ -66,6 +67,7 @@ class JobKindSpec:
         queue: the Celery queue of its task.
         help: one line for the CLI and the API's schema.
         task: the Celery task name.
+        scope: what an API key must hold to submit it.
     """
 
     name: str
@@ -75,6 +77,7 @@ class JobKindSpec:
     queue: str
     help: str
     task: str
+    scope: Scope = Scope.JOBS_SUBMIT
 
     def fields(self) -> dict[str, InputType]:
         """Input name -> its type, in declaration order."""
@@ -150,7 +153,9 @@ class Registry:
 REGISTRY = Registry()
 
 
-def job_kind(name: str, *, queue: str, help: str, registry: Registry = REGISTRY) -> Callable[[Handler], Handler]:
+def job_kind(
+    name: str, *, queue: str, help: str, scope: Scope = Scope.JOBS_SUBMIT, registry: Registry = REGISTRY
+) -> Callable[[Handler], Handler]:
     """Declare a job kind: the decorated handler's first parameter's annotation is its input
     model, its return annotation the result model.
 
@@ -158,6 +163,7 @@ def job_kind(name: str, *, queue: str, help: str, registry: Registry = REGISTRY)
         name: the kind's name.
         queue: :data:`HEAVY_QUEUE` or :data:`LIGHT_QUEUE`.
         help: one line for the CLI and the API.
+        scope: the API key scope needed to submit it (default ``jobs:submit``).
         registry: where to declare it (tests declare kinds in a registry of their own).
     """
 
@@ -173,6 +179,7 @@ def job_kind(name: str, *, queue: str, help: str, registry: Registry = REGISTRY)
                 queue=queue,
                 help=help,
                 task=TASK_PREFIX + name,
+                scope=scope,
             )
         )
         return handler

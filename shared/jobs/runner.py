@@ -22,12 +22,17 @@ from shared.jobs.registry import REGISTRY
 from shared.jobs.resources import Resources
 from shared.jobs.store import ClaimOutcome
 from shared.schemas import to_dict
+from shared.tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 
 
 def run_job(
-    kind: str, inputs: dict[str, Any], resources: Resources, timings: dict[str, float] | None = None
+    kind: str,
+    inputs: dict[str, Any],
+    resources: Resources,
+    timings: dict[str, float] | None = None,
+    tenant: Tenant = DEFAULT_TENANT,
 ) -> dict[str, Any]:
     """Execute one job and return its answer as a JSON-ready dict.
 
@@ -38,6 +43,7 @@ def run_job(
         inputs: the job's inputs as strings; parsed here, once, by the kind's input model.
         resources: the process's engine, stores and galleries.
         timings: if given, receives seconds spent per stage (``fetch_s``, ``compute_s``).
+        tenant: whose galleries the job may open.
 
     Returns:
         The kind's result document.
@@ -48,7 +54,7 @@ def run_job(
     """
     spec = REGISTRY.get(kind)
     parsed = spec.parse(inputs)
-    result = spec.handler(parsed, JobContext(resources, timings if timings is not None else {}))
+    result = spec.handler(parsed, JobContext(resources, timings if timings is not None else {}, tenant))
     return to_dict(result)
 
 
@@ -70,20 +76,20 @@ def complete(doc: JobDocument, resources: Resources, final_attempt: bool = True)
     """
     timings = dict(doc.timings)
     try:
-        result = run_job(doc.kind, doc.inputs, resources, timings)
+        result = run_job(doc.kind, doc.inputs, resources, timings, Tenant(doc.tenant))
     except StorageUnavailableError as exc:
         if not final_attempt:
             raise
         message = f"{exc.message} (gave up after {doc.attempts} attempt{'' if doc.attempts == 1 else 's'})"
         return doc.failed(JobFailure.from_exception(exc).model_copy(update={"message": message}), timings)
     except KYCFaceError as exc:
-        log.info("job %s failed: %s", doc.job_id, exc.message)
+        log.info("job %s failed: %s", doc.address, exc.message)
         return doc.failed(JobFailure.from_exception(exc), timings)
     except resources.interrupts:
         limit = resources.settings.task_soft_time_limit_s
         return doc.failed(JobFailure.from_exception(TimeLimitExceeded(f"job exceeded the {limit}s time limit")))
     except Exception as exc:
-        log.exception("job %s failed unexpectedly", doc.job_id)
+        log.exception("job %s failed unexpectedly", doc.address)
         return doc.failed(JobFailure.from_exception(exc), timings)
     return doc.succeeded(result, timings)
 

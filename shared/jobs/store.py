@@ -83,6 +83,9 @@ class JobStore:
     its envelope (no ``result``, with ``result_ref``); :meth:`get` fetches the full document from
     S3. With ``both`` Redis and S3 each hold the full document.
 
+    Jobs are filed by :attr:`JobDocument.address` (the tenant-scoped id): every ``job_id``
+    argument below is an address, so one tenant's id never reaches another tenant's document.
+
     Args:
         settings: Redis URL (``KYC_REDIS_URL``, default ``KYC_BROKER_URL``), TTL, result store.
         client: an existing Redis client (default: one built from the settings).
@@ -113,10 +116,10 @@ class JobStore:
             ``(doc, True)`` if stored, ``(existing, False)`` if the id was taken.
         """
         with _redis_errors():
-            job_keys = [keys.job_key(doc.job_id), keys.jobs_unstarted_key()]
-            if self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), doc.job_id]):
+            job_keys = [keys.job_key(doc.address), keys.jobs_unstarted_key()]
+            if self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), doc.address]):
                 return doc, True
-        existing = self.get(doc.job_id)
+        existing = self.get(doc.address)
         if existing is None:  # expired between the two calls; extremely unlikely, try once more
             return self.create(doc)
         return existing, False
@@ -265,10 +268,10 @@ class JobStore:
                     continue
 
     def _transition(self, doc: JobDocument, token: str | None, final: bool, archived: bool = False) -> JobDocument:
-        doc_key, lock_key = keys.job_key(doc.job_id), keys.job_lock_key(doc.job_id)
+        doc_key, lock_key = keys.job_key(doc.address), keys.job_lock_key(doc.address)
         stored = doc
         if final and archived and self.mode == "s3" and self.archive is not None:
-            stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.job_id)})
+            stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.address)})
 
         def write(pipe: Pipeline) -> JobDocument:
             raw, holder = pipe.mget(doc_key, lock_key)
@@ -289,5 +292,5 @@ class JobStore:
         with _redis_errors():
             result = self._atomic(write, doc_key, lock_key)
         if result is not doc and result.result_ref is not None and self.archive is not None:
-            return self.archive.read(doc.job_id) or result
+            return self.archive.read(doc.address) or result
         return result

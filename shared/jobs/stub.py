@@ -32,10 +32,10 @@ class StubJobStore:
 
     def create(self, doc: JobDocument) -> tuple[JobDocument, bool]:
         with self._lock:
-            if doc.job_id in self.docs:
-                return self.docs[doc.job_id], False
-            self.docs[doc.job_id] = doc
-            self.unstarted_at[doc.job_id] = time.time()
+            if doc.address in self.docs:
+                return self.docs[doc.address], False
+            self.docs[doc.address] = doc
+            self.unstarted_at[doc.address] = time.time()
             return doc, True
 
     def get(self, job_id: str) -> JobDocument | None:
@@ -66,20 +66,20 @@ class StubJobStore:
 
     def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
         with self._lock:
-            self._release(doc.job_id, token)
-            self.docs[doc.job_id] = queued = doc.requeued(error)
+            self._release(doc.address, token)
+            self.docs[doc.address] = queued = doc.requeued(error)
             return queued
 
     def finish(self, doc: JobDocument, token: str | None, archive: bool = True) -> JobDocument:
         if archive and self.archive_error is not None:
             raise self.archive_error
         with self._lock:
-            current = self.docs.get(doc.job_id)
+            current = self.docs.get(doc.address)
             if current is not None and current.status.terminal:
                 return current
             if token is not None:
-                self._release(doc.job_id, token)
-            self.docs[doc.job_id] = doc
+                self._release(doc.address, token)
+            self.docs[doc.address] = doc
             return doc
 
     def _release(self, job_id: str, token: str) -> None:

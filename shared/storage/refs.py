@@ -32,14 +32,14 @@ class Ref:
         return self.key
 
 
-def _check_key(key: str, ref: str) -> None:
+def _check_key(key: str) -> None:
     if not key:
-        raise ReferenceRejectedError(f"reference {ref!r} has an empty key")
+        raise ReferenceRejectedError("reference has an empty key")
     if key.startswith("/"):
-        raise ReferenceRejectedError(f"reference {ref!r} has an absolute key")
+        raise ReferenceRejectedError("reference has an absolute key")
     # S3 would store "a/../b" literally, but proxies and local mirrors normalise it: refuse.
     if any(part in ("..", ".") for part in key.split("/")):
-        raise ReferenceRejectedError(f"reference {ref!r} has a '.' or '..' segment")
+        raise ReferenceRejectedError("reference has a '.' or '..' segment")
 
 
 def parse_ref(ref: str) -> Ref:
@@ -64,14 +64,14 @@ def parse_ref(ref: str) -> Ref:
     if ref.startswith("s3://"):
         bucket, _, key = ref[len("s3://") :].partition("/")
         if not _BUCKET.match(bucket):
-            raise ReferenceRejectedError(f"reference {ref!r} names an invalid bucket")
-        _check_key(key, ref)
+            raise ReferenceRejectedError("reference names an invalid bucket")
+        _check_key(key)
         return Ref(scheme="s3", bucket=bucket, key=key)
     if ref.startswith("file://"):
         path = ref[len("file://") :]
         if not path.startswith("/"):
-            raise ReferenceRejectedError(f"reference {ref!r}: file:// needs an absolute path")
+            raise ReferenceRejectedError("reference: file:// needs an absolute path")
         return Ref(scheme="file", key=path)
     if "://" in ref:
-        raise ReferenceRejectedError(f"reference {ref!r} has an unsupported scheme")
+        raise ReferenceRejectedError("reference has an unsupported scheme")
     return Ref(scheme="file", key=ref)

@@ -144,7 +144,7 @@ class S3Store:
         if parsed.scheme != "s3" or parsed.bucket is None:
             raise ReferenceRejectedError(f"{parsed} is not an s3:// reference")
         if parsed.bucket not in self.buckets:
-            raise ReferenceRejectedError(f"{parsed}: bucket {parsed.bucket!r} is not allowed")
+            raise ReferenceRejectedError("reference names a bucket that is not allowed")
         return parsed
 
     def get(self, ref: str | Ref) -> bytes:

@@ -8,10 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
-from shared.config import Settings
+from shared.config import ApiKey, Settings
 from shared.producer import Producer
+from shared.tenants import Scope
 
 API_KEY = "test-key-0123456789"
+SECOND_KEY = "second-key"
+ALL_SCOPES = tuple(Scope)
 BUCKET = "kyc-images"
 EXTRA_BUCKET = "kyc-partner"
 
@@ -19,7 +22,7 @@ EXTRA_BUCKET = "kyc-partner"
 def stub_settings(redis_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "broker_url": redis_url,
-        "api_keys": [API_KEY, "second-key"],
+        "api_keys": {"test": ApiKey.of(API_KEY, ALL_SCOPES), "second": ApiKey.of(SECOND_KEY, ALL_SCOPES)},
         "s3_bucket": BUCKET,
         "s3_allowed_buckets": [EXTRA_BUCKET],
         "api_max_body_bytes": 64 * 1024,

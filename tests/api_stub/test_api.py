@@ -14,7 +14,7 @@ from api_stub.app import create_app
 from shared.config import Settings
 from shared.jobs import JobStatus
 from shared.producer import Producer
-from tests.api_stub.conftest import API_KEY, BUCKET, EXTRA_BUCKET, stub_settings
+from tests.api_stub.conftest import API_KEY, BUCKET, EXTRA_BUCKET, SECOND_KEY, stub_settings
 
 pytestmark = pytest.mark.services
 
@@ -70,11 +70,11 @@ def test_missing_or_wrong_api_key_is_401(client: TestClient, headers: dict[str, 
 
 
 def test_every_configured_key_is_accepted(client: TestClient) -> None:
-    assert client.post("/v1/jobs", json=VERIFY, headers={"X-API-Key": "second-key"}).status_code == 202
+    assert client.post("/v1/jobs", json=VERIFY, headers={"X-API-Key": SECOND_KEY}).status_code == 202
 
 
 def test_no_configured_keys_refuses_everyone(redis_url: str) -> None:
-    with TestClient(create_app(stub_settings(redis_url, api_keys=[]))) as c:
+    with TestClient(create_app(stub_settings(redis_url, api_keys={}))) as c:
         assert c.post("/v1/jobs", json=VERIFY, headers={"X-API-Key": ""}).status_code == 401
         assert c.post("/v1/jobs", json=VERIFY, headers={"X-API-Key": "anything"}).status_code == 401
 
@@ -171,6 +171,26 @@ def test_422_never_echoes_the_input(client: TestClient) -> None:
     assert all(set(e) == {"loc", "msg", "type"} for e in response.json()["detail"])
 
 
+@pytest.mark.parametrize(
+    ("body", "submitted"),
+    [
+        # U+202E (right-to-left override) makes "case\u202e/../gpj.exe" display as "exe.jpg/../case".
+        ({**VERIFY, "selfie": f"s3://{BUCKET}/case\u202e/../gpj.exe"}, "case\u202e/../gpj.exe"),
+        ({**VERIFY, "selfie": "s3://partner-secret-bucket/a.jpg"}, "partner-secret-bucket"),
+        ({**VERIFY, "selfie": "s3://Bad\u202eBucket/a.jpg"}, "Bad\u202eBucket"),
+        ({**VERIFY, "selfie": "gopher://internal-host\u2067/x"}, "internal-host"),
+        ({**VERIFY, "kind": "verify\u202e"}, "verify\u202e"),
+        ({**VERIFY, "kind": "customer-42-ssn"}, "customer-42-ssn"),
+    ],
+)
+def test_422_names_fields_and_reasons_never_the_value(client: TestClient, body: dict, submitted: str) -> None:
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    text = response.content.decode()
+    assert submitted not in text and "\u202e" not in text and "\u2067" not in text
+    assert all(e["loc"] and e["msg"] for e in response.json()["detail"])
+
+
 def test_body_that_is_not_json_is_422(client: TestClient) -> None:
     response = client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 422
@@ -233,8 +253,22 @@ def test_body_just_under_the_cap_is_parsed(client: TestClient, api_settings: Set
 # -- OpenAPI and imports -----------------------------------------------------------------------
 
 
-def test_openapi_is_served_without_a_key(client: TestClient) -> None:
-    response = client.get("/openapi.json", headers={"X-API-Key": ""})
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"])
+def test_no_docs_pages_and_no_public_schema(client: TestClient, path: str) -> None:
+    # The first release served these without a key, and /docs loaded Swagger's JS from a CDN.
+    for headers in ({"X-API-Key": ""}, {"X-API-Key": API_KEY}):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 404, (path, headers)
+        assert "cdn.jsdelivr.net" not in response.text and "<script" not in response.text
+
+
+def test_openapi_needs_a_key(client: TestClient) -> None:
+    assert client.get("/v1/openapi.json", headers={"X-API-Key": ""}).status_code == 401
+    assert client.get("/v1/openapi.json", headers={"X-API-Key": "wrong"}).status_code == 401
+
+
+def test_openapi_is_served_to_any_valid_key(client: TestClient) -> None:
+    response = client.get("/v1/openapi.json")
     assert response.status_code == 200
     spec = response.json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(spec["paths"])
@@ -250,9 +284,9 @@ def test_the_stub_never_imports_a_model_runtime(redis_url: str) -> None:
 import sys
 from fastapi.testclient import TestClient
 from api_stub.app import create_app
-from shared.config import Settings
+from shared.config import ApiKey, Settings
 
-settings = Settings(broker_url={redis_url!r}, api_keys=["k"])
+settings = Settings(broker_url={redis_url!r}, api_keys={{"k": ApiKey.of("k", ["jobs:submit", "jobs:read"])}})
 with TestClient(create_app(settings), headers={{"X-API-Key": "k"}}) as c:
     job = c.post("/v1/jobs", json={{"kind": "faces", "image": "s3://kyc-images/a.jpg"}}).json()
     c.get("/v1/jobs/" + job["job_id"])

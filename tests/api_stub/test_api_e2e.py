@@ -13,14 +13,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
-from shared.config import Settings
+from shared.config import ApiKey, Settings
 from shared.jobs.resources import Resources
 from shared.jobs.runner import run_job
 from shared.producer import Producer
 from shared.schemas import to_dict
 from shared.storage import LocalStore
-from tests.api_stub.conftest import API_KEY
+from tests.api_stub.conftest import ALL_SCOPES, API_KEY
 from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, pipeline_env
+
+BETA_KEY = "e2e-beta-key-71c0"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
 
@@ -32,7 +34,7 @@ def client(broker_url: str, photos_s3: S3Endpoint, tmp_path_factory: pytest.Temp
         s3_endpoint_url=photos_s3.url,
         s3_bucket=photos_s3.bucket,
         s3_results_bucket=photos_s3.results_bucket,
-        api_keys=[API_KEY],
+        api_keys={"test": ApiKey.of(API_KEY, ALL_SCOPES), "beta": ApiKey.of(BETA_KEY, ALL_SCOPES, tenant="beta")},
     )
     producer = Producer(settings)
     with (
@@ -43,10 +45,10 @@ def client(broker_url: str, photos_s3: S3Endpoint, tmp_path_factory: pytest.Temp
     producer.close()
 
 
-def poll(client: TestClient, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+def poll(client: TestClient, job_id: str, timeout_s: float = 120.0, key: str = API_KEY) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        response = client.get(f"/v1/jobs/{job_id}")
+        response = client.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": key})
         assert response.status_code == 200, response.text
         doc: dict[str, Any] = response.json()
         if doc["status"] in ("succeeded", "failed"):
@@ -102,3 +104,15 @@ def test_http_resubmission_after_completion_returns_the_final_document(client: T
     again = client.post("/v1/jobs", json=body)
     assert again.status_code == 202
     assert again.json() == final
+
+
+def test_two_tenants_run_the_same_job_id_on_the_worker(client: TestClient) -> None:
+    """The task message carries the tenant-scoped id: each tenant's job runs, with its own inputs."""
+    body = {"kind": "faces", "image": ref("fr_biden.jpg"), "job_id": "case-11:faces"}
+    theirs = {**body, "image": ref("df_couple.jpg")}
+    assert client.post("/v1/jobs", json=body).status_code == 202
+    assert client.post("/v1/jobs", json=theirs, headers={"X-API-Key": BETA_KEY}).status_code == 202
+    ours, beta = poll(client, "case-11:faces"), poll(client, "case-11:faces", key=BETA_KEY)
+    assert ours["status"] == beta["status"] == "succeeded"
+    assert (ours["tenant"], beta["tenant"]) == ("default", "beta")
+    assert len(ours["result"]["faces"]) == 1 and len(beta["result"]["faces"]) == 2

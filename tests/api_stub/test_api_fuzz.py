@@ -32,7 +32,7 @@ def app(api_settings: Settings) -> Iterator[FastAPI]:
 
 @pytest.mark.usefixtures("default_float_environment")
 def test_no_request_makes_the_stub_fail(app: FastAPI) -> None:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    schema = schemathesis.openapi.from_asgi("/v1/openapi.json", app, headers={"X-API-Key": API_KEY})
     cases = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))
 
     @given(case=cases)

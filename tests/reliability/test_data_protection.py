@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from api_stub.app import create_app
 from harness import RedisServer, S3Endpoint
 from shared import keys
-from shared.config import Settings, redact_url
+from shared.config import ApiKey, Settings, redact_url
 from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.jobs import JobStatus
 from shared.schemas import FacesResult
+from shared.tenants import Scope
 from tests.conftest import ROOT
 from tests.reliability.conftest import fault_env, producer_for, ref, wait_terminal, worker_running
 
@@ -73,9 +73,9 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
         broker_url=aof_redis.url,
         s3_endpoint_url=photo_bucket.url,
         job_ttl_s=JOB_TTL_S,
-        api_keys=[SecretStr(API_KEY)],
+        api_keys={"dp": ApiKey.of(API_KEY, tuple(Scope))},
     )
-    producer = producer_for(aof_redis.url, photo_bucket, job_ttl_s=JOB_TTL_S, api_keys=[API_KEY])
+    producer = producer_for(aof_redis.url, photo_bucket, job_ttl_s=JOB_TTL_S)
     no_ttl: set[str] = set()
 
     def every_key_has_a_ttl() -> None:
@@ -194,7 +194,7 @@ def test_no_credentials_in_the_code() -> None:
 
 
 def test_settings_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KYC_API_KEYS", '["key-one-4c1d", "key-two-99ab"]')
+    monkeypatch.setenv("KYC_WEBHOOK_SECRETS", '{"acme": "key-one-4c1d", "beta": "key-two-99ab"}')
     monkeypatch.setenv("KYC_BROKER_URL", "redis://:hunter2-pass@redis.internal:6379/0")
     monkeypatch.setenv("KYC_REDIS_URL", "rediss://app:hunter2-pass@redis.internal:6380/1")
     settings = Settings()
@@ -202,7 +202,7 @@ def test_settings_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for secret in ("key-one-4c1d", "key-two-99ab", "hunter2-pass"):
         assert secret not in shown
     assert "redis.internal" in shown  # redacted, not dropped
-    assert [k.get_secret_value() for k in settings.api_keys] == ["key-one-4c1d", "key-two-99ab"]
+    assert [k.get_secret_value() for k in settings.webhook_secrets.values()] == ["key-one-4c1d", "key-two-99ab"]
     assert settings.broker_url == "redis://:hunter2-pass@redis.internal:6379/0"  # still usable
     assert redact_url("redis://u:p@h:1/0") == "redis://u:***@h:1/0"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"

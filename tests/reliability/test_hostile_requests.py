@@ -18,11 +18,10 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-from pydantic import SecretStr
 
 from api_stub.app import create_app
 from harness import free_port, wait_port
-from shared.config import Settings
+from shared.config import ApiKey, Settings
 from shared.producer import Producer
 
 pytestmark = pytest.mark.services
@@ -33,7 +32,9 @@ GOOD = b'{"kind": "faces", "image": "s3://kyc-images/a.jpg"}'
 
 @pytest.fixture()
 def stub_port(redis_url: str) -> Iterator[int]:
-    settings = Settings(broker_url=redis_url, api_keys=[SecretStr(KEY)], api_max_body_bytes=64 * 1024)
+    settings = Settings(
+        broker_url=redis_url, api_keys={"k": ApiKey.of(KEY, ["jobs:submit", "jobs:read"])}, api_max_body_bytes=64 * 1024
+    )
     producer = Producer(settings)
     port = free_port()
     config = uvicorn.Config(create_app(settings, producer), host="127.0.0.1", port=port, log_level="critical")

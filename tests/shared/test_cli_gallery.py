@@ -56,3 +56,15 @@ def test_enroll_search_delete_count(env: dict[str, str]) -> None:
     assert kycface(env, "search", str(FACES_DIR / "fr_obama2.jpg"), "--gallery", "watchlist")["found"] is None
     no_face = kycface(env, "search", str(FACES_DIR / "sk_coffee.png"), "--gallery", "watchlist")
     assert no_face["code"] == "ERROR"
+
+
+def test_a_tenants_gallery_is_its_own(env: dict[str, str]) -> None:
+    """Both stores (file and Redis) keep acme's "watchlist" apart from the default tenant's."""
+    enrolled = kycface(
+        env, "enroll", "obama", str(FACES_DIR / "fr_obama.jpg"), "--gallery", "watchlist", "--tenant", "acme"
+    )
+    assert enrolled["code"] == "SUCCESS"
+    assert kycface(env, "count", "--gallery", "watchlist", "--tenant", "acme")["count"] == 1
+    assert kycface(env, "count", "--gallery", "watchlist")["count"] == 0
+    assert kycface(env, "delete", "obama", "--gallery", "watchlist", "--tenant", "beta")["deleted"] is False
+    assert kycface(env, "count", "--gallery", "watchlist", "--tenant", "acme")["count"] == 1

@@ -71,7 +71,7 @@ def test_passwords_and_api_keys_never_reach_a_repr() -> None:
     s = Settings(
         broker_url="redis://user:hunter2@broker:6379/0",
         s3_endpoint_url="https://minio:s3cret@s3.internal",
-        api_keys=[SecretStr("key-material")],
+        webhook_secrets={"acme": SecretStr("key-material")},
     )
     shown = repr(s) + str(s)
     assert "hunter2" not in shown and "s3cret" not in shown and "key-material" not in shown

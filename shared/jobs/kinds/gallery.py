@@ -13,6 +13,7 @@ from shared.jobs.inputs import FaceId, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
 from shared.schemas import DeleteResult, EnrolResult, FindManyResult
 from shared.storage.refs import Ref
+from shared.tenants import Scope
 
 
 def probe_features(probe: Features | Ref, job: JobContext) -> Features:
@@ -34,7 +35,7 @@ class EnrollInputs(JobInputs):
     probe: Probe
 
 
-@job_kind("enroll", queue=HEAVY_QUEUE, help="enrol (or replace) a face in a gallery")
+@job_kind("enroll", queue=HEAVY_QUEUE, help="enrol (or replace) a face in a gallery", scope=Scope.GALLERY_ENROLL)
 def enroll(inputs: EnrollInputs, job: JobContext) -> EnrolResult:
     probe = probe_features(inputs.probe, job)
     return job.compute(job.gallery(inputs.gallery).put, inputs.face_id, probe)
@@ -46,7 +47,7 @@ class SearchInputs(JobInputs):
     top_k: TopK = 10
 
 
-@job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe")
+@job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe", scope=Scope.GALLERY_SEARCH)
 def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
     probe = probe_features(inputs.probe, job)
     return job.compute(job.gallery(inputs.gallery).search, probe, inputs.top_k)
@@ -57,6 +58,6 @@ class DeleteInputs(JobInputs):
     face_id: FaceId
 
 
-@job_kind("delete", queue=LIGHT_QUEUE, help="erase a face's template from a gallery")
+@job_kind("delete", queue=LIGHT_QUEUE, help="erase a face's template from a gallery", scope=Scope.GALLERY_DELETE)
 def delete(inputs: DeleteInputs, job: JobContext) -> DeleteResult:
     return job.compute(job.gallery(inputs.gallery).remove, inputs.face_id)

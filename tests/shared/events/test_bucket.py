@@ -46,7 +46,7 @@ def test_a_selfie_upload_verifies_against_the_case_document(
     totals = consumer.run(max_batches=1)
     assert totals[Outcome.CREATED] == 1 and totals[Outcome.DUPLICATE] == 1
     [job_id] = job_ids(client)
-    assert job_id.startswith("s3e-") and task_messages(client) == [job_id]
+    assert job_id.startswith("acme/s3e-") and task_messages(client) == [job_id]  # the rule's tenant
     doc = JobStore(ev_settings, client).get(job_id)
     assert doc is not None and doc.kind == "verify"
     assert doc.inputs == {

@@ -33,8 +33,9 @@ def test_a_stream_request_becomes_exactly_one_job(
     client.xadd(ev_settings.events_intake_stream, CLI_FIELDS)  # a producer's retry
     totals = consumer.run(max_batches=2)
     assert totals[Outcome.CREATED] == 2
-    assert job_ids(client) == ["case-1:verify"] and task_messages(client) == ["case-1:verify"]
-    assert recall(client, "case-1:verify").tenant == "acme"
+    # Filed under the request's tenant: another tenant's case-1:verify is another job.
+    assert job_ids(client) == ["acme/case-1:verify"] and task_messages(client) == ["acme/case-1:verify"]
+    assert recall(client, "acme/case-1:verify").tenant == "acme"
     # Acknowledged: nothing pending in the group.
     assert client.xpending(ev_settings.events_intake_stream, ev_settings.events_group)["pending"] == 0
 
@@ -95,14 +96,14 @@ def test_a_malformed_request_lands_on_the_rejects_stream(
 def test_a_request_as_json_in_one_field(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
     client.xadd(ev_settings.events_intake_stream, {"request": json.dumps({**CLI_FIELDS, "job_id": "case-9:verify"})})
     consumer.run(max_batches=1)
-    assert job_ids(client) == ["case-9:verify"]
+    assert job_ids(client) == ["acme/case-9:verify"]
 
 
 def test_a_list_request_is_moved_then_removed(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
     client.lpush(ev_settings.events_intake_list, json.dumps({**CLI_FIELDS, "job_id": "case-2:verify"}))
     client.lpush(ev_settings.events_intake_list, "[]")
     consumer.run(max_batches=1)
-    assert job_ids(client) == ["case-2:verify"]
+    assert job_ids(client) == ["acme/case-2:verify"]
     assert client.llen(ev_settings.events_intake_list) == 0
     assert [k for k in client.scan_iter("kyc:events:processing:*") if client.llen(k)] == []
     assert len(rejects(client, ev_settings)) == 1
@@ -124,7 +125,7 @@ def test_a_list_entry_survives_a_broker_outage(client: redis.Redis, ev_settings:
     assert consumer.run_once()[Outcome.RETRY] == 1
     assert job_ids(client) == [] and client.llen(ev_settings.events_intake_list) == 0
     consumer.run(max_batches=1)
-    assert job_ids(client) == ["case-3:verify"] and len(calls) == 2
+    assert job_ids(client) == ["acme/case-3:verify"] and len(calls) == 2
 
 
 def test_a_callback_to_a_host_off_the_allow_list_is_refused(
@@ -158,7 +159,7 @@ def test_the_consumer_runs_in_a_thread_and_stops(
         stop.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
-    assert job_ids(client) == ["case-4:verify", "case-5:verify"]
+    assert job_ids(client) == ["acme/case-4:verify", "acme/case-5:verify"]
 
 
 def test_a_corrected_resubmit_keeps_its_own_callback(
@@ -168,5 +169,5 @@ def test_a_corrected_resubmit_keeps_its_own_callback(
     client.xadd(ev_settings.events_intake_stream, first)
     client.xadd(ev_settings.events_intake_stream, {**CLI_FIELDS, "callback_url": "http://127.0.0.1:1/new"})
     consumer.run(max_batches=1)
-    assert job_ids(client) == ["case-1:verify"]
-    assert recall(client, "case-1:verify").callback_url == "http://127.0.0.1:1/new"
+    assert job_ids(client) == ["acme/case-1:verify"]
+    assert recall(client, "acme/case-1:verify").callback_url == "http://127.0.0.1:1/new"

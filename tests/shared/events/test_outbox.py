@@ -65,7 +65,7 @@ def submit_with_callback(client: redis.Redis, settings: Settings, consumer: Cons
               "job_id": "case-1:verify", "tenant": "acme", "callback_url": url}  # fmt: skip
     client.xadd(settings.events_intake_stream, fields)
     consumer.run(max_batches=1)
-    doc = JobStore(settings, client).get("case-1:verify")
+    doc = JobStore(settings, client).get("acme/case-1:verify")
     assert doc is not None
     return doc.running(1).succeeded({"code": "SUCCESS", "verified": False, "confidence": 0.12, "features": FEATURES})
 
