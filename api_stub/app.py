@@ -21,7 +21,10 @@ from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
 from shared.jobs import JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
+from shared.jobs.registry import QUEUES
+from shared.metrics import ApiMetrics
 from shared.producer import Producer
+from shared.storage.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
     guarded = [Depends(api_key_guard([k.get_secret_value() for k in settings.api_keys]))]
+    api_metrics = _metrics_route(app, settings) if settings.api_metrics else None
 
     @app.post(
         "/v1/jobs",
@@ -112,6 +116,8 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         """Queue a job; resubmitting the same ``job_id`` returns the existing job unchanged."""
         _check_buckets(job, producer)
         doc = producer.submit(job.kind, job.inputs(), job.job_id)
+        if api_metrics is not None:
+            api_metrics.submitted.labels(doc.kind).inc()
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
         return doc
 
@@ -138,6 +144,21 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         return JSONResponse(content={"status": "ok"})
 
     return app
+
+
+def _metrics_route(app: FastAPI, settings: Settings) -> ApiMetrics:
+    """``GET /metrics`` (KYC_API_METRICS): submissions by kind and queue depths, for Prometheus.
+
+    Unauthenticated, like /healthz, so a scraper needs no API key: it carries counts only.
+    """
+    found = ApiMetrics(redis_client(settings.broker_url) if settings.broker_url else None, QUEUES)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = found.exposition()
+        return Response(content=body, media_type=content_type)
+
+    return found
 
 
 app = create_app()

@@ -20,6 +20,7 @@ from typing import IO
 from pydantic import ValidationError
 
 from shared.jobs import JobDocument, JobStatus
+from shared.jobs.runner import result_code
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,12 @@ def summary_row(doc: JobDocument) -> dict[str, str]:
     ``true``/``false`` for every answer (a refusal such as ``NO_FACE`` is not verified) and
     empty only when there is no answer (a failed or unfinished job).
     """
-    row = {"job_id": doc.job_id, "status": doc.status.value, "code": "", "confidence": "", "verified": ""}
+    row = {"job_id": doc.job_id, "status": doc.status.value, "code": result_code(doc), "confidence": "", "verified": ""}
     if doc.result is not None:
-        row["code"] = str(doc.result.get("code", ""))
         if doc.result.get("confidence") is not None:
             row["confidence"] = f"{float(doc.result['confidence']):.6f}"
         if doc.status is JobStatus.SUCCEEDED:
             row["verified"] = "true" if doc.result.get("verified") is True else "false"
-    elif doc.error is not None:
-        row["code"] = doc.error.code
     return row
 
 
