@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.config import Settings
 
@@ -62,3 +63,18 @@ def apply(settings: Settings, logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         current = handler.formatter._fmt if handler.formatter is not None else None
         handler.setFormatter(formatter(settings, current))
+
+
+def uvicorn_log_config(settings: Settings) -> dict[str, Any] | None:
+    """uvicorn's ``log_config`` for ``KYC_LOG_FORMAT=json`` (None: uvicorn's own text format)."""
+    if settings.log_format != "json":
+        return None
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"default": handler},
+        "root": {"handlers": ["default"], "level": "INFO"},
+        "loggers": {name: {"handlers": ["default"], "propagate": False} for name in ("uvicorn", "uvicorn.access")},
+    }

@@ -83,9 +83,13 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from shared.logs import uvicorn_log_config
 
     # By import string, so the one app is the module's, built from the environment's settings.
-    uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower())
+    uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower(),
+                log_config=uvicorn_log_config(get_settings()) or LOGGING_CONFIG)  # fmt: skip
     return 0
 
 

@@ -48,3 +48,19 @@ def test_text_logs_are_redacted_too() -> None:
     logger, stream = capture(Settings(log_format="text"))
     logger.info("body %s", image)
     assert image[:200] not in stream.getvalue() and logs.REDACTED in stream.getvalue()
+
+
+def test_the_api_log_config_is_json_only_when_asked() -> None:
+    import logging.config
+
+    assert logs.uvicorn_log_config(Settings(log_format="text")) is None
+    config = logs.uvicorn_log_config(Settings(log_format="json"))
+    assert config is not None
+    logging.config.dictConfig({**config, "root": {"handlers": [], "level": "WARNING"}})
+    try:
+        handler = logging.getLogger("uvicorn").handlers[0]
+        assert isinstance(handler.formatter, logs.JsonFormatter)
+    finally:
+        for name in ("uvicorn", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
