@@ -17,10 +17,11 @@ Phases:
    unstarted-set entry).
 2. Redis per finished job: the worker starts and answers them; memory over the jobs now holds
    the terminal documents (kept for ``KYC_JOB_TTL_S``).
-3. ``--match`` match jobs (two 512-d features strings each) then ``--verify`` verify jobs (photo
-   pairs of ../shared/faces as local files) through the window. Throughput of the first and last
-   tenth of each (answers per second, by the time each answer came out of the window), Redis
-   ``used_memory`` sampled at every tenth and its peak, this process's RSS at every tenth.
+3. ``--match`` match jobs (two 512-d features strings each) through the window, then a
+   ``--verify``-row manifest (photo pairs of ../shared/faces, local files) through
+   ``run_backlog`` itself: streamed manifest, window, a JSON document per job and ``summary.csv``
+   on disk. Throughput of the first and last tenth of each (answers per second, by arrival),
+   Redis ``used_memory`` sampled at every tenth and its peak, this process's RSS at every tenth.
 
 Answers of phases 1-2 count as match jobs too, so ``--match`` is the total.
 """
@@ -28,13 +29,15 @@ Answers of phases 1-2 count as match jobs too, so ``--match`` is the total.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import cycle, pairwise
 from pathlib import Path
 from typing import Any
@@ -46,8 +49,10 @@ import redis  # noqa: E402
 
 from bench.results import write_section  # noqa: E402
 from harness import CeleryWorker, RedisServer, S3Endpoint, worker_env  # noqa: E402
-from shared.backlog.manifest import ManifestRow  # noqa: E402
+from shared import keys  # noqa: E402
+from shared.backlog.manifest import ManifestRow, iter_manifest  # noqa: E402
 from shared.backlog.queued import QueuedRunner  # noqa: E402
+from shared.backlog.run import run_backlog  # noqa: E402
 from shared.backlog.sample import sample_pairs  # noqa: E402
 from shared.backlog.window import run_window  # noqa: E402
 from shared.config import Settings  # noqa: E402
@@ -87,29 +92,40 @@ def match_rows(a: str, b: str, start: int, stop: int) -> Iterator[ManifestRow]:
         yield ManifestRow(i, JobDocument.new("match", {"features1": a, "features2": b}, f"scale-m-{i}"))
 
 
-def verify_rows(count: int) -> Iterator[ManifestRow]:
+def verify_manifest(path: Path, count: int) -> Path:
+    """A manifest of ``count`` verify rows (photo pairs of ../shared/faces, cycled), one job id each."""
     pairs = cycle(sample_pairs(FACES_DIR))
-    for i in range(count):
-        selfie, document = next(pairs)
-        inputs = {"selfie": f"file://{selfie}", "document": f"file://{document}"}
-        yield ManifestRow(i, JobDocument.new("verify", inputs, f"scale-v-{i}"))
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["job_id", "selfie", "document", "batch"])
+        for i in range(count):
+            selfie, document = next(pairs)
+            writer.writerow([f"scale-v-{i}", selfie, document, "scale"])
+    return path
 
 
 def run_phase(
-    rows: Iterator[ManifestRow], total: int, runner: QueuedRunner, window: int, client: redis.Redis
+    total: int, drive: Callable[[Callable[[JobDocument], None]], None], client: redis.Redis
 ) -> dict[str, Any]:
-    """Run ``rows`` through the window; per tenth: answers/s, Redis used_memory, this process's RSS."""
+    """Run a phase; per tenth of ``total`` answers: answers/s, Redis used_memory, this process's RSS.
+
+    ``drive`` runs the jobs and calls its argument with each terminal document as it arrives.
+    """
     tenth = max(1, total // 10)
     marks, memory, rss = [time.perf_counter()], [], []
     statuses: dict[str, int] = {}
     done = 0
-    for _row, doc in run_window(rows, runner, window):
+
+    def answered(doc: JobDocument) -> None:
+        nonlocal done
         statuses[doc.status.value] = statuses.get(doc.status.value, 0) + 1
         done += 1
         if done % tenth == 0:
             marks.append(time.perf_counter())
             memory.append(used_memory(client))
             rss.append(rss_mb())
+
+    drive(answered)
     rates = [tenth / (b - a) for a, b in pairwise(marks)]
     return {
         "jobs": done,
@@ -131,10 +147,13 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=2000)
     parser.add_argument("--poll", type=float, default=0.1, help="seconds between MGET rounds")
     parser.add_argument("--queued-sample", type=int, default=10_000)
+    parser.add_argument("--result-ttl", type=int, help="KYC_BACKLOG_RESULT_TTL_S for the answers read (default: kept)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--results", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    # A SIGTERM unwinds the with-blocks, so the worker and redis-server stop with this process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = Settings()
     a, b = two_features(base)
     sample = min(args.queued_sample, args.match)
@@ -143,7 +162,7 @@ def main() -> int:
         settings = Settings(broker_url=server.url, model_dir=base.model_dir)
         client = redis.Redis.from_url(server.url)
         producer = Producer(settings)
-        runner = QueuedRunner(producer, poll_s=args.poll)
+        runner = QueuedRunner(producer, poll_s=args.poll, result_ttl_s=args.result_ttl)
         empty = used_memory(client)
         for row in match_rows(a, b, 0, sample):
             producer.submit(row.job.kind, row.job.inputs, row.job.job_id)
@@ -152,15 +171,29 @@ def main() -> int:
         worker = CeleryWorker(env, Path(tmp) / "worker.log", args.concurrency)
         worker.start(180)
         try:
-            list(run_window(match_rows(a, b, 0, sample), runner, args.window))
+            # Answers kept (no TTL cut) while the per-finished-job memory is measured.
+            list(run_window(match_rows(a, b, 0, sample), QueuedRunner(producer, args.poll), args.window))
             finished = used_memory(client)
             report["redis_bytes_per_queued_match"] = (queued - empty) / sample
             report["redis_bytes_per_finished_match"] = (finished - empty) / sample
-            report["match"] = run_phase(match_rows(a, b, sample, args.match), args.match - sample, runner,
-                                        args.window, client)  # fmt: skip
+            rows = match_rows(a, b, sample, args.match)
+
+            def matches(answered: Callable[[JobDocument], None]) -> None:
+                for _row, doc in run_window(rows, runner, args.window):
+                    answered(doc)
+
+            report["match"] = run_phase(args.match - sample, matches, client)
             before_verify = used_memory(client)
-            report["verify"] = run_phase(verify_rows(args.verify), args.verify, runner, args.window, client)
-            report["redis_bytes_per_finished_verify"] = (used_memory(client) - before_verify) / args.verify
+            manifest = verify_manifest(Path(tmp) / "verify.csv", args.verify)
+
+            def backlog(answered: Callable[[JobDocument], None]) -> None:
+                run_backlog(iter_manifest(manifest), Path(tmp) / "out", settings, str(manifest), answered,
+                            window=args.window, runner=runner)  # fmt: skip
+
+            report["verify"] = run_phase(args.verify, backlog, client)
+            report["redis_growth_per_verify"] = (used_memory(client) - before_verify) / args.verify
+            last = keys.job_key(f"scale-v-{args.verify - 1}")
+            report["redis_bytes_verify_document"] = client.memory_usage(last) or 0
             report["redis_peak_mb"] = int(client.info("memory")["used_memory_peak"]) / 1e6
         finally:
             worker.stop()
@@ -189,7 +222,8 @@ def render(r: dict[str, Any], command: str) -> str:
         )
     return "\n".join([
         f"`{command}` on {r['machine']}, load average {' '.join(r['loadavg'])} at the end; window "
-        f"{r['args']['window']}, poll {r['args']['poll']} s, one worker host (concurrency {r['args']['concurrency']}).",
+        f"{r['args']['window']}, poll {r['args']['poll']} s, answers' Redis TTL after reading "
+        f"{r['args']['result_ttl'] or 'KYC_JOB_TTL_S'}, one worker host (concurrency {r['args']['concurrency']}).",
         "",
         "| jobs | count | jobs/s overall | first tenth | last tenth | last/first | Redis used MB (first → last tenth) "
         "| backlog RSS MB (first → last tenth) | statuses |",
@@ -197,8 +231,9 @@ def render(r: dict[str, Any], command: str) -> str:
         *rows,
         "",
         f"Redis per queued match job: {r['redis_bytes_per_queued_match'] / 1000:.2f} kB; per finished match: "
-        f"{r['redis_bytes_per_finished_match'] / 1000:.2f} kB; per finished verify: "
-        f"{r['redis_bytes_per_finished_verify'] / 1000:.2f} kB (documents kept for KYC_JOB_TTL_S). "
+        f"{r['redis_bytes_per_finished_match'] / 1000:.2f} kB (used_memory over {r['args']['queued_sample']:,} jobs); "
+        f"a finished verify document: {r['redis_bytes_verify_document'] / 1000:.2f} kB (MEMORY USAGE); "
+        f"Redis growth per verify row over the backlog: {r['redis_growth_per_verify'] / 1000:.2f} kB. "
         f"Redis peak: {r['redis_peak_mb']:.0f} MB.",
     ])  # fmt: skip
 

@@ -16,11 +16,15 @@ class QueuedRunner:
     Args:
         producer: where to submit and poll.
         poll_s: pause before each poll round.
+        result_ttl_s: once read, a terminal document's Redis TTL is cut to this (None: it keeps
+            ``KYC_JOB_TTL_S``). The backlog has it on disk, so a short value keeps Redis flat
+            over a manifest of any length.
     """
 
-    def __init__(self, producer: Producer, poll_s: float = 0.5) -> None:
+    def __init__(self, producer: Producer, poll_s: float = 0.5, result_ttl_s: int | None = None) -> None:
         self.producer = producer
         self.poll_s = poll_s
+        self.result_ttl_s = result_ttl_s
 
     def start(self, job: JobDocument) -> JobDocument | None:
         """Submit the job under its own id; its document if it is already terminal (an earlier run's).
@@ -44,6 +48,8 @@ class QueuedRunner:
                 raise JobError(f"job {job_id} disappeared before it finished (expired? see KYC_JOB_TTL_S)")
             if doc.status.terminal:
                 done.append(doc)
+        if done and self.result_ttl_s is not None:
+            self.producer.jobs.expire_soon([doc.job_id for doc in done], self.result_ttl_s)
         return done
 
     def close(self) -> None:

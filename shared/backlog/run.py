@@ -127,4 +127,4 @@ def run_backlog(
 def _runner(mode: Literal["embedded", "queued"], settings: Settings, processes: int | None) -> Runner:
     if mode == "embedded":
         return EmbeddedRunner(settings, processes or settings.worker_processes())
-    return QueuedRunner(Producer(settings))
+    return QueuedRunner(Producer(settings), result_ttl_s=settings.backlog_result_ttl_s)

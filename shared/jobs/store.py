@@ -177,6 +177,15 @@ class JobStore:
             raws = [raw for chunk in pipe.execute() for raw in chunk]
         return [self._document(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
 
+    def expire_soon(self, job_ids: Sequence[str], ttl_s: int) -> None:
+        """Cut the documents' TTL to ``ttl_s`` (never lengthen it), in one pipelined round trip:
+        for a reader that keeps the documents elsewhere (a backlog's directory)."""
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.expire(keys.job_key(job_id), ttl_s, lt=True)
+            pipe.execute()
+
     def _document(self, job_id: str, raw: bytes | str | None) -> JobDocument | None:
         if raw is None:
             return self.archive.read(job_id) if self.archive is not None else None
