@@ -176,9 +176,11 @@ def test_the_window_holds_in_redis(broker_url: str, s3_server: S3Endpoint, tmp_p
     stop = threading.Event()
 
     def watch() -> None:
-        # Every job of this test is in flight from its submit to its terminal document.
+        # Every job of this test is in flight from its submit to its terminal document. One MGET
+        # is a snapshot: documents read one by one could each be in flight at a different time.
         while not stop.is_set():
-            raws = [client.get(k) for k in client.scan_iter(keys.JOB_PREFIX + "*")]
+            names = client.keys(keys.JOB_PREFIX + "*")
+            raws = client.mget(names) if names else []
             docs = [JobDocument.from_json(r) for r in raws if r is not None]
             seen.append(sum(not d.status.terminal for d in docs))
 
@@ -193,6 +195,6 @@ def test_the_window_holds_in_redis(broker_url: str, s3_server: S3Endpoint, tmp_p
             stop.set()
             watcher.join()
     assert len(answers) == 200 and {doc.status.value for _, doc in answers} == {"succeeded"}
-    assert max(seen) <= size and len(seen) > 5
+    assert max(seen) <= size and len(seen) >= 3
     # Read answers leave Redis soon (the backlog keeps them on disk), not after KYC_JOB_TTL_S.
     assert 0 < client.ttl(keys.job_key("w-0")) <= 60
