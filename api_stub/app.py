@@ -24,7 +24,10 @@ from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
+from shared.jobs.registry import QUEUES
+from shared.metrics import ApiMetrics
 from shared.producer import Producer
+from shared.storage.redis_client import redis_client
 from shared.tenants import Scope
 
 log = logging.getLogger(__name__)
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
+    api_metrics = _metrics_route(app, settings) if settings.api_metrics else None
 
     @app.post(
         "/v1/jobs",
@@ -157,6 +161,8 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
                     headers={"Retry-After": str(wait_s)},
                 )
         doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
+        if api_metrics is not None:
+            api_metrics.submitted.labels(doc.kind).inc()
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
         return doc
 
@@ -188,6 +194,21 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         return JSONResponse(content={"status": "ok"})
 
     return app
+
+
+def _metrics_route(app: FastAPI, settings: Settings) -> ApiMetrics:
+    """``GET /metrics`` (KYC_API_METRICS): submissions by kind and queue depths, for Prometheus.
+
+    Unauthenticated, like /healthz, so a scraper needs no API key: it carries counts only.
+    """
+    found = ApiMetrics(redis_client(settings.broker_url) if settings.broker_url else None, QUEUES)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = found.exposition()
+        return Response(content=body, media_type=content_type)
+
+    return found
 
 
 app = create_app()

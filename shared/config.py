@@ -294,6 +294,19 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
     webhook_dead_stream: str = "kyc:webhooks-dead"
 
+    # --- backlogs and observability (issue #14; docs/OPERATIONS.md) ---------------------------
+    # Manifest rows a backlog keeps in flight at most: what bounds Redis memory for any length.
+    backlog_window: int = Field(default=1000, ge=1)
+    # Once a queued backlog has written a job's document to its directory, Redis keeps it this
+    # long (None: KYC_JOB_TTL_S). Short keeps Redis flat over a long manifest.
+    backlog_result_ttl_s: int | None = Field(default=None, ge=1)
+    # A worker host serves Prometheus metrics on this port (its prefork parent, aggregating the
+    # children's through prometheus-client's multiprocess files in metrics_dir; None: off).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_dir: Path | None = None  # default: a fresh temporary directory per worker host
+    api_metrics: bool = False  # serve GET /metrics on the API
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (no biometrics)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _hashed_keys_only(cls, value: Any) -> Any:

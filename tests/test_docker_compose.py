@@ -98,3 +98,19 @@ def test_minio_notifies_the_events_service_through_redis(compose: dict[str, Any]
     # The rule table parses as the events service will read it.
     rules = Settings(event_rules=json.loads(events["KYC_EVENT_RULES"])).event_rules
     assert [r.kind for r in rules] == ["verify", "enroll"]
+
+
+def test_metrics_are_scraped_and_the_dashboard_shows_the_series(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("worker", "worker-light"):
+        assert services[name]["environment"]["KYC_METRICS_PORT"] == "9100", name
+    assert services["api"]["environment"]["KYC_API_METRICS"] == "true"
+    scrape = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())["scrape_configs"]
+    workers = next(c for c in scrape if c["job_name"] == "kyc-worker")["dns_sd_configs"][0]
+    assert set(workers["names"]) == {"worker", "worker-light"} and workers["port"] == 9100
+    assert any(v.endswith(":/var/lib/grafana/dashboards/kycdeepface.json:ro") for v in services["grafana"]["volumes"])
+    dashboard = json.loads((ROOT / "docker" / "grafana" / "kycdeepface.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for series in ("kyc_jobs_total", "kyc_job_stage_seconds_bucket", "kyc_queue_depth", "kyc_batch_size_bucket",
+                   "kyc_model_info"):  # fmt: skip
+        assert series in exprs, series

@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery(
         "kycdeepface",
         broker=settings.broker_url,
-        include=["workers.tasks", "workers.gallery_tasks", "workers.process"],
+        include=["workers.tasks", "workers.gallery_tasks", "workers.process", "workers.observability"],
         task_cls=KYCTask,
     )
     shared_config = celery_config()

@@ -7,8 +7,8 @@ same :func:`shared.jobs.runner.complete` as the Celery workers, so the documents
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
 from shared.config import Settings
 from shared.errors import KYCFaceError, ModelError
@@ -39,28 +39,48 @@ def _run(job: JobDocument) -> JobDocument:
     return complete(job.running(attempts=1), resources, final_attempt=True)
 
 
-def run_embedded(jobs: Sequence[JobDocument], settings: Settings, processes: int) -> Iterator[JobDocument]:
-    """Run jobs in a pool of ``processes`` processes; yield each terminal document as it is done.
+class EmbeddedRunner:
+    """Runs a backlog's jobs in a pool of ``processes`` local processes (started on the first job).
 
     Args:
-        jobs: ``queued`` job documents.
         settings: engine and storage settings for the pool processes.
-        processes: pool size (capped at the number of jobs).
-
-    Raises:
-        ModelError: the engine could not be built (missing or corrupt models).
+        processes: pool size.
+        poll_s: longest wait for a job to finish in one poll.
     """
-    if not jobs:
-        return
-    size = max(1, min(processes, len(jobs)))
-    # onnxruntime threads = cores / pool size, so the processes do not fight over the cores.
-    pool_settings = settings.model_copy(update={"worker_concurrency": size})
-    # spawn, not fork: the parent may run threads (tqdm's monitor), and forking those is unsafe.
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(size, mp_context=context, initializer=_start_process, initargs=(pool_settings,))
-    try:
-        futures = [pool.submit(_run, job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def __init__(self, settings: Settings, processes: int, poll_s: float = 0.5) -> None:
+        size = max(1, processes)
+        # onnxruntime threads = cores / pool size, so the processes do not fight over the cores.
+        self.settings = settings.model_copy(update={"worker_concurrency": size})
+        self.size = size
+        self.poll_s = poll_s
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[str, Future[JobDocument]] = {}
+
+    def start(self, job: JobDocument) -> JobDocument | None:
+        """Hand the job to the pool; never terminal at once."""
+        if self._pool is None:
+            # spawn, not fork: the parent may run threads (tqdm's monitor), and forking those is unsafe.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.size, mp_context=context, initializer=_start_process, initargs=(self.settings,)
+            )
+        self._futures[job.job_id] = self._pool.submit(_run, job)
+        return None
+
+    def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
+        """The documents of the jobs among ``job_ids`` that finished, waiting up to ``poll_s`` for one.
+
+        Raises:
+            ModelError: the engine could not be built (missing or corrupt models).
+        """
+        futures = [self._futures[j] for j in job_ids]
+        done, _ = wait(futures, timeout=self.poll_s, return_when=FIRST_COMPLETED)
+        docs = [f.result() for f in futures if f in done]
+        for doc in docs:
+            del self._futures[doc.job_id]
+        return docs
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -2,51 +2,55 @@
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from shared.errors import JobError
 from shared.jobs import JobDocument
 from shared.producer import Producer
 
-# Jobs finish roughly in submission order, so each poll round looks at the oldest pending ones
-# only: a 100k-job backlog costs this many GETs per round, not 100k.
-POLL_WINDOW = 1000
 
-
-def run_queued(
-    jobs: Sequence[JobDocument],
-    producer: Producer,
-    poll_s: float = 0.5,
-    timeout_s: float | None = None,
-) -> Iterator[JobDocument]:
-    """Submit every job (idempotently, under its own id) and yield terminal documents as they land.
+class QueuedRunner:
+    """Runs a backlog's jobs on the Celery workers.
 
     Args:
-        jobs: ``queued`` job documents; their ids are the idempotency keys.
         producer: where to submit and poll.
-        poll_s: pause between poll rounds.
-        timeout_s: give up waiting after this long (None: wait for every job).
-
-    Raises:
-        TimeoutError: jobs still pending after ``timeout_s``.
-        JobError: a job id was used for different work, or a job expired before it was read.
+        poll_s: pause before each poll round.
+        result_ttl_s: once read, a terminal document's Redis TTL is cut to this (None: it keeps
+            ``KYC_JOB_TTL_S``). The backlog has it on disk, so a short value keeps Redis flat
+            over a manifest of any length.
     """
-    for job in jobs:
-        producer.submit(job.kind, job.inputs, job.job_id)
-    pending = dict.fromkeys(job.job_id for job in jobs)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while pending:
-        for job_id in list(itertools.islice(pending, POLL_WINDOW)):
-            doc = producer.get_job(job_id)
+
+    def __init__(self, producer: Producer, poll_s: float = 0.5, result_ttl_s: int | None = None) -> None:
+        self.producer = producer
+        self.poll_s = poll_s
+        self.result_ttl_s = result_ttl_s
+
+    def start(self, job: JobDocument) -> JobDocument | None:
+        """Submit the job under its own id; its document if it is already terminal (an earlier run's).
+
+        Raises:
+            JobError: the id was used for different work.
+        """
+        stored = self.producer.submit(job.kind, job.inputs, job.job_id)
+        return stored if stored.status.terminal else None
+
+    def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
+        """The terminal documents among ``job_ids``, read in pipelined MGETs after a pause.
+
+        Raises:
+            JobError: a job expired before it was read.
+        """
+        time.sleep(self.poll_s)
+        done = []
+        for job_id, doc in zip(job_ids, self.producer.jobs.get_many(job_ids), strict=True):
             if doc is None:
                 raise JobError(f"job {job_id} disappeared before it finished (expired? see KYC_JOB_TTL_S)")
             if doc.status.terminal:
-                del pending[job_id]
-                yield doc
-        if not pending:
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"{len(pending)} jobs still pending after {timeout_s}s")
-        time.sleep(poll_s)
+                done.append(doc)
+        if done and self.result_ttl_s is not None:
+            self.producer.jobs.expire_soon([doc.job_id for doc in done], self.result_ttl_s)
+        return done
+
+    def close(self) -> None:
+        self.producer.close()

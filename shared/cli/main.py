@@ -11,7 +11,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from shared import logs
 from shared.cli import bench_cmds, engine_cmds, gallery_cmds, key_cmds, pipeline_cmds
+from shared.config import get_settings
 from shared.errors import KYCFaceError
 
 GROUPS = (engine_cmds, pipeline_cmds, gallery_cmds, bench_cmds, key_cmds)
@@ -30,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
+        logs.apply(get_settings())
         return int(args.func(args) or 0)
     except KYCFaceError as exc:
         print(f"kycface: {exc.message}", file=sys.stderr)

@@ -84,39 +84,45 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from shared.logs import uvicorn_log_config
 
     # By import string, so the one app is the module's, built from the environment's settings.
-    uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower())
+    uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower(),
+                log_config=uvicorn_log_config(get_settings()) or LOGGING_CONFIG)  # fmt: skip
     return 0
 
 
 def cmd_backlog(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared.backlog.manifest import read_manifest
+    from shared.backlog.manifest import iter_manifest
     from shared.backlog.output import SUMMARY_FILE
     from shared.backlog.run import run_backlog
 
-    rows = read_manifest(args.manifest)
-    total = len({row.job.job_id for row in rows})
+    settings = get_settings()
     try:
-        with tqdm(total=total, unit="job", file=sys.stderr, disable=args.quiet) as bar:
+        with tqdm(unit="job", file=sys.stderr, disable=args.quiet) as bar:
             report = run_backlog(
-                rows,
+                iter_manifest(args.manifest, settings),
                 args.out,
-                get_settings(),
+                settings,
+                manifest=args.manifest,
                 on_result=lambda _doc: bar.update(),
                 processes=args.processes,
+                window=args.window,
                 timeout_s=args.timeout,
             )
     except (TimeoutError, KeyboardInterrupt) as exc:
-        # run_backlog has written the summary so far; a re-run picks up where this one stopped.
+        # The summary holds every row answered so far; a re-run continues after the last one.
         why = str(exc) or "interrupted"
         print(f"kycface: {why}; partial summary in {args.out / SUMMARY_FILE}", file=sys.stderr)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.statuses.items()))
     print(
-        f"{report.rows} rows, {report.jobs} jobs ({report.mode}; {report.reused} from a previous run): {counts}\n"
+        f"{report.rows} rows, {report.jobs} jobs ({report.mode}; {report.reused} from a previous run, "
+        f"{report.resumed} rows resumed): {counts or 'nothing to do'}\n"
         f"summary: {report.summary}"
     )
     return 0
@@ -204,13 +210,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "backlog",
         help="verify every selfie,document row of a CSV manifest",
         description="Runs on the Celery workers when KYC_BROKER_URL is set, else in a local process pool. "
-        "Relative local paths are read relative to the manifest. Re-running into the same --out "
-        "directory reuses the answers already there.",
+        "Relative paths are read relative to the manifest. An S3 prefix lists one row per case folder "
+        "holding selfie.* and document.*. Re-running into the same --out directory resumes: rows "
+        "and jobs already answered there are not run again.",
     )
-    backlog.add_argument("manifest", type=Path, metavar="MANIFEST.csv")
+    backlog.add_argument("manifest", metavar="MANIFEST", help="a CSV file, s3://bucket/key.csv, or s3://bucket/prefix/")
     backlog.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     backlog.add_argument("--processes", type=int, help="embedded pool size (default: cores)")
-    backlog.add_argument("--timeout", type=_positive, help="queued mode: give up waiting after this many seconds")
+    backlog.add_argument("--window", type=int, help="rows in flight at most (default: KYC_BACKLOG_WINDOW, 1000)")
+    backlog.add_argument("--timeout", type=_positive, help="give up waiting after this many seconds")
     backlog.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     backlog.set_defaults(func=cmd_backlog)
 

@@ -21,6 +21,7 @@ from shared.jobs.owner import execution_token
 from shared.jobs.registry import REGISTRY
 from shared.jobs.resources import Resources
 from shared.jobs.store import ClaimOutcome
+from shared.metrics import observe_job
 from shared.schemas import to_dict
 from shared.tenants import DEFAULT_TENANT, Tenant
 
@@ -146,6 +147,7 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         return Outcome("queued", retry=True, attempt=doc.attempts)
     start = time.perf_counter()
     stored = store_result(resources, final, token)
+    write_s = time.perf_counter() - start
     # Stage timings for operators and bench/pipeline.py; never inputs or results.
     log.info(
         "job %s %s attempt=%d %s write_s=%.6f",
@@ -153,8 +155,9 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         stored.status.value,
         doc.attempts,
         " ".join(f"{k}={v:.6f}" for k, v in sorted(final.timings.items())),
-        time.perf_counter() - start,
+        write_s,
     )
+    observe_job(stored.kind, stored.status.value, result_code(stored), final.timings, write_s)
     return Outcome(stored.status.value, attempt=doc.attempts)
 
 
@@ -176,6 +179,13 @@ def store_result(resources: Resources, final: JobDocument, token: str) -> JobDoc
         log.error("job %s: the result could not be stored: %s", final.job_id, why)
         failure = JobFailure.from_exception(exc).model_copy(update={"message": f"result not stored: {why}"})
         return resources.jobs.finish(final.failed(failure, final.timings), token, archive=False)
+
+
+def result_code(doc: JobDocument) -> str:
+    """The code a terminal document carries: its answer's (``SUCCESS``, ``NO_FACE``...) or its error's."""
+    if doc.result is not None:
+        return str(doc.result.get("code", ""))
+    return doc.error.code if doc.error is not None else ""
 
 
 def _with_queue_time(doc: JobDocument) -> JobDocument:

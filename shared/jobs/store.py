@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from typing import NamedTuple, TypeVar
@@ -168,6 +168,28 @@ class JobStore:
         """The job's document, from Redis or (for final documents) the S3 archive."""
         with _redis_errors():
             raw = self.redis.get(keys.job_key(job_id))
+        return self._document(job_id, raw)
+
+    def get_many(self, job_ids: Sequence[str], per_round_trip: int = 500) -> list[JobDocument | None]:
+        """The documents of many jobs (None where unknown), in pipelined MGETs of
+        ``per_round_trip`` keys: one round trip for a backlog's whole window."""
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for start in range(0, len(job_ids), per_round_trip):
+                pipe.mget([keys.job_key(j) for j in job_ids[start : start + per_round_trip]])
+            raws = [raw for chunk in pipe.execute() for raw in chunk]
+        return [self._document(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
+
+    def expire_soon(self, job_ids: Sequence[str], ttl_s: int) -> None:
+        """Cut the documents' TTL to ``ttl_s`` (never lengthen it), in one pipelined round trip:
+        for a reader that keeps the documents elsewhere (a backlog's directory)."""
+        with _redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.expire(keys.job_key(job_id), ttl_s, lt=True)
+            pipe.execute()
+
+    def _document(self, job_id: str, raw: bytes | str | None) -> JobDocument | None:
         if raw is None:
             return self.archive.read(job_id) if self.archive is not None else None
         doc = JobDocument.from_json(raw)

@@ -63,7 +63,7 @@ def test_summary_rows_per_outcome() -> None:
     assert summary_row(matched)["confidence"] == "0.000001"
     assert summary_row(matched)["verified"] == "false"
     refused = job.succeeded({"code": "NO_FACE", "confidence": None, "verified": False})
-    assert (summary_row(refused)["code"], summary_row(refused)["verified"]) == ("NO_FACE", "")
+    assert (summary_row(refused)["code"], summary_row(refused)["verified"]) == ("NO_FACE", "false")
     failed = job.failed(JobFailure(type="ObjectNotFoundError", message="gone"))
     assert (summary_row(failed)["status"], summary_row(failed)["code"]) == ("failed", "ERROR")
 

@@ -20,6 +20,7 @@ import pytest
 
 from harness import S3Endpoint
 from shared.backlog.manifest import backlog_job_id
+from shared.backlog.output import SUMMARY_FIELDS
 from shared.config import Settings
 from shared.jobs import JobDocument
 from shared.jobs.resources import Resources
@@ -79,20 +80,23 @@ def test_embedded_backlog_answers_every_row_in_order(manifest: Path, tmp_path: P
     out = tmp_path / "out"
     run = kycface("backlog", str(manifest), "--out", str(out), "--processes", "2")
     assert run.returncode == 0, run.stderr
-    assert "5 rows, 4 jobs (embedded; 0 from a previous run): 1 failed, 3 succeeded" in run.stdout
-    assert "100%" in run.stderr  # the progress bar goes to stderr
+    assert "5 rows, 4 jobs (embedded; 0 from a previous run, 0 rows resumed): 1 failed, 3 succeeded" in run.stdout
+    assert "4job" in run.stderr.replace(" ", "")  # the progress bar goes to stderr
 
     summary = read_summary(out)
-    assert list(summary[0]) == ["job_id", "status", "code", "confidence", "verified"]
+    # The manifest's own columns as written (a relative path stays relative), then the outcome.
+    assert list(summary[0]) == ["selfie", "document", "job_id", "note", "status", "code", "confidence", "verified"]
+    assert [row["note"] for row in summary][:2] == ["same person", "relative path"]
+    assert summary[1]["document"] == f"photos/{DIFFERENT[1]}"
     same, different, two_faces, duplicate, missing = summary
     assert (same["status"], same["code"], same["verified"]) == ("succeeded", "SUCCESS", "true")
     assert float(same["confidence"]) >= 0.76
     assert (different["status"], different["code"], different["verified"]) == ("succeeded", "SUCCESS", "false")
     assert float(different["confidence"]) < 0.76
-    assert two_faces == {
-        "job_id": "case-7:verify", "status": "succeeded", "code": "MULTIPLE_FACES", "confidence": "", "verified": "",
+    assert {k: two_faces[k] for k in SUMMARY_FIELDS} == {
+        "job_id": "case-7:verify", "status": "succeeded", "code": "MULTIPLE_FACES", "confidence": "", "verified": "false",
     }  # fmt: skip
-    assert duplicate == same
+    assert {k: duplicate[k] for k in SUMMARY_FIELDS} == {k: same[k] for k in SUMMARY_FIELDS}
     assert (missing["status"], missing["code"], missing["verified"]) == ("failed", "ERROR", "")
 
     expected_id = backlog_job_id("verify", {"selfie": str(FACES_DIR / SAME[0]), "document": str(FACES_DIR / SAME[1])})
@@ -117,7 +121,7 @@ def test_embedded_backlog_rerun_is_idempotent(manifest: Path, tmp_path: Path) ->
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     again = kycface("backlog", str(manifest), "--out", str(out), "-q")
     assert again.returncode == 0, again.stderr
-    assert "4 from a previous run" in again.stdout
+    assert "5 rows resumed" in again.stdout
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -218,5 +222,5 @@ def test_queued_backlog_timeout_leaves_a_partial_summary(manifest: Path, tmp_pat
     out = tmp_path / "out"
     run = kycface("backlog", str(manifest), "--out", str(out), "-q", "--timeout", "0.5", env=env)
     assert run.returncode == 1
-    assert "4 jobs still pending" in run.stderr and "partial summary" in run.stderr
-    assert [r["status"] for r in read_summary(out)] == ["queued"] * 5
+    assert "5 rows still pending" in run.stderr and "partial summary" in run.stderr
+    assert read_summary(out) == []  # only answered rows are written; a re-run continues from here
