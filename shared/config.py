@@ -307,6 +307,15 @@ class Settings(BaseSettings):
     api_metrics: bool = False  # serve GET /metrics on the API
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (no biometrics)
 
+    # Batched execution (issue #14): a worker takes up to this many jobs of a kind per task call,
+    # claims and finishes them in pipelined Redis round trips and embeds their faces in one call;
+    # 1 = one job per message. A partial batch waits at most batch_flush_ms for company.
+    batch_size: int = Field(default=8, ge=1, le=256)
+    batch_flush_ms: int = Field(default=20, ge=1)
+    # onnxruntime execution providers, in order of preference; only the CPU one is tested here.
+    ort_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    ort_batch_faces_max: int = Field(default=0, ge=0)  # faces per embedder call; 0 = per provider
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _hashed_keys_only(cls, value: Any) -> Any:
@@ -353,6 +362,17 @@ class Settings(BaseSettings):
         if self.intra_op_threads:
             return self.intra_op_threads
         return max(1, (os.cpu_count() or 1) // self.worker_processes())
+
+    def ort_batch_faces(self) -> int:
+        """Faces per embedder call: explicit, or sized for the first provider (a GPU wants
+        large batches; on a CPU a long batch only adds latency)."""
+        if self.ort_batch_faces_max:
+            return self.ort_batch_faces_max
+        return _ORT_BATCH_FACES.get(self.ort_providers[0], 32)
+
+
+# Faces per embedder call by execution provider (only the CPU figure is measured here).
+_ORT_BATCH_FACES = {"CPUExecutionProvider": 32, "CUDAExecutionProvider": 128, "OpenVINOExecutionProvider": 64}
 
 
 @lru_cache(maxsize=1)

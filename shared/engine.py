@@ -48,6 +48,14 @@ class FaceAnalysis(NamedTuple):
     liveness: float | None = None  # P(real), when asked for
 
 
+class _Prepared(NamedTuple):
+    """An image decoded, detected and aligned: everything but the embedding."""
+
+    image: imaging.DecodedImage
+    found: list[FaceAnalysis]
+    aligned: list[tuple[int, np.ndarray]]  # (face index, aligned crop) to embed
+
+
 _GRADED = (QualityLevel.HIGH, QualityLevel.MEDIUM, QualityLevel.LOW)
 
 
@@ -208,6 +216,55 @@ class KYCDeepFace:
         The building block of ``get_faces``; calibration uses ``embed_partial=True`` to score
         every face of a benchmark regardless of the quality gates. Raises ``KYCFaceError``s.
         """
+        prepared = self._prepare(image_bytes, embed_partial, level)
+        return self._conclude(prepared, self.embed([a for _, a in prepared.aligned]), liveness)
+
+    def describe_many(
+        self, images: list[tuple[bytes, QualityLevel | None, bool]]
+    ) -> list[FacesResult | InvalidImageResult | KYCFaceError]:
+        """``describe`` for several images at once: each is decoded, detected and aligned on its
+        own (the detector runs per image), then the faces of all of them are embedded together.
+
+        Args:
+            images: ``(image bytes, quality level, liveness)`` per image, as ``describe`` takes.
+
+        Returns:
+            Per image, in order: what ``describe`` returns for it, or the typed error it would
+            raise (one image's model failure does not fail the others).
+        """
+        prepared: list[_Prepared | InvalidImageResult | KYCFaceError] = []
+        for image_bytes, level, _ in images:
+            try:
+                prepared.append(self._prepare(image_bytes, False, level))
+            except InvalidImageError as exc:
+                prepared.append(InvalidImageResult(reason=exc.reason, message=exc.message))
+            except KYCFaceError as exc:
+                prepared.append(exc)
+        crops = [a for p in prepared if isinstance(p, _Prepared) for _, a in p.aligned]
+        vectors, start = self.embed(crops), 0
+        results: list[FacesResult | InvalidImageResult | KYCFaceError] = []
+        for p, (_, _, liveness) in zip(prepared, images, strict=True):
+            if not isinstance(p, _Prepared):
+                results.append(p)
+                continue
+            mine, start = vectors[start : start + len(p.aligned)], start + len(p.aligned)
+            try:
+                results.append(self._describe(self._conclude(p, mine, liveness)))
+            except InvalidImageError as exc:
+                results.append(InvalidImageResult(reason=exc.reason, message=exc.message))
+            except KYCFaceError as exc:
+                results.append(exc)
+        return results
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Unit embeddings of aligned crops, in runs of at most ``KYC_ORT_BATCH_FACES`` per call."""
+        if not crops:
+            return np.zeros((0, self.embedder.spec.dim), np.float32)
+        step = self.settings.ort_batch_faces()
+        runs = [self.embedder.embed(np.stack(crops[i : i + step])) for i in range(0, len(crops), step)]
+        return np.concatenate(runs)
+
+    def _prepare(self, image_bytes: bytes, embed_partial: bool, level: QualityLevel | None) -> _Prepared:
         image = self.decode(image_bytes)
         gate = self.settings.quality_gate(level if level is not None else self.settings.quality_default)
         found, aligned = self.align_faces(image, self.detect(image), embed_partial, gate)
@@ -217,10 +274,12 @@ class KYCDeepFace:
                 f"image mean brightness {image.luma:.1f} is under {self.settings.image_dark_luma} "
                 "and no usable face was found",
             )
-        if aligned:
-            vectors = self.embedder.embed(np.stack([a for _, a in aligned]))
-            for (i, _), vec in zip(aligned, vectors, strict=True):
-                found[i] = found[i]._replace(vector=vec)
+        return _Prepared(image, found, aligned)
+
+    def _conclude(self, prepared: _Prepared, vectors: np.ndarray, liveness: bool) -> list[FaceAnalysis]:
+        image, found = prepared.image, list(prepared.found)
+        for (i, _), vec in zip(prepared.aligned, vectors, strict=True):
+            found[i] = found[i]._replace(vector=vec)
         if liveness:
             if self.liveness is None:
                 raise ModelError("liveness was asked for but KYC_LIVENESS is off")

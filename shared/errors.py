@@ -63,6 +63,10 @@ class ModelError(KYCFaceError):
     """A model file is missing, has the wrong checksum, or is of a kind we cannot drive."""
 
 
+class ProviderUnavailableError(ModelError):
+    """``KYC_ORT_PROVIDERS`` names an onnxruntime execution provider this install lacks."""
+
+
 class FeaturesError(KYCFaceError):
     """A features string is malformed, or two features come from different models."""
 

@@ -63,7 +63,8 @@ def create_app(settings: Settings) -> Celery:
         task_acks_on_failure=True,
         # CPU-bound jobs: a worker process reserves one message at a time, so a long backlog
         # is spread over all processes and a crash loses no more than the running job.
-        worker_prefetch_multiplier=1,
+        # With batching, each process needs a batch's worth of messages reserved to fill one.
+        worker_prefetch_multiplier=settings.batch_size,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
         broker_transport_options={

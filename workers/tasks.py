@@ -6,12 +6,17 @@ turns the outcome's retry request into a Celery retry; the policy is ``workers.p
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from celery_batches import Batches, SimpleRequest
+
+from shared.errors import StorageUnavailableError
 from shared.jobs.registry import REGISTRY
-from shared.jobs.runner import execute
+from shared.jobs.runner import execute, execute_many
 from workers import process
 from workers.app import SWEEP_TASK, app, lock_ttl_s
+from workers.app import settings as app_settings
 from workers.policy import KYCTask
 
 
@@ -31,7 +36,54 @@ def run(task: JobTask, job_id: str) -> str:
     return outcome.status
 
 
-def _register(task_name: str) -> Any:
+log = logging.getLogger(__name__)
+
+
+class BatchJobTask(Batches, JobTask):
+    """A job kind's task with ``KYC_BATCH_SIZE`` > 1: the consumer buffers up to that many
+    messages (or ``KYC_BATCH_FLUSH_MS``) and hands them to one pool call.
+
+    Every message is acknowledged after the batch returns (late ack); a process that dies
+    mid-batch acknowledges none, so all of them come back and the ones already finished are
+    answered from their terminal document (the claim says ``done``) without running again.
+    """
+
+
+def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
+    """Run a batch of job messages; a message that must come back is sent again, with its id."""
+    resources = process.resources()
+    job_ids = [str(r.args[0]) for r in requests]
+    try:
+        outcomes = execute_many(job_ids, resources, lock_ttl_s(resources.settings))
+    except StorageUnavailableError as exc:
+        # Nothing could be recorded: every message comes back after the backoff.
+        log.warning("batch of %d: %s; retrying every message", len(requests), exc.message)
+        for request in requests:
+            _send_again(task, request, task.backoff_s(1))
+        return ["queued"] * len(requests)
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if outcome.retry:
+            countdown = outcome.retry_in_s if outcome.retry_in_s is not None else task.backoff_s(outcome.attempt)
+            _send_again(task, request, countdown)
+    return [o.status for o in outcomes]
+
+
+def _send_again(task: BatchJobTask, request: SimpleRequest, countdown: float) -> None:
+    """Publish the message anew under its own id; the original is acknowledged with the batch."""
+    queue = (request.delivery_info or {}).get("routing_key")
+    task.apply_async(request.args, task_id=request.id, countdown=countdown, queue=queue)
+
+
+def _register(task_name: str, batch_size: int, flush_ms: int) -> Any:
+    if batch_size > 1:
+
+        @app.task(name=task_name, base=BatchJobTask, bind=True, flush_every=batch_size,
+                  flush_interval=flush_ms / 1000)  # fmt: skip
+        def batch(self: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
+            return run_batch(self, requests)
+
+        return batch
+
     @app.task(name=task_name, base=JobTask, bind=True)
     def job(self: JobTask, job_id: str) -> str:
         return run(self, job_id)
@@ -39,7 +91,7 @@ def _register(task_name: str) -> Any:
     return job
 
 
-JOB_TASKS = {spec.name: _register(spec.task) for spec in REGISTRY}
+JOB_TASKS = {spec.name: _register(spec.task, app_settings.batch_size, app_settings.batch_flush_ms) for spec in REGISTRY}
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

@@ -60,5 +60,9 @@ class JobContext:
         finally:
             self._add("compute_s", start)
 
+    def add(self, stage: str, seconds: float) -> None:
+        """Count ``seconds`` to ``stage`` (a job's share of a step run for a whole batch)."""
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 6)
+
     def _add(self, stage: str, start: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + time.perf_counter() - start, 6)

@@ -53,6 +53,8 @@ class JobInputs(BaseModel):
 
 
 Handler = Callable[[Any, "JobContext"], BaseModel]
+# Several jobs of one kind at once: per job, its answer or the error its handler would raise.
+BatchHandler = Callable[[list[Any], list["JobContext"]], list[BaseModel | Exception]]
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._kinds: dict[str, JobKindSpec] = {}
+        self._batches: dict[str, BatchHandler] = {}
         self._lock = threading.RLock()
         self._loaded = False
 
@@ -119,6 +122,18 @@ class Registry:
                 raise ValueError(f"job kind {spec.name!r}: unknown queue {spec.queue!r}")
             self._kinds[spec.name] = spec
         return spec
+
+    def add_batch(self, name: str, handler: BatchHandler) -> None:
+        """Declare how several jobs of kind ``name`` run at once (one call for all their faces)."""
+        with self._lock:
+            if name not in self._kinds or name in self._batches:
+                raise ValueError(f"batch handler for {name!r}: kind undeclared, or batched twice")
+            self._batches[name] = handler
+
+    def batch(self, name: str) -> BatchHandler | None:
+        """The kind's batch handler; None runs its jobs one at a time."""
+        self._load()
+        return self._batches.get(name)
 
     def _load(self) -> dict[str, JobKindSpec]:
         with self._lock:
@@ -182,6 +197,17 @@ def job_kind(
                 scope=scope,
             )
         )
+        return handler
+
+    return declare
+
+
+def batch_of(name: str, registry: Registry = REGISTRY) -> Callable[[BatchHandler], BatchHandler]:
+    """Declare the batch handler of kind ``name``: it must answer each job exactly as the kind's
+    handler would (tests compare the two)."""
+
+    def declare(handler: BatchHandler) -> BatchHandler:
+        registry.add_batch(name, handler)
         return handler
 
     return declare

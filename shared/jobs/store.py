@@ -255,6 +255,105 @@ class JobStore:
             return Claim(ClaimOutcome.EXHAUSTED, self.finish(dead_letter(claim.doc, max_attempts), token=None))
         return claim
 
+    def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
+        """:meth:`claim` for a batch, in two round trips: one ``MGET`` of every document, lock and
+        attempt count, then one ``MULTI`` that starts every claimable job, under ``WATCH`` on all
+        of them.
+
+        A watched key that changed (another execution of one of these jobs), a job past its
+        attempts, or a repeated id falls back to :meth:`claim` one job at a time, so the answers
+        are those of :meth:`claim` in every case.
+
+        Returns:
+            One :class:`Claim` per id, in order.
+        """
+        if len(set(job_ids)) != len(job_ids) or len(job_ids) < 2:
+            return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+        per_job = [(keys.job_key(i), keys.job_lock_key(i), keys.job_attempts_key(i)) for i in job_ids]
+        watched = [k for triple in per_job for k in triple]
+
+        def start(pipe: Pipeline) -> list[Claim | None]:
+            values = pipe.mget(watched)
+            claims: list[Claim | None] = []
+            writes: list[tuple[str, tuple[str, str, str], int, JobDocument]] = []
+            for n, (job_id, triple) in enumerate(zip(job_ids, per_job, strict=True)):
+                raw, holder, count = values[3 * n : 3 * n + 3]
+                if raw is None:
+                    claims.append(Claim(ClaimOutcome.MISSING))
+                    continue
+                doc = JobDocument.from_json(raw)
+                attempts = int(count or 0) + 1
+                if doc.status.terminal:
+                    claims.append(Claim(ClaimOutcome.DONE, doc))
+                elif (holder is not None and not holder_is_dead(holder)) or attempts > max_attempts:
+                    claims.append(None)  # busy or exhausted: the single-job path says which
+                else:
+                    running = doc.running(attempts)
+                    writes.append((job_id, triple, attempts, running))
+                    claims.append(Claim(ClaimOutcome.CLAIMED, running))
+            pipe.multi()
+            for job_id, (doc_key, lock_key, count_key), attempts, running in writes:
+                pipe.zrem(keys.jobs_unstarted_key(), job_id)
+                pipe.set(count_key, attempts, ex=self.ttl_s)
+                pipe.set(lock_key, token, px=int(lock_ttl_s * 1000))
+                pipe.set(doc_key, running.to_json(), keepttl=True)
+            return claims
+
+        with _redis_errors(), self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(*watched)
+                found = start(pipe)
+                pipe.execute()
+            except redis.exceptions.WatchError:
+                return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+        return [
+            c if c is not None else self.claim(i, token, lock_ttl_s, max_attempts)
+            for i, c in zip(job_ids, found, strict=True)
+        ]
+
+    def finish_many(self, docs: list[JobDocument], token: str) -> list[JobDocument]:
+        """:meth:`finish` for a batch of terminal documents in two round trips (``MGET``, then one
+        ``MULTI`` under ``WATCH``), each lock released if ``token`` holds it.
+
+        With a result archive, a changed watched key or a repeated id it is :meth:`finish` per
+        document, so each job keeps exactly one terminal document in every case.
+
+        Returns:
+            Each job's final document, in order: its own, or the one written first by another
+            execution.
+        """
+        ids = [d.job_id for d in docs]
+        if self.archive is not None or len(set(ids)) != len(ids) or len(docs) < 2:
+            return [self.finish(d, token) for d in docs]
+        pairs = [(keys.job_key(i), keys.job_lock_key(i)) for i in ids]
+        watched = [k for pair in pairs for k in pair]
+        mine = token.encode()
+
+        def write(pipe: Pipeline) -> list[JobDocument]:
+            values = pipe.mget(watched)
+            final: list[JobDocument] = []
+            pipe.multi()
+            for n, (doc, (doc_key, lock_key)) in enumerate(zip(docs, pairs, strict=True)):
+                raw, holder = values[2 * n : 2 * n + 2]
+                current = JobDocument.from_json(raw) if raw is not None else None
+                if current is not None and current.status.terminal:
+                    final.append(current)  # terminal states are final: a redelivery changes nothing
+                    continue
+                pipe.set(doc_key, doc.to_json(), ex=self.ttl_s)
+                if holder == mine:
+                    pipe.delete(lock_key)
+                final.append(doc)
+            return final
+
+        with _redis_errors(), self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(*watched)
+                written = write(pipe)
+                pipe.execute()
+            except redis.exceptions.WatchError:
+                return [self.finish(d, token) for d in docs]
+        return written
+
     def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
         """Give a job back after a transient error: ``queued`` again, lock released."""
         return self._transition(doc.requeued(error), token, final=False)

@@ -82,6 +82,12 @@ class StubJobStore:
             self.docs[doc.address] = doc
             return doc
 
+    def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
+        return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+
+    def finish_many(self, docs: list[JobDocument], token: str) -> list[JobDocument]:
+        return [self.finish(d, token) for d in docs]
+
     def _release(self, job_id: str, token: str) -> None:
         if self.locks.get(job_id, ("", 0.0))[0] == token:
             del self.locks[job_id]

@@ -58,7 +58,9 @@ def load_detector(settings: Settings) -> YuNetDetector:
     outputs = {o.name for o in model.graph.output}
     if not outputs >= _YUNET_OUTPUTS:
         raise ModelError(f"detector {spec.file} does not have YuNet's outputs; cannot drive it")
-    session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
+    session = create_session(
+        spec.model_id, model.SerializeToString(), settings.onnx_threads(), tuple(settings.ort_providers)
+    )
     return YuNetDetector(session, settings.det_score_threshold, settings.det_nms_iou, settings.det_max_faces)
 
 
@@ -91,7 +93,9 @@ def load_embedder(settings: Settings) -> Embedder:
     model = _load(spec, settings)
     _check_image_to_vector(model, spec)
     _make_batch_dynamic(model, spec.dim)
-    session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
+    session = create_session(
+        spec.model_id, model.SerializeToString(), settings.onnx_threads(), tuple(settings.ort_providers)
+    )
     return Embedder(session, spec, flip=settings.embed_flip)
 
 
@@ -100,5 +104,7 @@ def load_liveness(settings: Settings) -> LivenessScorer:
     spec = get_spec(settings.liveness_model, "liveness", settings.model_registry_file)
     model = _load(spec, settings)
     _check_image_to_vector(model, spec)
-    session = create_session(spec.model_id, model.SerializeToString(), settings.onnx_threads())
+    session = create_session(
+        spec.model_id, model.SerializeToString(), settings.onnx_threads(), tuple(settings.ort_providers)
+    )
     return LivenessScorer(session, spec)

@@ -7,17 +7,37 @@ import threading
 
 import onnxruntime as ort
 
+from shared.errors import ProviderUnavailableError
+
 _lock = threading.Lock()
-_sessions: dict[tuple[int, str, int], ort.InferenceSession] = {}
+_sessions: dict[tuple[int, str, int, tuple[str, ...]], ort.InferenceSession] = {}
 
 
-def create_session(key: str, model: bytes, threads: int) -> ort.InferenceSession:
-    """A CPU session for ``model`` (serialised ONNX), cached under ``key`` for this process.
+def check_providers(wanted: list[str]) -> list[str]:
+    """``wanted`` if onnxruntime has every one of them.
+
+    Raises:
+        ProviderUnavailableError: naming the missing providers and the installed ones (CUDA needs
+            the ``onnxruntime-gpu`` package in place of ``onnxruntime``).
+    """
+    installed = ort.get_available_providers()
+    missing = [p for p in wanted if p not in installed]
+    if missing:
+        raise ProviderUnavailableError(
+            f"onnxruntime execution provider(s) {', '.join(missing)} not installed; installed: {', '.join(installed)}"
+        )
+    return wanted
+
+
+def create_session(
+    key: str, model: bytes, threads: int, providers: tuple[str, ...] = ("CPUExecutionProvider",)
+) -> ort.InferenceSession:
+    """A session for ``model`` (serialised ONNX) on ``providers``, cached under ``key`` for this process.
 
     The pid is part of the cache key: a session inherited across ``fork`` (Celery prefork) is not
     safe to use, so a child builds its own on first use.
     """
-    cache_key = (os.getpid(), key, threads)
+    cache_key = (os.getpid(), key, threads, providers)
     with _lock:
         session = _sessions.get(cache_key)
         if session is None:
@@ -32,6 +52,6 @@ def create_session(key: str, model: bytes, threads: int) -> ort.InferenceSession
             # applies the flag with the first session's thread pool, so every session sets it;
             # flushing denormals changes no other model's outputs measurably.
             options.add_session_config_entry("session.set_denormal_as_zero", "1")
-            session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model, options, providers=check_providers(list(providers)))
             _sessions[cache_key] = session
         return session
