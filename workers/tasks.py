@@ -7,9 +7,11 @@ turns the outcome's retry request into a Celery retry; the policy is ``workers.p
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
-from celery_batches import Batches, SimpleRequest
+from celery.worker.request import Request
+from celery_batches import Batches, SimpleRequest, apply_batches_task
 
 from shared.errors import StorageUnavailableError
 from shared.jobs.registry import REGISTRY
@@ -43,10 +45,36 @@ class BatchJobTask(Batches, JobTask):
     """A job kind's task with ``KYC_BATCH_SIZE`` > 1: the consumer buffers up to that many
     messages (or ``KYC_BATCH_FLUSH_MS``) and hands them to one pool call.
 
-    Every message is acknowledged after the batch returns (late ack); a process that dies
-    mid-batch acknowledges none, so all of them come back and the ones already finished are
-    answered from their terminal document (the claim says ``done``) without running again.
+    Every message is acknowledged after the batch returns (late ack). When the pool process
+    dies mid-batch (SIGKILL, the hard time limit), the consumer acknowledges the messages whose
+    job already has its terminal document and gives back only the others.
     """
+
+    def flush(self, requests: Collection[Request]) -> Any:
+        batch = list(requests)
+
+        def on_return(_: Any) -> None:
+            for request in batch:
+                request.acknowledge()
+
+        def on_lost(_: Any) -> None:
+            try:
+                finished = process.resources().jobs.terminal([str(r.args[0]) for r in batch])
+            except StorageUnavailableError:
+                finished = [False] * len(batch)  # give every one back: a finished job is a no-op
+            for request, done in zip(batch, finished, strict=True):
+                if done:
+                    request.acknowledge()
+                else:
+                    request.reject(requeue=True)
+            log.warning("batch of %d lost with its process; %d given back", len(batch), finished.count(False))
+
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, ([SimpleRequest.from_request(r) for r in batch],), 0, None),
+            callback=on_return,
+            error_callback=on_lost,
+        )
 
 
 def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
@@ -70,7 +98,11 @@ def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
 
 def _send_again(task: BatchJobTask, request: SimpleRequest, countdown: float) -> None:
     """Publish the message anew under its own id; the original is acknowledged with the batch."""
-    queue = (request.delivery_info or {}).get("routing_key")
+    delivery = request.delivery_info or {}
+    if delivery.get("is_eager"):
+        task.apply(request.args, task_id=request.id)  # as Celery runs an eager retry: at once
+        return
+    queue = delivery.get("routing_key")
     task.apply_async(request.args, task_id=request.id, countdown=countdown, queue=queue)
 
 

@@ -197,6 +197,12 @@ class JobStore:
             return self.archive.read(job_id) or doc
         return doc
 
+    def terminal(self, job_ids: list[str]) -> list[bool]:
+        """Whether each job has its terminal document (one ``MGET``)."""
+        with _redis_errors():
+            raws = self.redis.mget([keys.job_key(i) for i in job_ids]) if job_ids else []
+        return [raw is not None and JobDocument.from_json(raw).status.terminal for raw in raws]
+
     def attempts(self, job_id: str) -> int:
         with _redis_errors():
             return int(self.redis.get(keys.job_attempts_key(job_id)) or 0)

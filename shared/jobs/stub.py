@@ -82,6 +82,9 @@ class StubJobStore:
             self.docs[doc.address] = doc
             return doc
 
+    def terminal(self, job_ids: list[str]) -> list[bool]:
+        return [i in self.docs and self.docs[i].status.terminal for i in job_ids]
+
     def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
         return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
 

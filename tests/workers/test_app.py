@@ -20,7 +20,9 @@ def test_at_least_once_settings() -> None:
     conf = create_app(settings).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.task_acks_on_timeout is False
-    assert conf.worker_prefetch_multiplier == 1
+    # A process reserves one batch of messages (one message when batching is off).
+    assert conf.worker_prefetch_multiplier == settings.batch_size
+    assert create_app(settings.model_copy(update={"batch_size": 1})).conf.worker_prefetch_multiplier == 1
     assert (conf.task_soft_time_limit, conf.task_time_limit) == (50, 80)
     # Redelivery of a reserved message must wait for the hard limit and the longest countdown.
     visibility = conf.broker_transport_options["visibility_timeout"]

@@ -60,6 +60,11 @@ def use(monkeypatch: pytest.MonkeyPatch, jobs: JobStore, engine: Any, images: An
 faces = tasks.JOB_TASKS["faces"]
 
 
+def statuses(returned: str | list[str]) -> list[str]:
+    """The statuses a task returned: one per message (a batch task returns a list)."""
+    return [returned] if isinstance(returned, str) else returned
+
+
 def test_transient_errors_are_retried_then_fail_after_max_attempts(
     jobs: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,13 +94,13 @@ def test_redelivery_of_a_finished_job_runs_nothing(jobs: JobStore, monkeypatch: 
     use(monkeypatch, jobs, engine=SlowEngine(), images=down)
     doc, _ = jobs.create(JobDocument.new("faces", {"image": "s3://kyc-images/a.jpg"}, "done"))
     finished = jobs.finish(doc.running(1).succeeded({"code": "SUCCESS"}), token=None)
-    assert faces.apply(args=["done"]).get() == "succeeded"
+    assert statuses(faces.apply(args=["done"]).get()) == ["succeeded"]
     assert down.reads == 0 and jobs.get("done") == finished
 
 
 def test_unknown_job_is_dropped(jobs: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     use(monkeypatch, jobs, engine=SlowEngine(), images=StubImageStore())
-    assert faces.apply(args=["never-submitted"]).get() == "missing"
+    assert statuses(faces.apply(args=["never-submitted"]).get()) == ["missing"]
 
 
 def test_a_result_the_archive_refuses_leaves_a_failure_record(jobs: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +114,7 @@ def test_a_result_the_archive_refuses_leaves_a_failure_record(jobs: JobStore, mo
     jobs.mode = "s3"
     use(monkeypatch, jobs, engine=Engine(), images=StubImageStore({"s3://kyc-images/a.jpg": b"x"}))
     jobs.create(JobDocument.new("faces", {"image": "s3://kyc-images/a.jpg"}, "denied"))
-    assert faces.apply(args=["denied"]).get() == "failed"
+    assert statuses(faces.apply(args=["denied"]).get()) == ["failed"]
     final = jobs.get("denied")
     assert final is not None and final.status is JobStatus.FAILED and final.error is not None
     assert final.error.type == "StorageError" and "access denied" in final.error.message

@@ -1,0 +1,94 @@
+"""A pool process SIGKILLed while it runs a batch of jobs (``KYC_BATCH_SIZE`` > 1).
+
+The consumer acknowledges the batch's finished jobs and gives back only the others; every job
+must still end ``succeeded`` with exactly the engine's in-process answer, once, and no message
+may be left on the broker.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from harness import RedisServer, S3Endpoint
+from shared import keys
+from shared.engine import KYCDeepFace
+from shared.jobs import JobStatus
+from shared.schemas import to_dict
+from tests.reliability.conftest import (
+    fault_env,
+    kill_quietly,
+    producer_for,
+    queue_is_drained,
+    ref,
+    wait_terminal,
+    worker_running,
+)
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+JOBS = 160
+KILLS = 3
+
+
+def _busy_pids(client: redis.Redis, pool: set[int]) -> set[int]:
+    """Pool processes holding a run lock now (the token is host:pid:nonce)."""
+    found = set()
+    for key in client.scan_iter(match=keys.JOB_LOCK_PREFIX + "*", count=100):
+        holder: bytes | None = client.get(key)  # type: ignore[assignment]
+        if holder is not None and int(holder.decode().split(":")[1]) in pool:
+            found.add(int(holder.decode().split(":")[1]))
+    return found
+
+
+def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
+    aof_redis: RedisServer,
+    photo_bucket: S3Endpoint,
+    small_photos: dict[str, bytes],
+    engine: KYCDeepFace,
+    tmp_path: Path,
+) -> None:
+    expected = {key: to_dict(engine.get_faces(data)) for key, data in small_photos.items()}
+    photo_keys = sorted(small_photos)
+    env = fault_env(aof_redis.url, photo_bucket, KYC_BATCH_SIZE="8", KYC_BATCH_FLUSH_MS="50", KYC_MAX_ATTEMPTS="10")
+    client = redis.Redis.from_url(aof_redis.url)
+    producer = producer_for(aof_redis.url, photo_bucket)
+    log_path = tmp_path / "worker.log"
+    kills = 0
+    try:
+        with worker_running(env, log_path) as worker:
+            job_of = {}
+            for i in range(JOBS):
+                key = photo_keys[i % len(photo_keys)]
+                job_of[producer.submit_faces(ref(key), job_id=f"batch-{i:04d}").job_id] = key
+            job_ids = list(job_of)
+
+            def kill_a_busy_child() -> None:
+                nonlocal kills
+                if kills < KILLS:
+                    for pid in _busy_pids(client, worker.pool_pids()):
+                        if kill_quietly(pid):
+                            kills += 1
+                            return
+
+            final = wait_terminal(client, job_ids, timeout_s=150, poll_s=0.3, between=kill_a_busy_child)
+            deadline = time.monotonic() + 30
+            while not queue_is_drained(client) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            drained = queue_is_drained(client)
+    finally:
+        producer.close()
+
+    assert kills >= 1, "no batch was caught mid-run"
+    assert len(final) == JOBS
+    failed = {j: d.error for j, d in final.items() if d.status is not JobStatus.SUCCEEDED}
+    assert not failed, failed
+    wrong = [j for j, d in final.items() if d.result != expected[job_of[j]]]
+    assert not wrong, f"{len(wrong)} jobs answered differently from the engine: {wrong[:5]}"
+    assert any(d.attempts > 1 for d in final.values()), "no job was caught mid-run by a kill"
+    given_back = [line for line in log_path.read_text().splitlines() if "lost with its process" in line]
+    assert given_back, "the consumer never handled a lost batch"
+    assert drained, "messages left on the broker after every job finished"
