@@ -79,7 +79,7 @@ def in_process_threads(blobs: list[bytes], settings: Settings, threads: int) -> 
 
 
 def _engine_process(
-    blobs: list[bytes], share: slice, settings: Settings, barrier: Any, out: Any
+    blobs: list[bytes], share: slice, settings: Settings, barrier: Any, out: Any, batch: int = 1
 ) -> None:  # pragma: no cover - runs in a child process
     from shared.engine import KYCDeepFace
 
@@ -88,13 +88,18 @@ def _engine_process(
         engine.get_faces(data)
     barrier.wait()
     start, cpu = time.perf_counter(), time.process_time()
-    for data in blobs[share]:
-        engine.get_faces(data)
+    mine = blobs[share]
+    if batch == 1:
+        for data in mine:
+            engine.get_faces(data)
+    else:  # what a worker with KYC_BATCH_SIZE=batch runs: the faces of `batch` images in one call
+        for i in range(0, len(mine), batch):
+            engine.describe_many([(data, None, False) for data in mine[i : i + batch]])
     out.put((start, time.perf_counter(), time.process_time() - cpu, proc_memory(os.getpid())))
 
 
 def in_process_processes(
-    blobs: list[bytes], settings: Settings, processes: int
+    blobs: list[bytes], settings: Settings, processes: int, batch: int = 1
 ) -> tuple[float, float, dict[str, float]]:
     """images/s of ``processes`` engine processes x 1 onnxruntime thread, each on a share of ``blobs``.
 
@@ -107,7 +112,7 @@ def in_process_processes(
     ctx = mp.get_context("spawn")  # no fork after onnxruntime's thread pools exist in this process
     barrier, out = ctx.Barrier(processes), ctx.Queue()
     procs = [
-        ctx.Process(target=_engine_process, args=(blobs, slice(i, None, processes), settings, barrier, out))
+        ctx.Process(target=_engine_process, args=(blobs, slice(i, None, processes), settings, barrier, out, batch))
         for i in range(processes)
     ]
     for proc in procs:
@@ -313,6 +318,9 @@ def main() -> int:
         "--phone", action="store_true", help="the photos upscaled to 4000 px, the size of a phone photo"
     )
     parser.add_argument(
+        "--batch-sizes", default="1,8", help="KYC_BATCH_SIZE of the worker, one worker per value in each round"
+    )
+    parser.add_argument(
         "--worker-args",
         default="",
         help="extra arguments for `celery worker`, e.g. '--prefetch-multiplier 4' (keep the INFO log level: "
@@ -323,6 +331,9 @@ def main() -> int:
         print("redis-server is not installed", file=sys.stderr)
         return 1
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    # One column per (store, batch size): "file b=8".
+    columns = [f"{store} b={b}" for b in batch_sizes for store in stores]
 
     files = sorted(p for p in args.faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     names = [files[i % len(files)].name for i in range(args.jobs)]
@@ -353,19 +364,21 @@ def main() -> int:
         broker = redis_server.url
         settings = Settings(broker_url=broker, s3_endpoint_url=s3.url, s3_bucket=BUCKET)
         log_path = Path(tmp) / "worker.log"
-        worker = CeleryWorker(
-            worker_env(broker, s3, settings.model_dir), log_path, args.concurrency,
-            extra_args=shlex.split(args.worker_args),
-        )  # fmt: skip
-        worker.start(timeout_s=120)
-        try:
-            producer = Producer(settings)
-            pids = {
+        producer = Producer(settings)
+
+        def start_worker(batch: int) -> tuple[CeleryWorker, dict[str, list[int]]]:
+            env = worker_env(broker, s3, settings.model_dir, KYC_BATCH_SIZE=str(batch))
+            worker = CeleryWorker(env, log_path, args.concurrency, extra_args=shlex.split(args.worker_args))
+            worker.start(timeout_s=120)
+            return worker, {
                 "pool children": sorted(worker.pool_pids()),
                 "celery main": [worker.pid],
                 "redis-server": [redis_server.pid],
                 "bench (producer, moto)": [os.getpid()],
             }
+
+        worker: CeleryWorker | None = None
+        try:
             for r in range(args.rounds):
                 # One round = every measurement once, back to back, so a ratio compares runs made
                 # under the same load; the spread over rounds shows how much the load moved.
@@ -373,15 +386,23 @@ def main() -> int:
                 got["threads"] = in_process_threads(images, settings, cores)
                 got["processes"], cpu_per_image, baseline_memory = in_process_processes(images, settings, cores)
                 got["processes_cpu_ms"] = 1000 * cpu_per_image
-                for store in stores:
-                    got[store] = run_batch(producer, refs[store], log_path, pids)
+                for b in batch_sizes:
+                    if b > 1:
+                        got[f"processes b={b}"], cpu_b, _ = in_process_processes(images, settings, cores, b)
+                        got[f"processes_cpu_ms b={b}"] = 1000 * cpu_b
+                    if worker is not None:
+                        worker.stop()
+                    worker, pids = start_worker(b)
+                    for store in stores:
+                        got[f"{store} b={b}"] = run_batch(producer, refs[store], log_path, pids)
                 rounds.append(got)
                 print(
                     f"round {r + 1}: load {got['load_1m']:.2f}, in-process {got['threads']:.1f} (1x{cores} threads) "
                     f"/ {got['processes']:.1f} ({cores}x1) images/s, "
-                    + ", ".join(f"pipeline {s} {got[s]['images_per_s']:.1f}" for s in stores),
+                    + ", ".join(f"pipeline {c} {got[c]['images_per_s']:.1f}" for c in columns),
                     file=sys.stderr,
                 )
+            assert worker is not None
             for i in range(args.latency):
                 t0 = time.perf_counter()
                 producer.wait_for(producer.submit_faces(refs[stores[-1]][i]).job_id, poll_s=0.005)
@@ -390,7 +411,8 @@ def main() -> int:
             memory = worker_memory(worker)
             producer.close()
         finally:
-            worker.stop()
+            if worker is not None:
+                worker.stop()
 
     report = {
         "bench": "pipeline",
@@ -401,7 +423,8 @@ def main() -> int:
         "jobs": args.jobs,
         "photos": len(files),
         "image_set": "phone size (4000 px)" if args.phone else "as they are",
-        "stores": stores,
+        "stores": columns,
+        "batch_sizes": batch_sizes,
         "rounds": rounds,
         "latency_s": latency,
         "worker_memory": memory,
@@ -415,7 +438,7 @@ def main() -> int:
     if args.results:
         heading, _, body = text.partition("\n")
         write_section(args.results, heading.removeprefix("## "), body)
-    return 1 if any(r[s]["failed"] for r in rounds for s in stores) else 0
+    return 1 if any(r[c]["failed"] for r in rounds for c in columns) else 0
 
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -427,6 +450,12 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
 
 
 STORE_LABEL = {"s3": "S3 (moto, same host)", "file": "local files (file://)"}
+
+
+def column_label(column: str) -> str:
+    """``"file b=8"`` -> ``"local files (file://), KYC_BATCH_SIZE=8"``."""
+    store, _, batch = column.partition(" b=")
+    return STORE_LABEL[store] + (f", KYC_BATCH_SIZE={batch}" if batch else "")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -441,10 +470,16 @@ def render(report: dict[str, Any]) -> str:
         f"| in-process engine, {cores} processes x 1 onnx thread (the baseline) | "
         f"{spread([r['processes'] for r in rounds], '{:.1f}')} images/s |",
     ]
+    for b in report.get("batch_sizes", []):
+        if b > 1:
+            rows.append(
+                f"| in-process engine, {cores}x1, `describe_many` of {b} images per call | "
+                f"{spread([r[f'processes b={b}'] for r in rounds], '{:.1f}')} images/s |"
+            )
     for store in report["stores"]:
         runs = [r[store] for r in rounds]
         rows += [
-            f"| pipeline, {STORE_LABEL[store]}, 1 worker x {conc} processes x 1 onnx thread, first submit to "
+            f"| pipeline, {column_label(store)}, 1 worker x {conc} processes x 1 onnx thread, first submit to "
             f"last result | {spread([x['images_per_s'] for x in runs], '{:.1f}')} images/s |",
             f"| same, steady state (after the last submit) | "
             f"{spread([x['steady_images_per_s'] for x in runs], '{:.1f}')} images/s |",
