@@ -3,6 +3,7 @@
 Usage::
 
     python -m bench [--only engine,pipeline,gallery] [--gallery-sizes 10000,100000] [--full-gallery]
+        [--batch-sizes 1,8] [--providers CUDAExecutionProvider,CPUExecutionProvider]
         [--rounds 3] [--jobs 200] [--repeat 3] [--results bench/RESULTS.md] [--json PATH]
 
 Each benchmark runs as its own process (``bench/engine.py``, ``bench/pipeline.py`` and the gallery
@@ -133,6 +134,10 @@ def compose(results: dict[str, Any], cores: int) -> str:
 
         throughput(f"in-process engine, {cores} proc x 1 thread (core-ms)", [r["processes"] for r in rounds])
         throughput(f"in-process engine, 1 proc x {cores} threads (core-ms)", [r["threads"] for r in rounds])
+        for b in pipeline.get("batch_sizes", []):
+            if b > 1:
+                rates = [r[f"processes b={b}"] for r in rounds]
+                throughput(f"in-process engine, {cores} proc x 1 thread, {b} images per call (core-ms)", rates)
         for store in pipeline["stores"]:
             runs = [r[store] for r in rounds]
             throughput(f"pipeline end to end, {store} (core-ms)", [x["images_per_s"] for x in runs])
@@ -254,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="pipeline rounds (each: baselines and pipeline)")
     parser.add_argument("--jobs", type=int, default=200, help="pipeline jobs per round and store")
     parser.add_argument("--stores", default="file,s3", help="pipeline image stores")
+    parser.add_argument("--batch-sizes", default="1,8", help="pipeline KYC_BATCH_SIZE values (batching off and on)")
+    parser.add_argument("--providers", default="CPUExecutionProvider", help="KYC_ORT_PROVIDERS, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="engine repetitions over the photos")
     parser.add_argument("--results", type=Path, help="append the table to this Markdown file")
     parser.add_argument("--json", type=Path, help="write every benchmark's measurements here")
@@ -276,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline": [
                 *(py, "bench/pipeline.py", "--rounds", str(args.rounds), "--jobs", str(args.jobs)),
                 *("--stores", args.stores, "--latency", "10", "--fixed-cost", "400", "--json", str(out["pipeline"])),
+                *("--batch-sizes", args.batch_sizes, "--providers", args.providers),
             ],
             "gallery": [
                 py,

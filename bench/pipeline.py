@@ -318,6 +318,12 @@ def main() -> int:
         "--phone", action="store_true", help="the photos upscaled to 4000 px, the size of a phone photo"
     )
     parser.add_argument(
+        "--providers",
+        default="CPUExecutionProvider",
+        help="KYC_ORT_PROVIDERS for the engine and the worker, comma-separated "
+        "(CUDAExecutionProvider,CPUExecutionProvider on a GPU host)",
+    )
+    parser.add_argument(
         "--batch-sizes", default="1,8", help="KYC_BATCH_SIZE of the worker, one worker per value in each round"
     )
     parser.add_argument(
@@ -362,12 +368,15 @@ def main() -> int:
         s3 = moto.fresh(S3Endpoint(moto.url, bucket=BUCKET, results_bucket=None),
                         {f"bench/{name}": data for name, data in blobs.items()})  # fmt: skip
         broker = redis_server.url
-        settings = Settings(broker_url=broker, s3_endpoint_url=s3.url, s3_bucket=BUCKET)
+        providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+        settings = Settings(broker_url=broker, s3_endpoint_url=s3.url, s3_bucket=BUCKET, ort_providers=providers)
         log_path = Path(tmp) / "worker.log"
         producer = Producer(settings)
 
         def start_worker(batch: int) -> tuple[CeleryWorker, dict[str, list[int]]]:
-            env = worker_env(broker, s3, settings.model_dir, KYC_BATCH_SIZE=str(batch))
+            env = worker_env(
+                broker, s3, settings.model_dir, KYC_BATCH_SIZE=str(batch), KYC_ORT_PROVIDERS=json.dumps(providers)
+            )
             worker = CeleryWorker(env, log_path, args.concurrency, extra_args=shlex.split(args.worker_args))
             worker.start(timeout_s=120)
             return worker, {
@@ -425,6 +434,7 @@ def main() -> int:
         "image_set": "phone size (4000 px)" if args.phone else "as they are",
         "stores": columns,
         "batch_sizes": batch_sizes,
+        "providers": providers,
         "rounds": rounds,
         "latency_s": latency,
         "worker_memory": memory,
