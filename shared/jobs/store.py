@@ -305,13 +305,11 @@ class JobStore:
                 pipe.set(doc_key, running.to_json(), keepttl=True)
             return claims
 
-        with _redis_errors(), self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(*watched)
-                found = start(pipe)
-                pipe.execute()
-            except redis.exceptions.WatchError:
-                return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+        def one_by_one() -> list[Claim | None]:
+            return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+
+        with _redis_errors():
+            found = self._atomic(start, *watched, fallback=one_by_one)
         return [
             c if c is not None else self.claim(i, token, lock_ttl_s, max_attempts)
             for i, c in zip(job_ids, found, strict=True)
@@ -351,14 +349,8 @@ class JobStore:
                 final.append(doc)
             return final
 
-        with _redis_errors(), self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(*watched)
-                written = write(pipe)
-                pipe.execute()
-            except redis.exceptions.WatchError:
-                return [self.finish(d, token) for d in docs]
-        return written
+        with _redis_errors():
+            return self._atomic(write, *watched, fallback=lambda: [self.finish(d, token) for d in docs])
 
     def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
         """Give a job back after a transient error: ``queued`` again, lock released."""
@@ -381,9 +373,10 @@ class JobStore:
             doc = self.archive.write_once(doc)
         return self._transition(doc, token, final=True, archived=archived)
 
-    def _atomic(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
+    def _atomic(self, fn: Callable[[Pipeline], T], *watch: str, fallback: Callable[[], T] | None = None) -> T:
         """Run ``fn`` under WATCH on ``watch``; it reads, calls ``multi()`` and queues writes.
-        Re-run from the start whenever a watched key changed before EXEC."""
+        Re-run from the start whenever a watched key changed before EXEC; with ``fallback``, run
+        once and let ``fallback()`` answer instead (nothing of ``fn`` was written)."""
         with self.redis.pipeline() as pipe:
             while True:
                 try:
@@ -392,7 +385,9 @@ class JobStore:
                     pipe.execute()
                     return value
                 except redis.exceptions.WatchError:
-                    continue
+                    if fallback is not None:
+                        break
+        return fallback()
 
     def _transition(self, doc: JobDocument, token: str | None, final: bool, archived: bool = False) -> JobDocument:
         doc_key, lock_key = keys.job_key(doc.address), keys.job_lock_key(doc.address)

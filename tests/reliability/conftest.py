@@ -150,6 +150,16 @@ def fault_env(redis_url: str, s3: S3Endpoint, **overrides: str) -> dict[str, str
 # --- watching jobs ------------------------------------------------------------------------------
 
 
+def busy_pool_pids(client: redis.Redis, pool: set[int]) -> list[int]:
+    """Pool processes holding a job's run lock right now (the token is host:pid:nonce)."""
+    found = []
+    for key in client.scan_iter(match=keys.JOB_LOCK_PREFIX + "*", count=100):
+        holder: bytes | None = client.get(key)  # type: ignore[assignment]
+        if holder is not None and (pid := int(holder.decode().split(":")[1])) in pool and pid not in found:
+            found.append(pid)
+    return found
+
+
 def documents(client: redis.Redis, job_ids: list[str]) -> dict[str, JobDocument | None]:
     """Each job's document as stored in Redis now (one MGET per 500 ids)."""
     out: dict[str, JobDocument | None] = {}

@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from harness import RedisServer, S3Endpoint
-from shared import keys
 from shared.engine import KYCDeepFace
 from shared.jobs import JobStatus
 from shared.schemas import to_dict
 from tests.reliability.conftest import (
+    busy_pool_pids,
     fault_env,
     kill_quietly,
     producer_for,
@@ -32,16 +32,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 JOBS = 160
 KILLS = 3
-
-
-def _busy_pids(client: redis.Redis, pool: set[int]) -> set[int]:
-    """Pool processes holding a run lock now (the token is host:pid:nonce)."""
-    found = set()
-    for key in client.scan_iter(match=keys.JOB_LOCK_PREFIX + "*", count=100):
-        holder: bytes | None = client.get(key)  # type: ignore[assignment]
-        if holder is not None and int(holder.decode().split(":")[1]) in pool:
-            found.add(int(holder.decode().split(":")[1]))
-    return found
 
 
 def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
@@ -69,7 +59,7 @@ def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
             def kill_a_busy_child() -> None:
                 nonlocal kills
                 if kills < KILLS:
-                    for pid in _busy_pids(client, worker.pool_pids()):
+                    for pid in busy_pool_pids(client, worker.pool_pids()):
                         if kill_quietly(pid):
                             kills += 1
                             return

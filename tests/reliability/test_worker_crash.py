@@ -22,6 +22,7 @@ from shared.engine import KYCDeepFace
 from shared.jobs import JobDocument, JobStatus
 from shared.schemas import to_dict
 from tests.reliability.conftest import (
+    busy_pool_pids,
     fault_env,
     kill_quietly,
     producer_for,
@@ -39,14 +40,8 @@ CHILD_KILLS = 8  # SIGKILLs of pool processes running a job, before and after th
 
 
 def _running_pid(client: redis.Redis, pool: set[int]) -> int | None:
-    """The pid of a pool process holding a job's run lock right now (the token is host:pid:nonce)."""
-    for key in client.scan_iter(match=keys.JOB_LOCK_PREFIX + "*", count=100):
-        holder: bytes | None = client.get(key)  # type: ignore[assignment]
-        if holder is not None:
-            pid = int(holder.decode().split(":")[1])
-            if pid in pool:
-                return pid
-    return None
+    """The pid of a pool process holding a job's run lock right now."""
+    return next(iter(busy_pool_pids(client, pool)), None)
 
 
 def test_every_job_succeeds_once_through_repeated_worker_crashes(
