@@ -52,12 +52,11 @@ class BatchJobTask(Batches, JobTask):
 
     def flush(self, requests: Collection[Request]) -> Any:
         batch = list(requests)
+        for request in batch:
+            # The line Celery's default strategy logs for every message it takes.
+            log.info("Task %s[%s] received", request.name, request.id)
 
-        def on_return(_: Any) -> None:
-            for request in batch:
-                request.acknowledge()
-
-        def on_lost(_: Any) -> None:
+        def give_back(_: Any) -> None:
             try:
                 finished = process.resources().jobs.terminal([str(r.args[0]) for r in batch])
             except StorageUnavailableError:
@@ -67,18 +66,38 @@ class BatchJobTask(Batches, JobTask):
                     request.acknowledge()
                 else:
                     request.reject(requeue=True)
-            log.warning("batch of %d lost with its process; %d given back", len(batch), finished.count(False))
+            log.warning("batch of %d lost or failed; %d given back", len(batch), finished.count(False))
+
+        def on_return(statuses: Any) -> None:
+            if not isinstance(statuses, list) or len(statuses) != len(batch):
+                give_back(statuses)  # the batch raised: nothing says which jobs ended
+                return
+            for request, status in zip(batch, statuses, strict=True):
+                if status == REQUEUE:
+                    request.reject(requeue=True)
+                else:
+                    request.acknowledge()
 
         return self._pool.apply_async(
             apply_batches_task,
             (self, ([SimpleRequest.from_request(r) for r in batch],), 0, None),
             callback=on_return,
-            error_callback=on_lost,
+            error_callback=give_back,
         )
 
 
+# What run_batch answers for a message whose retry could not be published: the consumer gives
+# the message itself back to the broker instead of acknowledging it.
+REQUEUE = "requeue"
+
+
 def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
-    """Run a batch of job messages; a message that must come back is sent again, with its id."""
+    """Run a batch of job messages: per message, its job's status, or :data:`REQUEUE`.
+
+    A message that must come back is published again under its id, after its countdown; when
+    that publish fails too (the broker is down), :data:`REQUEUE` has the consumer give the
+    message itself back rather than acknowledge it.
+    """
     resources = process.resources()
     job_ids = [str(r.args[0]) for r in requests]
     try:
@@ -86,24 +105,29 @@ def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
     except StorageUnavailableError as exc:
         # Nothing could be recorded: every message comes back after the backoff.
         log.warning("batch of %d: %s; retrying every message", len(requests), exc.message)
-        for request in requests:
-            _send_again(task, request, task.backoff_s(1))
-        return ["queued"] * len(requests)
+        return [_send_again(task, request, task.backoff_s(1), "queued") for request in requests]
+    statuses = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.retry:
             countdown = outcome.retry_in_s if outcome.retry_in_s is not None else task.backoff_s(outcome.attempt)
-            _send_again(task, request, countdown)
-    return [o.status for o in outcomes]
+            statuses.append(_send_again(task, request, countdown, outcome.status))
+        else:
+            statuses.append(outcome.status)
+    return statuses
 
 
-def _send_again(task: BatchJobTask, request: SimpleRequest, countdown: float) -> None:
-    """Publish the message anew under its own id; the original is acknowledged with the batch."""
+def _send_again(task: BatchJobTask, request: SimpleRequest, countdown: float, status: str) -> str:
+    """Publish the message anew under its own id: ``status``, or :data:`REQUEUE` if it cannot be."""
     delivery = request.delivery_info or {}
     if delivery.get("is_eager"):
         task.apply(request.args, task_id=request.id)  # as Celery runs an eager retry: at once
-        return
-    queue = delivery.get("routing_key")
-    task.apply_async(request.args, task_id=request.id, countdown=countdown, queue=queue)
+        return status
+    try:
+        task.apply_async(request.args, task_id=request.id, countdown=countdown, queue=delivery.get("routing_key"))
+    except Exception as exc:  # kombu's OperationalError and the transport's own
+        log.warning("job %s: could not publish its retry (%s); requeueing", request.id, type(exc).__name__)
+        return REQUEUE
+    return status
 
 
 def _register(task_name: str, batch_size: int, flush_ms: int) -> Any:

@@ -79,6 +79,6 @@ def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
     wrong = [j for j, d in final.items() if d.result != expected[job_of[j]]]
     assert not wrong, f"{len(wrong)} jobs answered differently from the engine: {wrong[:5]}"
     assert any(d.attempts > 1 for d in final.values()), "no job was caught mid-run by a kill"
-    given_back = [line for line in log_path.read_text().splitlines() if "lost with its process" in line]
+    given_back = [line for line in log_path.read_text().splitlines() if "lost or failed" in line]
     assert given_back, "the consumer never handled a lost batch"
     assert drained, "messages left on the broker after every job finished"

@@ -12,6 +12,7 @@ import pytest
 import redis
 from celery.canvas import Signature
 from celery.exceptions import Reject
+from celery_batches import SimpleRequest
 from kombu.exceptions import OperationalError
 
 from harness import RedisServer, S3Endpoint
@@ -125,6 +126,8 @@ def test_a_retry_that_cannot_be_published_requeues_its_message(monkeypatch: pyte
         def claim(self, *args: object, **kwargs: object) -> None:
             raise StorageUnavailableError("job store unavailable (ConnectionError)")
 
+        claim_many = claim
+
     def broker_down(self: Signature, *args: object, **kwargs: object) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
@@ -132,6 +135,15 @@ def test_a_retry_that_cannot_be_published_requeues_its_message(monkeypatch: pyte
     monkeypatch.setattr(process, "resources", lambda: down)
     monkeypatch.setattr(Signature, "apply_async", broker_down)
     task = tasks.JOB_TASKS["faces"]
+    if isinstance(task, tasks.BatchJobTask):
+        # A batch task cannot reject one message from the pool: it answers REQUEUE and the
+        # consumer gives that message back instead of acknowledging it.
+        monkeypatch.setattr(tasks.BatchJobTask, "apply_async", broker_down)
+        request = SimpleRequest(
+            "job-1", task.name, ("job-1",), {}, {"routing_key": "kyc.heavy"}, "h", True, None, None, {}
+        )
+        assert tasks.run_batch(task, [request]) == [tasks.REQUEUE]
+        return
     task.push_request(id="job-1", args=["job-1"], kwargs={}, retries=0, called_directly=False, delivery_info={})
     try:
         with pytest.raises(Reject) as caught:
