@@ -113,7 +113,12 @@ def complete_many(docs: list[JobDocument], resources: Resources) -> list[JobDocu
         ok = [i for i, p in enumerate(parsed) if not isinstance(p, Exception)]
         try:
             answers = iter(
-                batch([parsed[i] for i in ok], [JobContext(resources, timings[i], Tenant(docs[members[i]].tenant)) for i in ok]) if ok else []
+                batch(
+                    [parsed[i] for i in ok],
+                    [JobContext(resources, timings[i], Tenant(docs[members[i]].tenant)) for i in ok],
+                )
+                if ok
+                else []
             )
         except (Exception, *resources.interrupts) as exc:  # type: ignore[misc]  # the whole batch's: a time limit, a bug
             answers = iter([exc] * len(ok))
