@@ -147,7 +147,14 @@ def _register(task_name: str, batch_size: int, flush_ms: int) -> Any:
     return job
 
 
-JOB_TASKS = {spec.name: _register(spec.task, app_settings.batch_size, app_settings.batch_flush_ms) for spec in REGISTRY}
+# Only kinds with a batch handler (the image kinds) are batched: the others gain little from it,
+# and the gallery kinds keep one job per message, spread over the pool's processes.
+JOB_TASKS = {
+    spec.name: _register(
+        spec.task, app_settings.batch_size if REGISTRY.batch(spec.name) else 1, app_settings.batch_flush_ms
+    )
+    for spec in REGISTRY
+}
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
