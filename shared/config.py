@@ -309,8 +309,10 @@ class Settings(BaseSettings):
 
     # Batched execution (issue #14): a worker takes up to this many jobs of a kind per task call,
     # claims and finishes them in pipelined Redis round trips and embeds their faces in one call;
-    # 1 = one job per message. A partial batch waits at most batch_flush_ms for company.
-    batch_size: int = Field(default=8, ge=1, le=256)
+    # 1 = one job per message. A partial batch waits at most batch_flush_ms for company. Off by
+    # default: measured here it saved ~3 % CPU per job and no throughput beyond the run-to-run
+    # spread (bench/RESULTS.md), so the one-job path, with its longer record, stays the default.
+    batch_size: int = Field(default=1, ge=1, le=256)
     batch_flush_ms: int = Field(default=20, ge=1)
     # onnxruntime execution providers, in order of preference; only the CPU one is tested here.
     ort_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
