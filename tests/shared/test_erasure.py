@@ -25,6 +25,7 @@ from shared.jobs.resources import Resources
 from shared.jobs.runner import execute
 from shared.schemas import FacesResult
 from shared.storage.s3 import s3_client
+from shared.tenants import DEFAULT_TENANT, Tenant
 from tests.conftest import FACES_DIR
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -56,11 +57,13 @@ def ref(s3: S3Endpoint, name: str) -> str:
     return f"s3://{s3.bucket}/faces/{name}"
 
 
-def run(resources: Resources, kind: str, inputs: dict[str, str], job_id: str) -> JobDocument:
+def run(
+    resources: Resources, kind: str, inputs: dict[str, str], job_id: str, tenant: Tenant = DEFAULT_TENANT
+) -> JobDocument:
     jobs = resources.jobs
-    jobs.create(JobDocument.new(kind, inputs, job_id))
-    execute(job_id, resources, lock_ttl_s=60)
-    doc = jobs.get(job_id)
+    created, _ = jobs.create(JobDocument.new(kind, inputs, job_id, tenant))
+    execute(created.address, resources, lock_ttl_s=60)
+    doc = jobs.get(created.address)
     assert doc is not None and doc.status.terminal, doc
     return doc
 
@@ -235,3 +238,19 @@ def test_job_documents_hold_probe_digests_and_the_store_drops_probes_when_final(
     # An idempotent resubmit is recognised by the digest.
     again, created = store.create(JobDocument.new("search", {"gallery": "empty", "probe": probe}, "d:search"))
     assert not created and again.same_request(doc)
+
+
+def test_forget_stays_within_its_tenant(stack: Resources, s3: S3Endpoint) -> None:
+    acme = Tenant("acme")
+    faces = run(stack, "faces", {"image": ref(s3, SELFIE)}, "t:faces")
+    template = FacesResult.model_validate(faces.result).faces[0].template()
+    theirs = run(stack, "faces", {"image": ref(s3, SELFIE)}, "t:faces", acme)  # the same face, another tenant
+    run(stack, "enroll", {"gallery": "watch", "face_id": "subject-1", "probe": template}, "t:enroll")
+    run(stack, "enroll", {"gallery": "watch", "face_id": "subject-1", "probe": template}, "t:enroll", acme)
+    forgot = run(stack, "forget", {"face_id": "subject-1"}, "t:forget")
+    assert forgot.result is not None and forgot.result["galleries"] == ["watch"]
+    assert forgot.result["documents_redacted"] == 1
+    kept = stack.jobs.get(theirs.address)
+    assert kept is not None and kept.result == theirs.result  # acme's result untouched
+    with KYCDeepFaceDB("acme/watch", settings=stack.settings) as acme_watch:
+        assert acme_watch.templates(["subject-1"]) == {"subject-1": template}
