@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from api_stub.auth import KeyRing, Principal, check_scope, require
 from api_stub.limits import BodySizeLimitMiddleware, FixedWindow
 from api_stub.schemas import JobRequest, image_fields
+from shared import features
 from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
 from shared.jobs import REGISTRY, JobDocument
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
     """
     settings = settings or get_settings()
     if producer is None and settings.broker_url:
+        features.require_key(settings, "api")
         producer = Producer(settings)
     if not settings.api_keys:
         log.warning("KYC_API_KEYS is empty: every job request will be refused with 401")

@@ -51,6 +51,7 @@ _FIELDS: dict[InputType, Any] = {
     InputType.GALLERY: Field(description="gallery name, e.g. customers"),
     InputType.FACE_ID: Field(description="the caller's id of the face, e.g. a customer id"),
     InputType.TOP_K: Field(description='candidates to return, "1" to "1000"'),
+    InputType.FLAG: Field(description='"true" or "false"'),
 }
 
 JobId = Annotated[

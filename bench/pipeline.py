@@ -51,11 +51,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.results import write_section  # noqa: E402
-from harness import AWS_TEST_CREDENTIALS, CeleryWorker, MotoS3, RedisServer, S3Endpoint, worker_env  # noqa: E402
+from harness import (  # noqa: E402
+    AWS_TEST_CREDENTIALS,
+    TEST_FEATURES_KEY,
+    CeleryWorker,
+    MotoS3,
+    RedisServer,
+    S3Endpoint,
+    worker_env,
+)
 from shared import keys  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.jobs import JobDocument, JobStatus  # noqa: E402
 from shared.producer import Producer  # noqa: E402
+
+# Before any settings are read: the features this process seals verify in the workers it starts.
+os.environ.setdefault("KYC_FEATURES_KEY", TEST_FEATURES_KEY)
 
 BUCKET = "kyc-images"
 
@@ -258,7 +269,7 @@ def fixed_cost(
     for path in files:
         found = engine.get_faces(path.read_bytes())
         if isinstance(found, FacesResult) and found.faces:
-            features.append(found.faces[0].features)
+            features.append(found.faces[0].template())
         if len(features) == 2:
             break
     first, second = features

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from bench.results import write_section  # noqa: E402
-from harness import CeleryWorker, RedisServer, S3Endpoint, worker_env  # noqa: E402
+from harness import TEST_FEATURES_KEY, CeleryWorker, RedisServer, S3Endpoint, worker_env  # noqa: E402
 from shared import keys  # noqa: E402
 from shared.backlog.manifest import ManifestRow, iter_manifest  # noqa: E402
 from shared.backlog.queued import QueuedRunner  # noqa: E402
@@ -58,6 +58,9 @@ from shared.backlog.window import run_window  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.jobs import JobDocument  # noqa: E402
+
+# Before any settings are read: the features this process seals verify in the workers it starts.
+os.environ.setdefault("KYC_FEATURES_KEY", TEST_FEATURES_KEY)
 from shared.producer import Producer  # noqa: E402
 from shared.schemas import FacesResult  # noqa: E402
 
@@ -83,7 +86,7 @@ def two_features(settings: Settings) -> tuple[str, str]:
         result = engine.get_faces((FACES_DIR / name).read_bytes())
         if not isinstance(result, FacesResult) or len(result.faces) != 1:
             raise SystemExit(f"{name}: expected one face")
-        found.append(result.faces[0].features)
+        found.append(result.faces[0].template())
     return found[0], found[1]
 
 

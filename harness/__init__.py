@@ -15,11 +15,12 @@ from harness.net import free_port, wait_port
 from harness.processes import stop_process_group
 from harness.redis_server import RedisServer
 from harness.s3 import AWS_TEST_CREDENTIALS, MotoS3, S3Endpoint
-from harness.worker import ROOT, CeleryWorker, worker_env
+from harness.worker import ROOT, TEST_FEATURES_KEY, CeleryWorker, worker_env
 
 __all__ = [
     "AWS_TEST_CREDENTIALS",
     "ROOT",
+    "TEST_FEATURES_KEY",
     "CeleryWorker",
     "MotoS3",
     "RedisServer",

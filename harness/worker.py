@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from harness.processes import stop_process_group
 from harness.s3 import AWS_TEST_CREDENTIALS, S3Endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
+# A features sealing key for one test or benchmark session, shared with the workers it starts.
+TEST_FEATURES_KEY = "test-session:" + secrets.token_hex(32)
 
 
 def worker_env(broker_url: str, s3: S3Endpoint, model_dir: Path, **overrides: str) -> dict[str, str]:
@@ -26,6 +29,8 @@ def worker_env(broker_url: str, s3: S3Endpoint, model_dir: Path, **overrides: st
             "KYC_S3_ENDPOINT_URL": s3.url,
             "KYC_S3_BUCKET": s3.bucket,
             "KYC_MODEL_DIR": str(model_dir),
+            # The caller's key, so features it seals verify in the worker and the other way round.
+            "KYC_FEATURES_KEY": os.environ.get("KYC_FEATURES_KEY", TEST_FEATURES_KEY),
             "PYTHONUNBUFFERED": "1",
         }
     )

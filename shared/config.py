@@ -265,6 +265,15 @@ class Settings(BaseSettings):
     # searches their shards itself.
     gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)
 
+    # --- sealed features and template erasure (docs/OPERATIONS.md, "Templates") ----------------
+    # "<key id>:<secret>" sealing every features string this service issues (HMAC-SHA256), and
+    # older keys still accepted while features sealed with them are in use (key rotation).
+    # Unset: a random per-process key (library, CLI, embedded demo); a worker or the API then
+    # refuses to start unless features_ephemeral_key allows it (development only).
+    features_key: SecretStr | None = None
+    features_keys_accepted: list[SecretStr] = Field(default_factory=list)
+    features_ephemeral_key: bool = False
+
     # --- events (docs/EVENTS.md) ----------------------------------------------------------------
     # Bucket notifications -> jobs: which object keys start which job (see EventRule).
     event_rules: list[EventRule] = Field(default_factory=list)

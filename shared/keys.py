@@ -118,3 +118,18 @@ RATE_PREFIX = PREFIX + "rate:"
 def search_rate_key(key_id: str, window: int) -> str:
     """Search jobs one API key submitted in fixed window number ``window`` (INCR, expires with it)."""
     return f"{RATE_PREFIX}search:{key_id}:{window}"
+
+
+# --- templates held for a job, and where results hold them (erasure) -------------------------
+
+
+def job_features_key(job_id: str) -> str:
+    """Hash digest -> sealed features string of a job's features inputs, held only while the job
+    is not final: the job document itself names them by digest (``sha256:...``)."""
+    return f"{PREFIX}job-features:{job_id}"
+
+
+def features_jobs_key(digest: str) -> str:
+    """Set of job ids whose stored result holds the template of ``digest`` (a ``faces`` result,
+    or one asked for with ``include_features``), kept as long as the jobs: erasure redacts them."""
+    return f"{PREFIX}features-jobs:{digest}"

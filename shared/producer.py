@@ -120,10 +120,11 @@ class Producer:
             StorageUnavailableError: Redis or the broker is unreachable.
         """
         doc = JobDocument.new(kind, inputs, job_id, tenant)
+        wire = doc.run_inputs()  # a features probe is a digest in the document
         for name, input_type in REGISTRY.get(doc.kind).fields().items():
             if input_type is InputType.REF:
-                self._check_image(self.images.validate(doc.inputs[name]), tenant)
-            elif input_type is InputType.PROBE and isinstance(probe := parse_probe(doc.inputs[name]), Ref):
+                self._check_image(self.images.validate(wire[name]), tenant)
+            elif input_type is InputType.PROBE and isinstance(probe := parse_probe(wire[name]), Ref):
                 self._check_image(probe, tenant)
         stored, created = self.jobs.create(doc)
         if not created:

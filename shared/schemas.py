@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import ImageReason, KYCFaceError
+from shared.errors import FeaturesError, ImageReason, KYCFaceError
 
 
 class PartialReason(str, Enum):
@@ -100,9 +100,16 @@ class Face(_Doc):
     box: Box
     score: float
     landmarks: Landmarks
-    features: str
+    # None where the caller did not ask for templates (a verify job without include_features).
+    features: str | None
     quality: FaceQuality | None = None
     liveness: Liveness | None = None  # only when asked for (the verify selfie)
+
+    def template(self) -> str:
+        """The features string (raises ``FeaturesError`` when the result was built without it)."""
+        if self.features is None:
+            raise FeaturesError("this face was reported without its features")
+        return self.features
 
 
 class PartialFace(_Doc):
@@ -116,6 +123,10 @@ class FacesResult(_Doc):
     code: Literal["SUCCESS"] = "SUCCESS"
     faces: list[Face]
     partial_faces: list[PartialFace]
+
+    def without_features(self) -> FacesResult:
+        """The same faces, their templates left out (what a stored verify result keeps)."""
+        return self.model_copy(update={"faces": [f.model_copy(update={"features": None}) for f in self.faces]})
 
 
 class InvalidImageResult(_Doc):
@@ -153,10 +164,12 @@ class FindResult(_Doc):
 
 
 class Candidate(_Doc):
+    """One 1:N candidate: never its cosine (exact scores let chosen probes solve for a template)."""
+
     face_id: str
-    confidence: float = Field(ge=0.0, le=1.0)
-    similarity: float  # cosine
-    verified: bool  # similarity reaches the gallery's 1:N threshold
+    rank: int = Field(ge=1)  # 1 = the most similar
+    confidence: float = Field(ge=0.0, le=1.0)  # rounded to two decimals
+    verified: bool  # its cosine reaches the gallery's 1:N threshold
 
 
 class FindManyResult(_Doc):
@@ -166,12 +179,14 @@ class FindManyResult(_Doc):
     candidates: list[Candidate]
     gallery_size: int = 0
     threshold: float = 0.0  # cosine a candidate must reach to be verified at this gallery size
+    probe_features: str | None = None  # the probe's template, only when the job asked for it
 
 
 class EnrolResult(_Doc):
     code: Literal["SUCCESS"] = "SUCCESS"
     gallery: str
     face_id: str
+    features: str | None = None  # the enrolled template, only when the job asked for it
 
 
 class DeleteResult(_Doc):
@@ -179,6 +194,17 @@ class DeleteResult(_Doc):
     gallery: str
     face_id: str
     deleted: bool  # False: there was no such face (deleting twice is not an error)
+    documents_redacted: int = 0  # stored job results the template was erased from
+
+
+class ForgetResult(_Doc):
+    """A subject erased everywhere: the galleries that held ``face_id``, and the job results
+    its templates were redacted from."""
+
+    code: Literal["SUCCESS"] = "SUCCESS"
+    face_id: str
+    galleries: list[str]
+    documents_redacted: int = 0
 
 
 class TemplateResult(_Doc):

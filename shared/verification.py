@@ -128,7 +128,7 @@ def decide(
         message = _why_none("document", document)
         return VerificationResult.refused(VerifyCode.NO_FACE, "document", message, selfie, document, liveness)
     portrait = max(range(len(document.faces)), key=lambda i: _area(document.faces[i]))
-    matched = match(selfie.faces[0].features, document.faces[portrait].features)
+    matched = match(selfie.faces[0].template(), document.faces[portrait].template())
     return VerificationResult(
         code=VerifyCode.SUCCESS,
         verified=matched.verified,

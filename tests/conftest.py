@@ -22,8 +22,11 @@ from typing import Any
 
 import pytest
 
-from harness import AWS_TEST_CREDENTIALS, CeleryWorker, MotoS3, RedisServer, S3Endpoint, worker_env
+from harness import AWS_TEST_CREDENTIALS, TEST_FEATURES_KEY, CeleryWorker, MotoS3, RedisServer, S3Endpoint, worker_env
 from shared.config import Settings
+
+# Before any settings are read: this process and the workers it starts seal features alike.
+os.environ["KYC_FEATURES_KEY"] = TEST_FEATURES_KEY
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout
 SHARED = ROOT.parent / "shared"
@@ -231,7 +234,7 @@ def features_of(engine: Any, name: str) -> str:
     result = engine.get_faces((FACES_DIR / name).read_bytes())
     if not isinstance(result, FacesResult) or len(result.faces) != 1:
         raise AssertionError(f"{name}: expected one usable face, got {result}")
-    return result.faces[0].features
+    return result.faces[0].template()
 
 
 @pytest.fixture()

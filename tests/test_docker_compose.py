@@ -114,3 +114,11 @@ def test_metrics_are_scraped_and_the_dashboard_shows_the_series(compose: dict[st
     for series in ("kyc_jobs_total", "kyc_job_stage_seconds_bucket", "kyc_queue_depth", "kyc_batch_size_bucket",
                    "kyc_model_info"):  # fmt: skip
         assert series in exprs, series
+
+
+def test_no_default_features_key_and_results_expire_with_their_jobs(compose: dict[str, Any]) -> None:
+    env = compose["x-kyc-env"]
+    assert env["KYC_FEATURES_KEY"].startswith("${KYC_FEATURES_KEY:?")  # compose stops without one
+    init = " ".join(compose["services"]["minio-init"]["command"])
+    assert "mc ilm import local/kyc-results" in init and '"Key":"kyc-expire-days"' in init
+    assert compose["services"]["minio-init"]["environment"]["KYC_JOB_TTL_S"] == env["KYC_JOB_TTL_S"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from shared import features
 from shared.config import Settings
 from shared.errors import KYCFaceError
 from shared.jobs import JobStore
@@ -26,6 +27,10 @@ def check(settings: Settings) -> None:
         raise SystemExit("kycdeepface worker: KYC_BROKER_URL is not set (a worker needs a Redis broker)")
     if settings.task_soft_time_limit_s >= settings.task_time_limit_s:
         raise SystemExit("kycdeepface worker: KYC_TASK_SOFT_TIME_LIMIT_S must be below KYC_TASK_TIME_LIMIT_S")
+    try:
+        features.require_key(settings, "worker")
+    except KYCFaceError as exc:
+        raise SystemExit(exc.message) from None
     # Files and checksums only: onnxruntime sessions are built after the fork, in each child.
     from shared.models import get_spec, resolve_model_file
 

@@ -32,7 +32,7 @@ class QueuedRunner:
         Raises:
             JobError: the id was used for different work.
         """
-        stored = self.producer.submit(job.kind, job.inputs, job.job_id)
+        stored = self.producer.submit(job.kind, job.run_inputs(), job.job_id)  # probes held beside inputs
         return stored if stored.status.terminal else None
 
     def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:

@@ -46,7 +46,7 @@ def features_of(engine: Any, arg: str) -> tuple[str | None, Any]:
     if not path.is_file():
         return arg, None
     try:
-        return engine.single_face(path.read_bytes()).features, None
+        return engine.single_face(path.read_bytes()).template(), None
     except InvalidImageError as exc:
         return None, InvalidImageResult(reason=exc.reason, message=exc.message)
     except KYCFaceError as exc:

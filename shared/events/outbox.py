@@ -63,6 +63,13 @@ def completion_event(doc: JobDocument, meta: JobMeta) -> dict[str, str]:
     code = doc.error.code if doc.error is not None else str(result.get("code", ""))
     verified = result.get("verified")
     confidence = result.get("confidence")
+    digits = 6
+    candidates = result.get("candidates")
+    if isinstance(candidates, list):
+        # A 1:N answer: its best candidate's verdict, and never more than two decimals of
+        # confidence (exact scores let chosen probes solve for an enrolled template).
+        best = candidates[0] if candidates else {}
+        verified, confidence, digits = bool(best.get("verified", False)), best.get("confidence"), 2
     finished = doc.finished_at or doc.created_at
     return {
         "job_id": doc.job_id,
@@ -71,7 +78,7 @@ def completion_event(doc: JobDocument, meta: JobMeta) -> dict[str, str]:
         "status": doc.status.value,
         "code": code,
         "verified": "" if verified is None else str(bool(verified)).lower(),
-        "confidence": "" if confidence is None else f"{float(confidence):.6f}",
+        "confidence": "" if confidence is None else f"{float(confidence):.{digits}f}",
         "time": finished.isoformat(),
     }
 

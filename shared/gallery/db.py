@@ -18,7 +18,7 @@ from redis import Redis
 from shared import calibration, features
 from shared.config import Settings, get_settings
 from shared.errors import FeaturesError, GalleryError, KYCFaceError, StorageUnavailableError
-from shared.gallery.answers import candidates, confidence_map_for
+from shared.gallery.answers import Scored, candidates, confidence_map_for, score
 from shared.gallery.factory import open_store
 from shared.gallery.replica import Replica
 from shared.gallery.shards import FanOut, Partial, merge, search_replica, shard_names, shard_of
@@ -262,8 +262,13 @@ class KYCDeepFaceDB:
         texts = [_features_text(q) for q, e in zip(queries, errors, strict=True) if e is None]
         return self.answer(errors, merge(self._search_all(vectors, texts, top_k), top_k))
 
-    def prepare(self, queries: Sequence[Any], top_k: int) -> tuple[np.ndarray, list[KYCFaceError | None]]:
+    def prepare(
+        self, queries: Sequence[Any], top_k: int, sealed: bool = True
+    ) -> tuple[np.ndarray, list[KYCFaceError | None]]:
         """Decode a batch of queries: the vectors to search, and an error for each query refused.
+
+        ``sealed=False`` only for templates read from a gallery store (screening runs), which
+        were checked when enrolled.
 
         Raises:
             GalleryError: ``top_k`` out of range, or the shards disagree on the model.
@@ -275,7 +280,7 @@ class KYCDeepFaceDB:
         vectors: list[np.ndarray] = []
         for query in queries:
             try:
-                decoded = features.decode(_features_text(query))
+                decoded = features.decode(_features_text(query), sealed=sealed)
                 if model_id is not None and decoded.model_id != model_id:
                     raise GalleryError(
                         f"features come from model {decoded.model_id!r}; gallery {self.gallery!r} holds {model_id!r}"
@@ -301,22 +306,33 @@ class KYCDeepFaceDB:
         with self._lock:
             return search_replica(self._replicas[shard], vectors, top_k)
 
-    def answer(self, errors: list[KYCFaceError | None], merged: Partial) -> list[FindManyResult | ErrorResult]:
-        """Result documents from the merged top-k, in query order, refused queries keeping their error."""
+    def scores(self, errors: list[KYCFaceError | None], merged: Partial) -> tuple[list[list[Scored] | None], float]:
+        """Per query, its scored candidates (None for a refused query), and the cosine cut.
+
+        In-process only: a :class:`Scored` holds the exact cosine, which no result document does.
+        """
         if merged.model_id is None:
             cmap, cut = None, 0.0
         else:
             cmap = self.confidence_map(merged.model_id)
             cut = gallery_threshold(cmap, self.fpir, merged.size, self.verify_confidence)
         hits = iter(zip(merged.face_ids, merged.similarities, strict=True))
-        answers: list[FindManyResult | ErrorResult] = []
+        scored: list[list[Scored] | None] = []
         for error in errors:
             if error is not None:
-                answers.append(ErrorResult.from_error(error))
+                scored.append(None)
                 continue
             face_ids, sims = next(hits)
-            answers.append(candidates(cmap, cut, merged.size, face_ids, sims))
-        return answers
+            scored.append(score(cmap, cut, face_ids, sims))
+        return scored, cut
+
+    def answer(self, errors: list[KYCFaceError | None], merged: Partial) -> list[FindManyResult | ErrorResult]:
+        """Result documents from the merged top-k, in query order, refused queries keeping their error."""
+        scored, cut = self.scores(errors, merged)
+        return [
+            ErrorResult.from_error(error) if error is not None else candidates(found or [], merged.size, cut)
+            for error, found in zip(errors, scored, strict=True)
+        ]
 
     def _answer(self, fn: Any, *args: Any) -> Any:
         try:

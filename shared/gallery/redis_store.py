@@ -18,6 +18,7 @@ import redis
 
 from shared import keys
 from shared.errors import GalleryError, StorageUnavailableError
+from shared.gallery.cipher import TemplateCipher
 from shared.gallery.store import Changes, Head, Op
 
 # The log keeps the last ops only; a worker that falls further behind reloads the gallery.
@@ -86,10 +87,18 @@ class RedisGalleryStore:
         client: a Redis client (bytes or text responses).
         gallery: the gallery's name (already checked).
         log_max_len: ops kept in the change log.
+        cipher: encrypts templates at rest (None: stored as the features strings themselves).
     """
 
-    def __init__(self, client: redis.Redis, gallery: str, log_max_len: int = DEFAULT_LOG_MAX_LEN) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        gallery: str,
+        log_max_len: int = DEFAULT_LOG_MAX_LEN,
+        cipher: TemplateCipher | None = None,
+    ) -> None:
         self._client = client
+        self._cipher = cipher
         self._keys = [keys.gallery_meta_key(gallery), keys.gallery_faces_key(gallery), keys.gallery_log_key(gallery)]
         self._log_max_len = log_max_len
         self._put = client.register_script(_PUT)
@@ -102,7 +111,8 @@ class RedisGalleryStore:
 
     def put(self, face_id: str, model_id: str, features: str) -> None:
         with _unavailable():
-            reply = self._put(keys=self._keys, args=[self._log_max_len, model_id, uuid.uuid4().hex, face_id, features])
+            stored = features if self._cipher is None else self._cipher.seal(face_id, features)
+            reply = self._put(keys=self._keys, args=[self._log_max_len, model_id, uuid.uuid4().hex, face_id, stored])
         if reply != 1:
             raise GalleryError(f"gallery holds templates of model {_text(reply)!r}; refusing features of {model_id!r}")
 
@@ -115,7 +125,11 @@ class RedisGalleryStore:
             return {}
         with _unavailable():
             values = self._client.hmget(self._keys[1], list(face_ids))
-        return {fid: _text(v) for fid, v in zip(face_ids, values, strict=True) if v is not None}
+        found = {fid: self._open(fid, _text(v)) for fid, v in zip(face_ids, values, strict=True) if v is not None}
+        return {fid: text for fid, text in found.items() if text is not None}
+
+    def _open(self, face_id: str, value: str) -> str | None:
+        return value if self._cipher is None else self._cipher.open(face_id, value)
 
     def count(self) -> int:
         with _unavailable():
@@ -151,7 +165,8 @@ class RedisGalleryStore:
             with _unavailable():
                 position, page = self._client.hscan(self._keys[1], position, count=batch)
             if page:
-                yield [(_text(k), _text(v)) for k, v in cast(dict[Any, Any], page).items()]
+                opened = [(_text(k), self._open(_text(k), _text(v))) for k, v in cast(dict[Any, Any], page).items()]
+                yield [(face_id, text) for face_id, text in opened if text is not None]
             if position == 0:
                 return
 

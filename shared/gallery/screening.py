@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict
 from shared.config import Settings
 from shared.errors import GalleryError
 from shared.gallery.shards import merge
-from shared.schemas import ErrorResult
 from shared.storage.base import ImageStore
 
 if TYPE_CHECKING:
@@ -115,19 +114,20 @@ def screen_chunk(
     ids = [face_id for face_id in face_ids if face_id in templates]
     # For dedupe a face finds itself first: ask for one more.
     top_k = TOP_K + (1 if kind == "dedupe" else 0)
-    vectors, errors = target.prepare([templates[face_id] for face_id in ids], top_k)
+    vectors, errors = target.prepare([templates[face_id] for face_id in ids], top_k, sealed=False)
     shards = range(target.shards) if shard is None else [shard]
     found = merge([target.search_shard(s, vectors, top_k) for s in shards], top_k)
-    answers = target.answer(errors, replace(found, size=target.count()) if shard is not None else found)
+    scored, _ = target.scores(errors, replace(found, size=target.count()) if shard is not None else found)
     hits: list[Hit] = []
-    for face_id, answer in zip(ids, answers, strict=True):
-        if isinstance(answer, ErrorResult):
-            raise GalleryError(f"screening {source.gallery!r} against {target.gallery!r}: {answer.message}")
-        for c in answer.candidates:
+    for face_id, error, candidates in zip(ids, errors, scored, strict=True):
+        if candidates is None:
+            why = error.message if error is not None else "refused"
+            raise GalleryError(f"screening {source.gallery!r} against {target.gallery!r}: {why}")
+        for c in candidates:
             if not c.verified or (kind == "dedupe" and c.face_id == face_id):
                 continue
             a, b = (face_id, c.face_id) if kind == "rescreen" else sorted((face_id, c.face_id))
-            hits.append(Hit(face_id=a, match_id=b, similarity=c.similarity, confidence=c.confidence))
+            hits.append(Hit(face_id=a, match_id=b, similarity=round(c.cosine, 6), confidence=round(c.confidence, 6)))
     return hits
 
 

@@ -36,6 +36,7 @@ class InputType(str, Enum):
     FACE_ID = "face_id"  # the caller's id of an enrolled face
     PROBE = "probe"  # a features string, or else an image reference
     TOP_K = "top_k"  # how many candidates, "1" to "1000"
+    FLAG = "flag"  # "true" or "false"
 
 
 def _text(value: Any) -> str:
@@ -94,6 +95,16 @@ def parse_top_k(value: Any) -> int:
     return int(text)
 
 
+def parse_flag(value: Any) -> bool:
+    """A yes/no option: ``true`` or ``false`` in any case, or a bool (raises ``JobError``)."""
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text not in ("true", "false"):
+        raise JobError('a flag must be "true" or "false"')
+    return text == "true"
+
+
 def _as_job_error(check: Any) -> Any:
     def run(value: Any) -> str:
         try:
@@ -112,6 +123,9 @@ Probe = Annotated[Features | Ref, PlainValidator(parse_probe), _AS_TEXT, InputTy
 GalleryName = Annotated[str, PlainValidator(_as_job_error(check_gallery_name)), InputType.GALLERY]
 FaceId = Annotated[str, PlainValidator(_as_job_error(check_face_id)), InputType.FACE_ID]
 TopK = Annotated[int, PlainValidator(parse_top_k), _AS_TEXT, InputType.TOP_K]
+Flag = Annotated[
+    bool, PlainValidator(parse_flag), PlainSerializer(lambda v: str(v).lower(), return_type=str), InputType.FLAG
+]
 
 
 def input_type(metadata: list[Any]) -> InputType:
@@ -130,4 +144,5 @@ PARSERS: dict[InputType, Callable[[Any], Any]] = {
     InputType.GALLERY: _as_job_error(check_gallery_name),
     InputType.FACE_ID: _as_job_error(check_face_id),
     InputType.TOP_K: parse_top_k,
+    InputType.FLAG: parse_flag,
 }

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from shared.errors import JobError, KYCFaceError, ResultCode
+from shared import features
+from shared.errors import FeaturesError, JobError, KYCFaceError, ResultCode
 from shared.jobs.registry import REGISTRY
 from shared.tenants import DEFAULT_TENANT, TENANT_PATTERN, Tenant, scoped
 
@@ -64,6 +65,10 @@ class JobDocument(BaseModel):
     full document in S3 when Redis keeps only its envelope (``KYC_RESULT_STORE=s3``).
     ``tenant`` owns the job: its ``job_id`` is unique within the tenant only, and the stores
     file it under :attr:`address`.
+
+    A features input (a probe template) is never in ``inputs``: they name it by its digest
+    (``sha256:...``), and the features string itself travels beside the document, in
+    :attr:`held_features`, which the job store keeps only until the job is final.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -83,6 +88,8 @@ class JobDocument(BaseModel):
     result_ref: str | None = None
     error: JobFailure | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    # digest -> features string of the job's features inputs; never serialised with the document.
+    _features: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("created_at", "started_at", "finished_at")
     @classmethod
@@ -112,10 +119,17 @@ class JobDocument(BaseModel):
             FeaturesError: a malformed features string.
         """
         spec = REGISTRY.get(kind)
-        clean = spec.parse(inputs).to_wire(inputs)
+        parsed = spec.parse(inputs)
+        clean = parsed.to_wire(inputs)
+        held: dict[str, str] = {}
+        for name in clean:
+            value = getattr(parsed, name)
+            if isinstance(value, features.Features):
+                text, clean[name] = clean[name], features.digest(value)
+                held[clean[name]] = text
         if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
             raise JobError(f"job id {job_id!r} must match {JOB_ID_PATTERN}")
-        return cls(
+        doc = cls(
             job_id=job_id or uuid.uuid4().hex,
             tenant=Tenant(tenant),
             kind=spec.name,
@@ -123,6 +137,33 @@ class JobDocument(BaseModel):
             created_at=utcnow(),
             inputs=clean,
         )
+        return doc.with_features(held)
+
+    @property
+    def held_features(self) -> dict[str, str]:
+        """Digest -> features string of the job's features inputs (empty once it is final)."""
+        return dict(self._features)
+
+    def with_features(self, held: dict[str, str]) -> JobDocument:
+        """This document with the features its inputs name by digest (read back by a worker)."""
+        copy = self.model_copy()
+        copy._features = dict(held)
+        return copy
+
+    def run_inputs(self) -> dict[str, str]:
+        """The inputs a handler parses: digests replaced by the features strings they name.
+
+        Raises:
+            FeaturesError: a digest whose features are no longer held (the job was erased).
+        """
+        resolved: dict[str, str] = {}
+        for name, value in self.inputs.items():
+            if features.is_digest(value):
+                if value not in self._features:
+                    raise FeaturesError("the job's features are no longer held (erased, or the job expired)")
+                value = self._features[value]
+            resolved[name] = value
+        return resolved
 
     def running(self, attempts: int) -> JobDocument:
         return self.model_copy(update={"status": JobStatus.RUNNING, "started_at": utcnow(), "attempts": attempts})

@@ -49,7 +49,12 @@ class JobInputs(BaseModel):
         """The inputs as the plain strings a job document carries: the caller's own strings where
         given (a reference keeps its spelling), the defaults' otherwise."""
         given = given or {}
-        return {name: str(given.get(name, value)) for name, value in self.model_dump().items()}
+        dumped = self.model_dump()
+        # A flag is stored as spelled by its serializer ("true"/"false"), whatever the caller wrote.
+        return {
+            name: str(value if isinstance(getattr(self, name), bool) else given.get(name, value))
+            for name, value in dumped.items()
+        }
 
 
 Handler = Callable[[Any, "JobContext"], BaseModel]

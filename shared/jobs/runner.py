@@ -77,7 +77,7 @@ def complete(doc: JobDocument, resources: Resources, final_attempt: bool = True)
     """
     timings = dict(doc.timings)
     try:
-        result = run_job(doc.kind, doc.inputs, resources, timings, Tenant(doc.tenant))
+        result = run_job(doc.kind, doc.run_inputs(), resources, timings, Tenant(doc.tenant))
     except (Exception, *resources.interrupts) as exc:  # type: ignore[misc]
         return _failed(doc, exc, timings, resources, final_attempt)
     return doc.succeeded(result, timings)
@@ -107,7 +107,7 @@ def complete_many(docs: list[JobDocument], resources: Resources) -> list[JobDocu
         parsed: list[Any] = []
         for n in members:
             try:
-                parsed.append(spec.parse(docs[n].inputs))
+                parsed.append(spec.parse(docs[n].run_inputs()))
             except Exception as exc:
                 parsed.append(exc)
         ok = [i for i, p in enumerate(parsed) if not isinstance(p, Exception)]

@@ -16,13 +16,14 @@ from typing import NamedTuple, TypeVar
 import redis
 from redis.client import Pipeline
 
-from shared import keys
+from shared import features, keys
 from shared.config import Settings
-from shared.errors import JobError, MaxAttemptsExceeded, StorageUnavailableError
+from shared.errors import FeaturesError, JobError, MaxAttemptsExceeded, StorageUnavailableError
 from shared.jobs.archive import ResultArchive
 from shared.jobs.model import JobDocument, JobFailure, JobStatus
 from shared.jobs.owner import holder_is_dead
 from shared.storage.redis_client import redis_client
+from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +41,10 @@ class Claim(NamedTuple):
     outcome: ClaimOutcome
     doc: JobDocument | None = None
     retry_in_s: float = 0.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager
@@ -67,13 +72,71 @@ def dead_letter(doc: JobDocument, max_attempts: int) -> JobDocument:
 
 # SET NX the document and, only if it was new, remember the job as not yet sent: one atomic step,
 # so no crash can leave a stored job that the sweeper does not know about.
+# The job's held features (digest, features pairs from ARGV[5]) in the same step, each indexed by
+# its digest (KEYS[4...], in the same order) for erasure: a worker never finds a document whose
+# probe is missing, and an erasure never misses a probe waiting in the queue.
 _CREATE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  if #ARGV > 4 then
+    redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+    redis.call('EXPIRE', KEYS[3], ARGV[2])
+    for i = 4, #KEYS do
+      redis.call('SADD', KEYS[i], ARGV[4])
+      redis.call('EXPIRE', KEYS[i], ARGV[2])
+    end
+  end
   return 1
 end
 return 0
 """
+
+
+# The result fields that hold a template: faces[].features, an enrolment's, a search probe's.
+TEMPLATE_FIELDS = ("features", "probe_features")
+
+
+def _digest_of(text: str) -> str | None:
+    try:
+        return features.digest(features.decode(text, sealed=False))
+    except FeaturesError:
+        return None
+
+
+def result_digests(result: object) -> set[str]:
+    """Digests of the templates a result holds, at any depth (see :func:`shared.features.digest`)."""
+    found: set[str] = set()
+    if isinstance(result, dict):
+        for name, value in result.items():
+            if name in TEMPLATE_FIELDS and isinstance(value, str):
+                found.update(d for d in [_digest_of(value)] if d is not None)
+            else:
+                found |= result_digests(value)
+    elif isinstance(result, list):
+        for item in result:
+            found |= result_digests(item)
+    return found
+
+
+def redacted(result: object, digests: set[str]) -> object:
+    """``result`` with every template of ``digests`` replaced by None (the rest untouched)."""
+    if isinstance(result, dict):
+        return {
+            name: None
+            if name in TEMPLATE_FIELDS and isinstance(value, str) and _digest_of(value) in digests
+            else redacted(value, digests)
+            for name, value in result.items()
+        }
+    if isinstance(result, list):
+        return [redacted(item, digests) for item in result]
+    return result
+
+
+def _without(doc: JobDocument, digests: set[str]) -> JobDocument | None:
+    """The document with those templates erased, or None when it holds none of them."""
+    if doc.result is None or not result_digests(doc.result) & digests:
+        return None
+    return doc.model_copy(update={"result": redacted(doc.result, digests)})
 
 
 class JobStore:
@@ -116,8 +179,12 @@ class JobStore:
             ``(doc, True)`` if stored, ``(existing, False)`` if the id was taken.
         """
         with _redis_errors():
-            job_keys = [keys.job_key(doc.address), keys.jobs_unstarted_key()]
-            if self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), doc.address]):
+            held_features = doc.held_features
+            address, tenant = doc.address, Tenant(doc.tenant)
+            job_keys = [keys.job_key(address), keys.jobs_unstarted_key(), keys.job_features_key(address)]
+            job_keys += [keys.features_jobs_key(scoped(tenant, found)) for found in held_features]
+            held = [part for pair in held_features.items() for part in pair]
+            if self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), address, *held]):
                 return doc, True
         existing = self.get(doc.address)
         if existing is None:  # expired between the two calls; extremely unlikely, try once more
@@ -137,6 +204,7 @@ class JobStore:
         with _redis_errors():
             self._atomic(remove, key)
             self.redis.zrem(keys.jobs_unstarted_key(), job_id)
+            self.redis.delete(keys.job_features_key(job_id))
 
     def forget_unstarted(self, job_id: str) -> None:
         """Take the job off the sweeper's list (it started, finished or expired)."""
@@ -218,6 +286,59 @@ class JobStore:
         value = found.get("maxmemory-policy")
         return value.decode() if isinstance(value, bytes) else value
 
+    # -- erasure --------------------------------------------------------------------------------
+
+    def erase_templates(self, digests: set[str], tenant: Tenant = DEFAULT_TENANT) -> int:
+        """Redact the templates of ``digests`` out of every stored result holding them, in Redis
+        and in the S3 archive (a gallery ``delete``, a ``forget``).
+
+        Job inputs never hold a template (only its digest; the features themselves wait beside
+        an unfinished job and are dropped here), nor do results unless the caller asked; those
+        that do are indexed by digest when they are stored.
+
+        Only ``tenant``'s documents: the index is kept per tenant, so one tenant's erasure never
+        touches another's results even when both hold the same face.
+
+        Returns:
+            How many job documents were redacted.
+        """
+        erased: set[str] = set()
+        for found in sorted(digests):
+            index = keys.features_jobs_key(scoped(tenant, found))
+            with _redis_errors():
+                job_ids = sorted(_text(j) for j in self.redis.smembers(index))
+            for job_id in job_ids:
+                if self._redact(job_id, digests):
+                    erased.add(job_id)
+            with _redis_errors():
+                self.redis.delete(index)
+        return len(erased)
+
+    def _redact(self, job_id: str, digests: set[str]) -> bool:
+        key = keys.job_key(job_id)
+        with _redis_errors():
+            # A job not yet final still holds its probe: it then fails as erased, never runs on it.
+            held = bool(self.redis.hdel(keys.job_features_key(job_id), *sorted(digests)))
+
+        def rewrite(pipe: Pipeline) -> bool:
+            raw = pipe.get(key)
+            clean = None if raw is None else _without(JobDocument.from_json(raw), digests)
+            if clean is None:
+                return False
+            pipe.multi()
+            pipe.set(key, clean.to_json(), keepttl=True)
+            return True
+
+        with _redis_errors():
+            changed = self._atomic(rewrite, key) or held
+        if self.archive is not None:
+            archived = self.archive.read(job_id)
+            clean = None if archived is None else _without(archived, digests)
+            if clean is not None:
+                self.archive.replace(clean)
+                changed = True
+        return changed
+
     # -- worker side ----------------------------------------------------------------------------
 
     def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int) -> Claim:
@@ -244,12 +365,13 @@ class JobStore:
                 held_ms = max(int(pipe.pttl(lock_key)), 1000)
                 return Claim(ClaimOutcome.BUSY, doc, held_ms / 1000)
             attempts = int(count or 0) + 1
+            held = {_text(k): _text(v) for k, v in pipe.hgetall(keys.job_features_key(job_id)).items()}
             pipe.multi()
             pipe.zrem(keys.jobs_unstarted_key(), job_id)  # its message reached a worker
             pipe.set(count_key, attempts, ex=self.ttl_s)
             if attempts > max_attempts:
                 return Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
-            running = doc.running(attempts)
+            running = doc.running(attempts).with_features(held)
             pipe.set(lock_key, token, px=int(lock_ttl_s * 1000))
             pipe.set(doc_key, running.to_json(), keepttl=True)
             return Claim(ClaimOutcome.CLAIMED, running)
@@ -405,6 +527,12 @@ class JobStore:
             pipe.multi()
             if final:
                 pipe.set(doc_key, stored.to_json(), ex=self.ttl_s)
+                # The probe is no longer needed; a result holding templates is found by erasure.
+                pipe.delete(keys.job_features_key(doc.address))
+                for found in result_digests(doc.result):
+                    index = keys.features_jobs_key(scoped(Tenant(doc.tenant), found))
+                    pipe.sadd(index, doc.address)
+                    pipe.expire(index, self.ttl_s)
             else:
                 pipe.set(doc_key, stored.to_json(), keepttl=True)
             if ours:

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 from botocore.config import Config
@@ -175,23 +176,27 @@ class S3Store:
             raise ObjectTooLargeError(f"{parsed}: exceeds the {self.max_bytes}-byte limit")
         return data
 
-    def put(self, ref: str, data: bytes) -> None:
-        """Upload (or overwrite) an object."""
+    def put(self, ref: str, data: bytes, tags: dict[str, str] | None = None) -> None:
+        """Upload (or overwrite) an object, with object ``tags`` (a lifecycle rule's filter)."""
         parsed = self.check(ref)
+        extra = {"Tagging": urlencode(tags)} if tags else {}
         try:
-            s3_client(self.settings).put_object(Bucket=parsed.bucket, Key=parsed.key, Body=data)
+            s3_client(self.settings).put_object(Bucket=parsed.bucket, Key=parsed.key, Body=data, **extra)
         except Exception as exc:
             raise translate_error(exc, parsed) from None
 
-    def put_new(self, ref: str, data: bytes) -> bool:
+    def put_new(self, ref: str, data: bytes, tags: dict[str, str] | None = None) -> bool:
         """Upload only if no object exists under ``ref`` (``If-None-Match: *``).
 
         Returns:
             True if written, False if an object was already there (it is left untouched).
         """
         parsed = self.check(ref)
+        extra = {"Tagging": urlencode(tags)} if tags else {}
         try:
-            s3_client(self.settings).put_object(Bucket=parsed.bucket, Key=parsed.key, Body=data, IfNoneMatch="*")
+            s3_client(self.settings).put_object(
+                Bucket=parsed.bucket, Key=parsed.key, Body=data, IfNoneMatch="*", **extra
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
                 return False

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
 from shared.config import Settings
+from shared.errors import SettingsError
 from shared.jobs import JobStatus
 from shared.producer import Producer
 from tests.api_stub.conftest import API_KEY, BUCKET, EXTRA_BUCKET, SECOND_KEY, stub_settings
@@ -88,7 +89,7 @@ def test_submit_is_202_with_the_queued_document(client: TestClient) -> None:
     doc = response.json()
     assert doc["status"] == JobStatus.QUEUED.value
     assert doc["kind"] == "verify"
-    assert doc["inputs"] == {"selfie": SELFIE, "document": DOCUMENT}
+    assert doc["inputs"] == {"selfie": SELFIE, "document": DOCUMENT, "include_features": "false"}
     assert doc["schema_version"] == 1 and doc["attempts"] == 0
     assert response.headers["Location"] == f"/v1/jobs/{doc['job_id']}"
     polled = client.get(f"/v1/jobs/{doc['job_id']}")
@@ -296,3 +297,9 @@ print(",".join(m for m in heavy if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "", f"the API imported {out.stdout.strip()}"
+
+
+def test_the_api_refuses_to_serve_without_a_features_key() -> None:
+    unkeyed = Settings(broker_url="redis://127.0.0.1:1/0", features_key=None)
+    with pytest.raises(SettingsError, match="KYC_FEATURES_KEY is not set"):
+        create_app(unkeyed)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from shared import features as features_module
 from shared.engine import KYCDeepFace
 from tests.conftest import FACES_DIR, features_of
+
+
+def features_digest(text: str) -> str:
+    return features_module.digest(features_module.decode(text))
+
 
 PROBE_REF = "s3://kyc-images/onboarding/case-1/selfie.jpg"
 
@@ -23,7 +29,11 @@ def test_gallery_kinds_are_accepted(client: TestClient, engine: KYCDeepFace) -> 
         response = client.post("/v1/jobs", json=body)
         assert response.status_code == 202, (body, response.text)
         doc = response.json()
-        assert doc["kind"] == body["kind"] and doc["inputs"] == {k: v for k, v in body.items() if k != "kind"}
+        # A features probe is stored as its digest, never the template; flags with their default.
+        expected = {k: features_digest(v) if v == features else v for k, v in body.items() if k != "kind"}
+        expected |= {"include_features": "false"} if body["kind"] in ("enroll", "search") else {}
+        assert doc["kind"] == body["kind"] and doc["inputs"] == expected
+        assert features not in response.text
     search = client.post("/v1/jobs", json={"kind": "search", "gallery": "watchlist", "probe": features})
     assert search.status_code == 202 and search.json()["inputs"]["top_k"] == "10"
 

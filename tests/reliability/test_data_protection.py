@@ -123,8 +123,12 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
     assert left == [], left
     assert "DEBUG" in log_text and len(log_text) > 2000  # the worker did log at DEBUG
     api_log = "\n".join(r.getMessage() for r in caplog.records)
-    # Positive controls: the fingerprints do find what they look for where it is.
-    assert any(fp in final[ids[4]].to_json() for fp in features_fingerprints(feats[0]))  # the match job
+    # Positive controls: the fingerprints do find what they look for where it is (a faces result).
+    assert any(fp in final[ids[0]].to_json() for fp in features_fingerprints(feats[0]))
+    # A match job's document names its features by digest; a verify result keeps no template.
+    for job in (ids[3], ids[4]):
+        for f in feats:
+            assert not any(fp in final[job].to_json() for fp in features_fingerprints(f)), final[job].kind
     assert all(any(fp in base64.b64encode(small_photos[n]).decode() for fp in image_fingerprints(small_photos[n]))
                for n in names)  # fmt: skip
     for where, text in (("worker log", log_text), ("API/producer log", api_log)):
@@ -148,14 +152,16 @@ def test_gallery_delete_erases_the_template_from_redis_and_its_aof(
     with KYCDeepFaceDB("erasure", settings=gallery_settings) as db:
         assert db.set("person-1", secret)["code"] == "SUCCESS"
         assert db.set("person-2", other)["code"] == "SUCCESS"
+        # At rest the templates are encrypted: what Redis and its AOF hold is the ciphertext.
+        stored = {k.decode(): v for k, v in client.hgetall(keys.gallery_faces_key("erasure")).items()}
+        assert secret.encode() not in stored["person-1"] and other.encode() not in stored["person-2"]
         assert db.find_face(secret)["found"] == "person-1"
         assert db.delete("person-1")["deleted"] is True
         assert db.find_face(secret)["found"] is None
     # Nothing in Redis holds the template any more (the change log holds face ids only).
-    needle = secret[:48].encode()
     for key in client.scan_iter():
         dump = client.dump(key) or b""
-        assert needle not in dump, key
+        assert stored["person-1"] not in dump and secret.encode() not in dump, key
     # The AOF still has the old write until it is rewritten; after a rewrite it is gone.
     client.bgrewriteaof()
     deadline = time.monotonic() + 20
@@ -163,8 +169,8 @@ def test_gallery_delete_erases_the_template_from_redis_and_its_aof(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     on_disk = b"".join(p.read_bytes() for p in aof_redis.workdir.rglob("*") if p.is_file())
-    assert secret[:48].encode() not in on_disk
-    assert other[:48].encode() in on_disk  # the check can see templates that are still there
+    assert stored["person-1"] not in on_disk and secret.encode() not in on_disk
+    assert stored["person-2"] in on_disk  # the check can see templates that are still there
 
 
 # Things that look like credentials: AWS access key ids, secrets assigned in code, URLs with a

@@ -31,7 +31,8 @@ def test_relative_paths_are_read_from_the_manifest_directory(tmp_path: Path) -> 
     (tmp_path / "sub").mkdir()
     manifest = write(tmp_path / "sub" / "m.csv", "document,selfie,job_id\nids/p.jpg,s3://kyc-images/s.jpg,case-1\n")
     job = read_manifest(manifest)[0].job
-    assert job.inputs == {"selfie": "s3://kyc-images/s.jpg", "document": str(tmp_path / "sub" / "ids" / "p.jpg")}
+    document = str(tmp_path / "sub" / "ids" / "p.jpg")
+    assert job.inputs == {"selfie": "s3://kyc-images/s.jpg", "document": document, "include_features": "false"}
     assert job.job_id == "case-1"
 
 

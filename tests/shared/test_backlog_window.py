@@ -139,7 +139,11 @@ def test_a_manifest_from_s3_and_a_listed_prefix(s3: S3Endpoint) -> None:
     body = "selfie,document,case_id\nin/a.jpg,s3://kyc-images/x/b.jpg,c1\n"
     bucket.put_object(Bucket=s3.bucket, Key="batches/m.csv", Body=body.encode())
     rows = list(iter_manifest(f"s3://{s3.bucket}/batches/m.csv", settings))
-    assert rows[0].job.inputs == {"selfie": "s3://kyc-images/batches/in/a.jpg", "document": "s3://kyc-images/x/b.jpg"}
+    assert rows[0].job.inputs == {
+        "selfie": "s3://kyc-images/batches/in/a.jpg",
+        "document": "s3://kyc-images/x/b.jpg",
+        "include_features": "false",
+    }
     assert rows[0].columns == {"selfie": "in/a.jpg", "document": "s3://kyc-images/x/b.jpg", "case_id": "c1"}
 
     for key in ("cases/c1/selfie.jpg", "cases/c1/document.png", "cases/c2/selfie.jpg", "cases/c3/document.jpg",

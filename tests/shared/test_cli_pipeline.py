@@ -200,7 +200,8 @@ def test_submit_status_wait(queued_env: dict[str, str]) -> None:
     # Every registered kind has its submit command, the gallery kinds included.
     search = kycface("submit", "search", "customers", image, "--job-id", "cli-2", env=queued_env)
     assert search.returncode == 0, search.stderr
-    assert json.loads(search.stdout)["inputs"] == {"gallery": "customers", "probe": image, "top_k": "10"}
+    inputs = json.loads(search.stdout)["inputs"]
+    assert inputs == {"gallery": "customers", "probe": image, "top_k": "10", "include_features": "false"}
 
 
 def test_a_misspelt_setting_stops_the_command_naming_the_real_one() -> None:

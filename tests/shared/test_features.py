@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import struct
 
 import numpy as np
 import pytest
 
 from shared import features
+from shared.config import Settings
 from shared.engine import KYCDeepFace
-from shared.errors import FeaturesError
+from shared.errors import FeaturesError, SettingsError
 from tests.conftest import FACES_DIR
 from tests.images import OBAMA
 
@@ -29,19 +31,101 @@ def _blob_with(model: str, vector: np.ndarray) -> str:
 
 GOOD = _blob_with("m@1", RNG.normal(size=128))
 RAW = base64.b64decode(GOOD)
+VECTOR_AT = 4 + len("m@1") + 2  # magic, version, model id length, model id, dimension
+SEAL_AT = VECTOR_AT + 4 * 128
+
+
+def _b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode()
+
+
+def _resealed(blob: bytes) -> str:
+    """``blob`` with a valid seal of this process's key: what only the server can produce."""
+    ring = features.key_ring()
+    return _b64(blob[:-32] + ring.tag(ring.current, blob[:-32]))
+
+
 GARBAGE = {
     "empty": "",
     "not_base64": "!!!not base64!!!",
-    "base64_of_text": base64.b64encode(b"hello world").decode(),
-    "bad_magic": base64.b64encode(b"XX" + RAW[2:]).decode(),
-    "bad_version": base64.b64encode(RAW[:2] + b"\x09" + RAW[3:]).decode(),
-    "truncated": base64.b64encode(RAW[:-4]).decode(),
-    "extra_bytes": base64.b64encode(RAW + b"\x00\x00\x00\x00").decode(),
-    "not_unit": base64.b64encode(RAW[:-512] + np.full(128, 3.0, "<f4").tobytes()).decode(),
-    "nan": base64.b64encode(RAW[:-512] + np.full(128, np.nan, "<f4").tobytes()).decode(),
+    "base64_of_text": _b64(b"hello world"),
+    "bad_magic": _b64(b"XX" + RAW[2:]),
+    "bad_version": _b64(RAW[:2] + b"\x09" + RAW[3:]),
+    "truncated": _b64(RAW[:-4]),
+    "extra_bytes": _b64(RAW + b"\x00\x00\x00\x00"),
+    "not_unit": _resealed(RAW[:VECTOR_AT] + np.full(128, 3.0, "<f4").tobytes() + RAW[SEAL_AT:]),
+    "nan": _resealed(RAW[:VECTOR_AT] + np.full(128, np.nan, "<f4").tobytes() + RAW[SEAL_AT:]),
     "number": 12345,
     "none": None,
 }
+
+
+def _unsealed_v1(model: str, vector: np.ndarray) -> str:
+    """The format before sealing: anyone could write one, with any vector."""
+    mid = model.encode()
+    v = (vector / np.linalg.norm(vector)).astype("<f4")
+    return _b64(b"KF" + struct.pack("<BB", 1, len(mid)) + mid + struct.pack("<H", v.size) + v.tobytes())
+
+
+def _altered(text: str, component: int) -> str:
+    """A sealed blob with one vector component changed (the seal left as it was)."""
+    blob = bytearray(base64.b64decode(text))
+    dim = struct.unpack_from("<H", blob, VECTOR_AT - 2)[0]
+    vector = np.frombuffer(bytes(blob[VECTOR_AT : VECTOR_AT + 4 * dim]), "<f4").copy()
+    vector[component] += 0.05
+    vector /= np.linalg.norm(vector)
+    blob[VECTOR_AT : VECTOR_AT + 4 * dim] = vector.astype("<f4").tobytes()
+    return _b64(bytes(blob))
+
+
+def test_crafted_and_altered_features_are_refused_as_not_sealed() -> None:
+    crafted = _unsealed_v1("m@1", np.eye(128, dtype=np.float32)[3])
+    forged = _b64(RAW[:-32] + bytes(32))
+    for bad in (crafted, forged, _altered(GOOD, 0)):
+        with pytest.raises(FeaturesError, match="sealed"):
+            features.decode(bad)
+    assert np.allclose(features.decode(GOOD).vector @ features.decode(GOOD).vector, 1.0)
+
+
+def test_keys_rotate_old_seals_verify_while_listed() -> None:
+    old_key, new_key = "k1:" + "a" * 40, "k2:" + "b" * 40
+    old = features.key_ring_from(Settings(features_key=old_key))
+    sealed_old = features.encode("m@1", RNG.normal(size=128), old)
+    rotated = features.key_ring_from(Settings(features_key=new_key, features_keys_accepted=[old_key]))
+    assert np.allclose(features.decode(sealed_old, rotated).vector, features.decode(sealed_old, old).vector)
+    assert base64.b64decode(features.encode("m@1", RNG.normal(size=128), rotated))[-35:-32] == b"\x02k2"
+    retired = features.key_ring_from(Settings(features_key=new_key))
+    with pytest.raises(FeaturesError, match="sealed"):
+        features.decode(sealed_old, retired)
+    # A template read back from our own store was checked when enrolled: a retired key keeps it loadable.
+    assert features.decode(sealed_old, retired, sealed=False).model_id == "m@1"
+
+
+@pytest.mark.parametrize("spec", ["nocolon", ":" + "a" * 40, "k:short", "ephemeral:" + "a" * 40])
+def test_malformed_keys_stop_the_settings(spec: str) -> None:
+    with pytest.raises(SettingsError):
+        features.key_ring_from(Settings(features_key=spec))
+
+
+def test_services_refuse_to_start_without_a_shared_key() -> None:
+    with pytest.raises(SettingsError, match="KYC_FEATURES_KEY"):
+        features.require_key(Settings(features_key=None), "worker")
+    features.require_key(Settings(features_key=None, features_ephemeral_key=True), "worker")
+    features.require_key(Settings(features_key="k:" + "c" * 40), "worker")
+    ephemeral = features.key_ring_from(Settings(features_key=None))
+    assert ephemeral.ephemeral and ephemeral.secrets != features.key_ring_from(Settings(features_key=None)).secrets
+
+
+def test_digest_names_the_vector_not_the_seal() -> None:
+    vector = RNG.normal(size=128)
+    one = features.decode(
+        features.encode("m@1", vector, features.key_ring_from(Settings(features_key="k1:" + "a" * 40))), sealed=False
+    )
+    two = features.decode(
+        features.encode("m@1", vector, features.key_ring_from(Settings(features_key="k2:" + "b" * 40))), sealed=False
+    )
+    assert one.text != two.text and features.digest(one) == features.digest(two)
+    assert features.digest(one).startswith("sha256:") and one.text not in features.digest(one)
 
 
 @pytest.mark.parametrize("name", list(GARBAGE))

@@ -104,6 +104,7 @@ def test_delete_erases_everywhere(gallery_settings: Settings, redis_url: str, em
             "gallery": "customers",
             "face_id": "biden",
             "deleted": True,
+            "documents_redacted": 0,  # the library's delete: job results are a delete job's to redact
         }
         assert b.find_face(probe)["found"] is None  # B's cached index dropped it
         assert "biden" not in [c.face_id for c in b.find_faces(probe, top_k=20).candidates]  # type: ignore[union-attr]
@@ -200,8 +201,7 @@ def test_batch_search_matches_single(redis_db: KYCDeepFaceDB, embedded: dict[str
     for probe, got in zip(probes, batch, strict=False):
         single = redis_db.find_faces(probe, top_k=3)
         assert isinstance(got, FindManyResult) and isinstance(single, FindManyResult)
-        assert [c.face_id for c in got.candidates] == [c.face_id for c in single.candidates]
-        assert np.allclose([c.similarity for c in got.candidates], [c.similarity for c in single.candidates])
+        assert got.candidates == single.candidates
 
 
 def test_two_shards_answer_like_one(gallery_settings: Settings, redis_url: str, embedded: dict[str, list[str]]) -> None:

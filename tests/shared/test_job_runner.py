@@ -67,8 +67,13 @@ def test_every_kind_is_declared_once_with_its_task_and_queue() -> None:
         "enroll": ("kyc.jobs.enroll", "kyc.heavy"),
         "search": ("kyc.jobs.search", "kyc.heavy"),
         "delete": ("kyc.jobs.delete", "kyc.light"),
+        "forget": ("kyc.jobs.forget", "kyc.light"),
     }
-    assert REGISTRY.get("verify").fields() == {"selfie": InputType.REF, "document": InputType.REF}
+    assert REGISTRY.get("verify").fields() == {
+        "selfie": InputType.REF,
+        "document": InputType.REF,
+        "include_features": InputType.FLAG,
+    }
     assert REGISTRY.get("search").fields()["top_k"] is InputType.TOP_K
 
 

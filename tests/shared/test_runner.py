@@ -12,7 +12,7 @@ from shared.errors import FeaturesError, ObjectNotFoundError, StorageUnavailable
 from shared.jobs import JobDocument, JobStatus
 from shared.jobs.resources import Resources
 from shared.jobs.runner import complete, run_job
-from shared.schemas import to_dict
+from shared.schemas import FacesResult, to_dict
 from shared.storage import LocalStore
 from tests.conftest import FACES_DIR, features_of
 
@@ -53,7 +53,25 @@ def test_verify(engine: KYCDeepFace, local: LocalStore, selfie: str, document: s
         Resources(engine.settings, engine=engine, images=local),
     )
     assert (result["code"], result["verified"]) == (code, verified)
-    assert result["selfie"] == to_dict(engine.selfie_faces((FACES_DIR / selfie).read_bytes()))
+    described = engine.selfie_faces((FACES_DIR / selfie).read_bytes())
+    # A verify result keeps the faces but not their templates, unless asked for.
+    assert result["selfie"] == to_dict(
+        described.without_features() if isinstance(described, FacesResult) else described
+    )
+    assert all(
+        face["features"] is None for face in result["selfie"].get("faces", []) + result["document"].get("faces", [])
+    )
+
+
+def test_verify_keeps_templates_only_when_asked(engine: KYCDeepFace, local: LocalStore) -> None:
+    inputs = {"selfie": path("fr_obama.jpg"), "document": path("fr_obama2.jpg")}
+    resources = Resources(engine.settings, engine=engine, images=local)
+    kept = run_job("verify", {**inputs, "include_features": "true"}, resources)
+    assert kept["selfie"] == to_dict(engine.selfie_faces((FACES_DIR / "fr_obama.jpg").read_bytes()))
+    assert kept["selfie"]["faces"][0]["features"] and kept["document"]["faces"][0]["features"]
+    assert (
+        run_job("verify", {**inputs, "include_features": "false"}, resources)["selfie"]["faces"][0]["features"] is None
+    )
 
 
 def test_verify_uses_the_largest_document_face(engine: KYCDeepFace, local: LocalStore) -> None:

@@ -38,7 +38,7 @@ def test_every_kind_has_its_task_on_its_queue() -> None:
     routes = {spec.name: (spec.task, spec.queue) for spec in REGISTRY}
     assert routes["faces"] == ("kyc.jobs.faces", "kyc.heavy")
     assert routes["verify"][1] == routes["enroll"][1] == routes["search"][1] == "kyc.heavy"
-    assert routes["match"][1] == routes["delete"][1] == "kyc.light"
+    assert routes["match"][1] == routes["delete"][1] == routes["forget"][1] == "kyc.light"
     assert all(task in tasks.app.tasks for task, _ in routes.values())
 
 
@@ -50,6 +50,9 @@ def test_every_kind_has_its_task_on_its_queue() -> None:
             {"KYC_BROKER_URL": "redis://127.0.0.1:1/0", "KYC_TASK_SOFT_TIME_LIMIT_S": "100"},
             "SOFT_TIME_LIMIT_S must be below",
         ),
+        # No features key and no explicit development setting: never a key nobody else shares.
+        ({"KYC_BROKER_URL": "redis://127.0.0.1:1/0"}, "KYC_FEATURES_KEY is not set"),
+        ({"KYC_BROKER_URL": "redis://127.0.0.1:1/0", "KYC_FEATURES_KEY": "k:short"}, "at least 32 characters"),
     ],
 )
 def test_worker_refuses_to_start_misconfigured(env: dict[str, str], message: str) -> None:
@@ -62,7 +65,11 @@ def test_worker_refuses_to_start_misconfigured(env: dict[str, str], message: str
 
 def test_worker_refuses_to_start_without_models(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")}
-    env |= {"KYC_BROKER_URL": "redis://127.0.0.1:1/0", "KYC_MODEL_DIR": str(tmp_path)}
+    env |= {
+        "KYC_BROKER_URL": "redis://127.0.0.1:1/0",
+        "KYC_MODEL_DIR": str(tmp_path),
+        "KYC_FEATURES_EPHEMERAL_KEY": "true",
+    }
     args = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-c", "1", "--loglevel", "WARNING"]
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

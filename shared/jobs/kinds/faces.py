@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from shared.features import Features
 from shared.jobs.context import JobContext
-from shared.jobs.inputs import FeaturesInput, ImageRef
+from shared.jobs.inputs import FeaturesInput, Flag, ImageRef
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, batch_of, job_kind
 from shared.schemas import FacesResult, InvalidImageResult, MatchResult, QualityLevel
 from shared.verification import VerificationResult, decide
@@ -26,6 +26,11 @@ def faces(inputs: FacesInputs, job: JobContext) -> FacesResult | InvalidImageRes
 class VerifyInputs(JobInputs):
     selfie: ImageRef
     document: ImageRef
+    include_features: Flag = False
+
+
+def _stored(result: FacesResult | InvalidImageResult, include_features: bool) -> FacesResult | InvalidImageResult:
+    return result if include_features or not isinstance(result, FacesResult) else result.without_features()
 
 
 @job_kind("verify", queue=HEAVY_QUEUE, help="a selfie against an ID document")
@@ -33,7 +38,18 @@ def verify(inputs: VerifyInputs, job: JobContext) -> VerificationResult:
     selfie_bytes, document_bytes = job.fetch(inputs.selfie), job.fetch(inputs.document)
     selfie = job.compute(job.engine.selfie_faces, selfie_bytes)
     document = job.compute(job.engine.document_faces, document_bytes)
-    return job.compute(decide, selfie, document, job.engine.compare, job.engine.enforced_liveness)
+    decided = job.compute(decide, selfie, document, job.engine.compare, job.engine.enforced_liveness)
+    return _as_stored(decided, inputs.include_features)
+
+
+def _as_stored(decided: VerificationResult, include_features: bool) -> VerificationResult:
+    """A verify answer is a decision: its templates stay out of the stored result unless asked for."""
+    return decided.model_copy(
+        update={
+            "selfie": _stored(decided.selfie, include_features),
+            "document": _stored(decided.document, include_features),
+        }
+    )
 
 
 def _fetch(job: JobContext, ref: ImageRef) -> bytes | Exception:
@@ -72,7 +88,7 @@ def verify_batch(inputs: list[VerifyInputs], jobs: list[JobContext]) -> list[Bas
             images += [(selfie, settings.quality_selfie, live), (document, settings.quality_document, False)]
     described = iter(_describe_all(jobs, images))
     answers: list[BaseModel | Exception] = []
-    for job, (selfie_bytes, document_bytes) in zip(jobs, fetched, strict=True):
+    for job, wanted, (selfie_bytes, document_bytes) in zip(jobs, inputs, fetched, strict=True):
         if isinstance(selfie_bytes, Exception) or isinstance(document_bytes, Exception):
             answers.append(selfie_bytes if isinstance(selfie_bytes, Exception) else document_bytes)  # type: ignore[arg-type]
             continue
@@ -80,7 +96,11 @@ def verify_batch(inputs: list[VerifyInputs], jobs: list[JobContext]) -> list[Bas
         failed = next((x for x in (selfie_faces, document_faces) if isinstance(x, Exception)), None)
         try:
             answers.append(
-                failed or job.compute(decide, selfie_faces, document_faces, engine.compare, engine.enforced_liveness)
+                failed
+                or _as_stored(
+                    job.compute(decide, selfie_faces, document_faces, engine.compare, engine.enforced_liveness),
+                    wanted.include_features,
+                )
             )
         except Exception as exc:
             answers.append(exc)

@@ -1,4 +1,4 @@
-"""1:N kinds on a gallery: ``enroll``, ``search`` and ``delete``.
+"""1:N kinds on a gallery: ``enroll``, ``search``, ``delete``, and ``forget`` (every gallery of a tenant).
 
 A probe is a features string or an image reference; an image must show exactly one usable face,
 as a selfie must for ``verify``.
@@ -6,14 +6,20 @@ as a selfie must for ``verify``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared import features
 from shared.features import Features
+from shared.gallery.factory import gallery_names
 from shared.jobs.context import JobContext
-from shared.jobs.inputs import FaceId, GalleryName, Probe, TopK
+from shared.jobs.inputs import FaceId, Flag, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
-from shared.schemas import DeleteResult, EnrolResult, FindManyResult
+from shared.schemas import DeleteResult, EnrolResult, FindManyResult, ForgetResult
 from shared.storage.refs import Ref
-from shared.tenants import Scope
+from shared.tenants import Scope, scoped
+
+if TYPE_CHECKING:
+    from shared.gallery.db import KYCDeepFaceDB
 
 
 def probe_features(probe: Features | Ref, job: JobContext) -> Features:
@@ -26,31 +32,52 @@ def probe_features(probe: Features | Ref, job: JobContext) -> Features:
     """
     if isinstance(probe, Features):
         return probe
-    return features.decode(job.compute(job.engine.single_face, job.fetch(probe)).features)
+    return features.decode(job.compute(job.engine.single_face, job.fetch(probe)).template())
 
 
 class EnrollInputs(JobInputs):
     gallery: GalleryName
     face_id: FaceId
     probe: Probe
+    include_features: Flag = False
 
 
 @job_kind("enroll", queue=HEAVY_QUEUE, help="enrol (or replace) a face in a gallery", scope=Scope.GALLERY_ENROLL)
 def enroll(inputs: EnrollInputs, job: JobContext) -> EnrolResult:
     probe = probe_features(inputs.probe, job)
-    return job.compute(job.gallery(inputs.gallery).put, inputs.face_id, probe)
+    enrolled = job.compute(job.gallery(inputs.gallery).put, inputs.face_id, probe)
+    return enrolled.model_copy(update={"features": probe.text}) if inputs.include_features else enrolled
 
 
 class SearchInputs(JobInputs):
     gallery: GalleryName
     probe: Probe
     top_k: TopK = 10
+    include_features: Flag = False
 
 
 @job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe", scope=Scope.GALLERY_SEARCH)
 def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
     probe = probe_features(inputs.probe, job)
-    return job.compute(job.gallery(inputs.gallery).search, probe, inputs.top_k)
+    found = job.compute(job.gallery(inputs.gallery).search, probe, inputs.top_k)
+    return found.model_copy(update={"probe_features": probe.text}) if inputs.include_features else found
+
+
+def erase(gallery: KYCDeepFaceDB, face_id: str) -> tuple[DeleteResult, set[str]]:
+    """Remove ``face_id`` from ``gallery`` (its store, and every index through the change log);
+    the digest of the template it held, for erasing its copies in job results."""
+    held = gallery.templates([face_id]).get(face_id)
+    removed = gallery.remove(face_id)
+    if held is None:
+        return removed, set()
+    return removed, {features.digest(features.decode(held, sealed=False))}
+
+
+def erase_documents(job: JobContext, digests: set[str]) -> int:
+    """Redact those templates from stored job results (Redis and the S3 archive)."""
+    if not digests or job.settings.resolved_redis_url() is None:
+        return 0  # no job store (the library, the embedded demo): no job documents to erase
+    return job.resources.jobs.erase_templates(digests, job.tenant)
 
 
 class DeleteInputs(JobInputs):
@@ -58,6 +85,33 @@ class DeleteInputs(JobInputs):
     face_id: FaceId
 
 
-@job_kind("delete", queue=LIGHT_QUEUE, help="erase a face's template from a gallery", scope=Scope.GALLERY_DELETE)
+@job_kind(
+    "delete",
+    queue=LIGHT_QUEUE,
+    help="erase a face's template from a gallery and every job result",
+    scope=Scope.GALLERY_DELETE,
+)
 def delete(inputs: DeleteInputs, job: JobContext) -> DeleteResult:
-    return job.compute(job.gallery(inputs.gallery).remove, inputs.face_id)
+    removed, digests = job.compute(erase, job.gallery(inputs.gallery), inputs.face_id)
+    return removed.model_copy(update={"documents_redacted": erase_documents(job, digests)})
+
+
+class ForgetInputs(JobInputs):
+    face_id: FaceId
+
+
+@job_kind(
+    "forget",
+    queue=LIGHT_QUEUE,
+    help="erase a subject from every gallery of the tenant and every job result",
+    scope=Scope.GALLERY_DELETE,
+)
+def forget(inputs: ForgetInputs, job: JobContext) -> ForgetResult:
+    erased: list[str] = []
+    digests: set[str] = set()
+    for name in gallery_names(job.settings, scoped(job.tenant, "")):
+        removed, held = job.compute(erase, job.gallery(name), inputs.face_id)
+        if removed.deleted:
+            erased.append(name)
+        digests |= held
+    return ForgetResult(face_id=inputs.face_id, galleries=erased, documents_redacted=erase_documents(job, digests))

@@ -52,6 +52,7 @@ def test_a_selfie_upload_verifies_against_the_case_document(
     assert doc.inputs == {
         "selfie": f"s3://{s3.bucket}/selfies/case-7/selfie.jpg",
         "document": f"s3://{s3.bucket}/documents/case-7/passport.jpg",
+        "include_features": "false",
     }
     assert client.llen(ev_settings.events_bucket_key) == 0
     # A third delivery, much later (a relay replaying its queue): still no second job.
@@ -86,6 +87,7 @@ def test_an_enrol_upload_enrols_the_face(
         "gallery": "customers",
         "face_id": "cust-42",
         "probe": f"s3://{s3.bucket}/enrol/customers/cust-42.jpg",
+        "include_features": "false",
     }
 
 
