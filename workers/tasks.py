@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.jobs.registry import REGISTRY
-from shared.jobs.runner import execute
+from shared.jobs.runner import execute, time_out
 from workers import process
 from workers.app import SWEEP_TASK, app, lock_ttl_s
 from workers.policy import KYCTask
@@ -19,6 +19,9 @@ class JobTask(KYCTask):
     """The task of a job kind: its attempts are counted by the job's claim in Redis."""
 
     attempts_in_job_store = True
+
+    def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
+        time_out(str(args[0]), process.resources(), limit_s)
 
 
 def run(task: JobTask, job_id: str) -> str:

@@ -72,7 +72,8 @@ def _stream_id(value: str) -> tuple[int, int]:
 
 
 @contextmanager
-def _unavailable() -> Iterator[None]:
+def unavailable() -> Iterator[None]:
+    """Redis errors as the transient :class:`StorageUnavailableError`."""
     try:
         yield
     except redis.exceptions.RedisError as exc:
@@ -86,54 +87,59 @@ class RedisGalleryStore:
         client: a Redis client (bytes or text responses).
         gallery: the gallery's name (already checked).
         log_max_len: ops kept in the change log.
+        owns_client: close ``client`` with the store; False for a client the process shares
+            between all its galleries.
     """
 
-    def __init__(self, client: redis.Redis, gallery: str, log_max_len: int = DEFAULT_LOG_MAX_LEN) -> None:
+    def __init__(
+        self, client: redis.Redis, gallery: str, log_max_len: int = DEFAULT_LOG_MAX_LEN, owns_client: bool = True
+    ) -> None:
         self._client = client
+        self._owns_client = owns_client
         self._keys = [keys.gallery_meta_key(gallery), keys.gallery_faces_key(gallery), keys.gallery_log_key(gallery)]
         self._log_max_len = log_max_len
         self._put = client.register_script(_PUT)
         self._remove = client.register_script(_REMOVE)
 
     def model_id(self) -> str | None:
-        with _unavailable():
+        with unavailable():
             value = self._client.hget(self._keys[0], "model_id")
         return None if value is None else _text(value)
 
     def put(self, face_id: str, model_id: str, features: str) -> None:
-        with _unavailable():
+        with unavailable():
             reply = self._put(keys=self._keys, args=[self._log_max_len, model_id, uuid.uuid4().hex, face_id, features])
         if reply != 1:
             raise GalleryError(f"gallery holds templates of model {_text(reply)!r}; refusing features of {model_id!r}")
 
     def remove(self, face_id: str) -> bool:
-        with _unavailable():
+        with unavailable():
             return bool(self._remove(keys=self._keys, args=[self._log_max_len, face_id]))
 
     def fetch(self, face_ids: Sequence[str]) -> dict[str, str]:
         if not face_ids:
             return {}
-        with _unavailable():
+        with unavailable():
             values = self._client.hmget(self._keys[1], list(face_ids))
         return {fid: _text(v) for fid, v in zip(face_ids, values, strict=True) if v is not None}
 
     def count(self) -> int:
-        with _unavailable():
+        with unavailable():
             return int(self._client.hlen(self._keys[1]))
 
     def face_ids(self) -> list[str]:
-        with _unavailable():
+        with unavailable():
             return [_text(k) for k in self._client.hkeys(self._keys[1])]
 
     def head(self) -> Head:
-        with _unavailable(), self._client.pipeline(transaction=True) as pipe:
+        with unavailable(), self._client.pipeline(transaction=True) as pipe:
             pipe.hget(self._keys[0], "epoch")
             pipe.xrevrange(self._keys[2], "+", "-", count=1)
             epoch, last = pipe.execute()
         return Head(epoch=None if epoch is None else _text(epoch), cursor=_text(last[0][0]) if last else "0-0")
 
     def changes(self, epoch: str | None, cursor: str) -> Changes | None:
-        with _unavailable(), self._client.pipeline(transaction=True) as pipe:
+        with unavailable(), self._client.pipeline(transaction=True) as pipe:
             pipe.hmget(self._keys[0], ["epoch", "trimmed"])
             pipe.xrange(self._keys[2], f"({cursor}", "+", count=_CHANGES_PAGE)
             (now_epoch, trimmed), entries = pipe.execute()
@@ -148,7 +154,7 @@ class RedisGalleryStore:
     def scan(self, batch: int = 5000) -> Iterator[list[tuple[str, str]]]:
         position = 0
         while True:
-            with _unavailable():
+            with unavailable():
                 position, page = self._client.hscan(self._keys[1], position, count=batch)
             if page:
                 yield [(_text(k), _text(v)) for k, v in cast(dict[Any, Any], page).items()]
@@ -156,8 +162,9 @@ class RedisGalleryStore:
                 return
 
     def drop(self) -> None:
-        with _unavailable():
+        with unavailable():
             self._client.delete(*self._keys)
 
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:
+            self._client.close()

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
+from shared import keys
 from shared.config import Settings
 from shared.jobs import JobStatus
 from shared.producer import Producer
@@ -296,3 +297,18 @@ print(",".join(m for m in heavy if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "", f"the API imported {out.stdout.strip()}"
+
+
+def test_an_unreadable_job_document_is_a_clear_410_not_a_500(client: TestClient, producer: Producer) -> None:
+    producer.jobs.redis.set(keys.job_key("broken-1"), '{"schema_version": 0}')
+    response = client.get("/v1/jobs/broken-1")
+    assert response.status_code == 410, response.text
+    assert response.json() == {"detail": "the stored job document does not parse"}
+
+
+@pytest.mark.parametrize("spelt", ["١٠", "²", "１０"])
+def test_top_k_in_another_script_is_422(client: TestClient, spelt: str) -> None:
+    body = {"kind": "search", "gallery": "g", "probe": "s3://kyc-images/a.jpg", "top_k": spelt}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    assert any("top_k" in map(str, error["loc"]) for error in response.json()["detail"]), response.text

@@ -19,7 +19,7 @@ def test_at_least_once_settings() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:1/0", task_soft_time_limit_s=50, task_time_limit_s=80)
     conf = create_app(settings).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
-    assert conf.task_acks_on_timeout is False
+    assert conf.task_acks_on_failure_or_timeout is True
     assert conf.worker_prefetch_multiplier == 1
     assert (conf.task_soft_time_limit, conf.task_time_limit) == (50, 80)
     # Redelivery of a reserved message must wait for the hard limit and the longest countdown.

@@ -1,7 +1,8 @@
 """1:N kinds on a gallery: ``enroll``, ``search`` and ``delete``.
 
 A probe is a features string or an image reference; an image must show exactly one usable face,
-as a selfie must for ``verify``.
+as a selfie must for ``verify``. Only ``enroll`` creates a gallery: a search or delete naming one
+that does not exist fails with ``GalleryNotFoundError`` and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SearchInputs(JobInputs):
 @job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe", scope=Scope.GALLERY_SEARCH)
 def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
     probe = probe_features(inputs.probe, job)
-    return job.compute(job.gallery(inputs.gallery).search, probe, inputs.top_k)
+    return job.compute(job.gallery(inputs.gallery, create=False).search, probe, inputs.top_k)
 
 
 class DeleteInputs(JobInputs):
@@ -60,4 +61,4 @@ class DeleteInputs(JobInputs):
 
 @job_kind("delete", queue=LIGHT_QUEUE, help="erase a face's template from a gallery", scope=Scope.GALLERY_DELETE)
 def delete(inputs: DeleteInputs, job: JobContext) -> DeleteResult:
-    return job.compute(job.gallery(inputs.gallery).remove, inputs.face_id)
+    return job.compute(job.gallery(inputs.gallery, create=False).remove, inputs.face_id)
