@@ -55,7 +55,7 @@ def test_a_thousand_unknown_galleries_leave_the_client_count_flat_and_no_keys(
     resources = Resources(gallery_settings, engine=engine, jobs=jobs)  # type: ignore[arg-type]
     probe = features_of(engine, "fr_obama.jpg")
     with redis.Redis.from_url(redis_url) as admin:
-        before = clients_of(admin, redis_url)
+        before, server_before = clients_of(admin, redis_url), admin.info("clients")["connected_clients"]
         for i in range(GALLERIES):
             kind, inputs = ("delete", {"face_id": "x"}) if i % 2 else ("search", {"probe": probe})
             doc = run(resources, jobs, kind, {"gallery": f"g{i}", **inputs}, f"j{i}")
@@ -63,6 +63,7 @@ def test_a_thousand_unknown_galleries_leave_the_client_count_flat_and_no_keys(
             assert doc.error.type == "GalleryNotFoundError" and f"g{i}" in doc.error.message
         # One pool for the process, whatever the documents named (it was one client per gallery).
         assert clients_of(admin, redis_url) <= before + 1
+        assert admin.info("clients")["connected_clients"] <= server_before + 1
         assert admin.dbsize() == 0
         assert not gallery_settings.gallery_file_dir.exists()
     resources.close()
