@@ -24,6 +24,7 @@ from celery.worker.request import Request
 
 from shared.config import Settings
 from shared.errors import KYCFaceError
+from shared.jobs.owner import process_is_running
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,25 @@ class KYCRequest(Request):
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
-            task: KYCTask = self.task
-            try:
-                task.on_hard_time_limit(self.args, timeout)
-            except Exception:
-                # Nothing recorded (the job store is down): give the message back, so the job
-                # is not left running with no message, rather than have Celery acknowledge it.
-                log.exception("task %s: the hard time limit could not be recorded; requeued", self.id)
-                self.reject(requeue=True)
-        super().on_timeout(soft, timeout)
+            self._hard_time_limit(timeout)
+        super().on_timeout(soft, timeout)  # acknowledges, unless rejected here first
+
+    def _hard_time_limit(self, timeout: float) -> None:
+        pid = self.worker_pid
+        if pid is not None and not process_is_running(pid):
+            # The process died before its limit came round (SIGKILL, OOM) and the pool has not
+            # noticed yet: a lost worker, whose message comes back, not a job that ran too long.
+            log.warning("task %s: its process was lost before the hard time limit; requeued", self.id)
+            self.reject(requeue=True)
+            return
+        task: KYCTask = self.task
+        try:
+            task.on_hard_time_limit(self.args, timeout)
+        except Exception:
+            # Nothing recorded (the job store is down): give the message back, so the job is not
+            # left running with no message, rather than have Celery acknowledge it.
+            log.exception("task %s: the hard time limit could not be recorded; requeued", self.id)
+            self.reject(requeue=True)
 
 
 class KYCTask(Task):

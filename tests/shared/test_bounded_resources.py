@@ -4,6 +4,10 @@ cannot name local files, spell ``top_k`` in other scripts, or break readers when
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from shared.engine import KYCDeepFace
 from shared.errors import JobError, ReferenceRejectedError, UnreadableJobError
 from shared.jobs import JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import parse_top_k
+from shared.jobs.owner import process_is_running
 from shared.jobs.resources import Resources
 from shared.jobs.runner import execute, time_out
 from shared.jobs.stub import StubJobStore
@@ -211,3 +216,16 @@ def test_a_job_killed_at_the_hard_limit_is_failed_once_and_final(engine: KYCDeep
     assert time_out("killed", resources, 90) == final == jobs.get("killed")
     assert jobs.attempts("killed") == 1
     assert time_out("never-submitted", resources, 90) is None
+
+
+def test_a_killed_process_not_yet_reaped_is_not_running() -> None:
+    assert process_is_running(os.getpid())
+    child = subprocess.Popen(["sleep", "30"])
+    assert process_is_running(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_is_running(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not process_is_running(child.pid)  # a zombie until reaped: killed is not running
+    child.wait()
+    assert not process_is_running(child.pid)
