@@ -22,7 +22,7 @@ from api_stub.limits import BodySizeLimitMiddleware, FixedWindow
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
 from shared.config import Settings, get_settings
-from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
+from shared.errors import JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.jobs.registry import QUEUES
@@ -46,6 +46,8 @@ def _error_status(exc: KYCFaceError) -> int:
         return status.HTTP_503_SERVICE_UNAVAILABLE
     if isinstance(exc, ReferenceRejectedError):
         return status.HTTP_422_UNPROCESSABLE_CONTENT
+    if isinstance(exc, UnreadableJobError):
+        return status.HTTP_410_GONE  # stored, but no longer readable: a retry will not help
     if isinstance(exc, JobError):
         return status.HTTP_409_CONFLICT  # the id was already used for different work
     return status.HTTP_400_BAD_REQUEST
@@ -168,7 +170,14 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
         return doc
 
-    @app.get("/v1/jobs/{job_id}", responses={**_ERROR_RESPONSES, 404: {"description": "No such job (or it expired)"}})
+    @app.get(
+        "/v1/jobs/{job_id}",
+        responses={
+            **_ERROR_RESPONSES,
+            404: {"description": "No such job (or it expired)"},
+            410: {"description": "The job's stored document no longer parses"},
+        },
+    )
     def get_job(
         job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)],
         producer: ProducerDep,

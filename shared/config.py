@@ -261,6 +261,9 @@ class Settings(BaseSettings):
     # Where screening reports go (s3://bucket/prefix/ or a directory). Default: "gallery-reports/"
     # under the results bucket when one is set, else beside the gallery files.
     gallery_report_prefix: str | None = None
+    # Galleries a process keeps open (each with its in-memory index), least recently used evicted
+    # first: job documents name galleries, so an unbounded cache grows with whatever they name.
+    gallery_cache_size: int = Field(default=32, ge=1)
     # Sharded search on Celery: how long a search waits for the other shards' workers before it
     # searches their shards itself.
     gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)

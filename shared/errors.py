@@ -106,12 +106,28 @@ class GalleryError(KYCFaceError):
     """A gallery operation was refused (unknown gallery, mixed models, bad face id)."""
 
 
+class GalleryNotFoundError(GalleryError):
+    """A search or delete named a gallery nothing was ever enrolled in (or one since dropped).
+
+    Refused rather than answered "no match": a misspelt watchlist would otherwise clear everyone.
+    """
+
+
 class JobError(KYCFaceError):
     """A job request is malformed, or a job id is reused for different work."""
 
 
+class UnreadableJobError(KYCFaceError):
+    """A stored job document no longer parses (written by another schema, or altered in Redis).
+
+    The job cannot be answered or run; callers get this instead of a parser's exception.
+    """
+
+
 class TimeLimitExceeded(KYCFaceError):
-    """The job ran past ``KYC_TASK_SOFT_TIME_LIMIT_S`` and was stopped; the document says so."""
+    """The job ran past ``KYC_TASK_SOFT_TIME_LIMIT_S`` and was stopped, or past
+    ``KYC_TASK_TIME_LIMIT_S`` and its process was killed; final either way, since the same input
+    would hit the same wall again. The document's message says which limit."""
 
 
 class MaxAttemptsExceeded(KYCFaceError):

@@ -20,7 +20,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
-from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
+from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError, UnreadableJobError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType, parse_probe
 from shared.jobs.registry import QUEUES
@@ -166,7 +166,13 @@ class Producer:
         """
 
         def unstarted(job_id: str) -> JobDocument | None:
-            doc = self.jobs.get(job_id)
+            try:
+                doc = self.jobs.get(job_id)
+            except UnreadableJobError:
+                # No worker could run it either; failing every sweep on it would stop the others.
+                log.error("job %s: its stored document does not parse; the sweeper forgets it", job_id)
+                self.jobs.forget_unstarted(job_id)
+                return None
             if doc is None or doc.status is not JobStatus.QUEUED or doc.attempts > 0:
                 self.jobs.forget_unstarted(job_id)  # expired, or started by now
                 return None

@@ -57,10 +57,10 @@ def create_app(settings: Settings) -> Celery:
         # Acknowledge after the job, and give the message back if the process dies mid-job.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # A hard time limit re-queues the message (the attempt counter ends the loop); a task
-        # that raised has already recorded what it could.
-        task_acks_on_timeout=False,
-        task_acks_on_failure=True,
+        # A task that raised has recorded what it could, and a job killed at the hard time limit
+        # was failed first (workers.policy.KYCRequest): acknowledge both. A process lost any other
+        # way still gives its message back (task_reject_on_worker_lost).
+        task_acks_on_failure_or_timeout=True,
         # CPU-bound jobs: a worker process reserves one message at a time, so a long backlog
         # is spread over all processes and a crash loses no more than the running job.
         # With batching, each process needs a batch's worth of messages reserved to fill one.

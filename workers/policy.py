@@ -6,7 +6,9 @@
   worker crash is invisible to Celery's retry count), any other task's by Celery's retries, up
   to ``KYC_MAX_ATTEMPTS``.
 - Time limits (``KYC_TASK_SOFT_TIME_LIMIT_S`` / ``KYC_TASK_TIME_LIMIT_S``) are the app's, the
-  same for every task; a job records the soft limit as ``TimeLimitExceeded``.
+  same for every task; a job records either as ``TimeLimitExceeded``, final. The hard limit kills
+  the pool process, so the worker's main process records it (:class:`KYCRequest`): retrying
+  would only hit the same wall again.
 - A retry that cannot be published is requeued rather than dropped.
 """
 
@@ -18,19 +20,53 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject, Retry
+from celery.worker.request import Request
 
 from shared.config import Settings
 from shared.errors import KYCFaceError
+from shared.jobs.owner import process_is_running
 
 log = logging.getLogger(__name__)
+
+
+class KYCRequest(Request):
+    """A task's request in the worker's main process, where Celery handles the hard time limit."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:
+            self._hard_time_limit(timeout)
+        super().on_timeout(soft, timeout)  # acknowledges, unless rejected here first
+
+    def _hard_time_limit(self, timeout: float) -> None:
+        pid = self.worker_pid
+        if pid is not None and not process_is_running(pid):
+            # The process died before its limit came round (SIGKILL, OOM) and the pool has not
+            # noticed yet: a lost worker, whose message comes back, not a job that ran too long.
+            log.warning("task %s: its process was lost before the hard time limit; requeued", self.id)
+            self.reject(requeue=True)
+            return
+        task: KYCTask = self.task
+        try:
+            task.on_hard_time_limit(self.args, timeout)
+        except Exception:
+            # Nothing recorded (the job store is down): give the message back, so the job is not
+            # left running with no message, rather than have Celery acknowledge it.
+            log.exception("task %s: the hard time limit could not be recorded; requeued", self.id)
+            self.reject(requeue=True)
 
 
 class KYCTask(Task):
     """Base of every task of the app (``Celery(task_cls=...)``)."""
 
+    Request = KYCRequest
+
     # Job tasks set this: their attempts are counted by the job store, so a job store that is
     # down is retried without limit (nothing could be recorded, and no attempt was spent).
     attempts_in_job_store = False
+
+    def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
+        """Called in the worker's main process when this task's pool process was killed at the
+        hard time limit, before Celery acknowledges the message. Nothing to record by default."""
 
     def settings(self) -> Settings:
         from workers import process

@@ -15,7 +15,7 @@ from celery_batches import Batches, SimpleRequest, apply_batches_task
 
 from shared.errors import StorageUnavailableError
 from shared.jobs.registry import REGISTRY
-from shared.jobs.runner import execute, execute_many
+from shared.jobs.runner import execute, execute_many, time_out
 from workers import process
 from workers.app import SWEEP_TASK, app, lock_ttl_s
 from workers.app import settings as app_settings
@@ -26,6 +26,9 @@ class JobTask(KYCTask):
     """The task of a job kind: its attempts are counted by the job's claim in Redis."""
 
     attempts_in_job_store = True
+
+    def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
+        time_out(str(args[0]), process.resources(), limit_s)
 
 
 def run(task: JobTask, job_id: str) -> str:

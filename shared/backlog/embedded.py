@@ -13,8 +13,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from shared.config import Settings
 from shared.errors import KYCFaceError, ModelError
 from shared.jobs import JobDocument
-from shared.jobs.resources import Resources, for_process
+from shared.jobs.resources import Resources
 from shared.jobs.runner import complete
+from shared.storage import store_for
 
 # This pool process's resources, and why its engine could not be built (kept for the first job:
 # an initializer that raises breaks the pool with no message).
@@ -24,7 +25,8 @@ _start_error: str | None = None
 
 def _start_process(settings: Settings) -> None:
     global _resources, _start_error
-    _resources = for_process(settings)
+    # The manifest's author names its own files here, and no job document crosses a queue.
+    _resources = Resources(settings, images=store_for(settings, any_local_path=True))
     try:
         _resources.engine  # noqa: B018 - load and warm the models before the first job
     except KYCFaceError as exc:

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from pydantic import ValidationError
-
+from shared.errors import UnreadableJobError
 from shared.jobs import JobDocument, JobStatus
 from shared.jobs.runner import result_code
 
@@ -105,7 +104,7 @@ class BacklogOutput:
             doc = JobDocument.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValidationError):
+        except (OSError, UnreadableJobError):
             log.warning("ignoring unreadable job document %s", path)
             return None
         return doc if doc.status.terminal and doc.same_request(job) else None

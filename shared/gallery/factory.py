@@ -11,27 +11,71 @@ from shared.config import Settings
 from shared.errors import GalleryError, StorageUnavailableError
 from shared.gallery.cipher import cipher_for
 from shared.gallery.file_store import FileGalleryStore
-from shared.gallery.redis_store import RedisGalleryStore
+from shared.gallery.redis_store import RedisGalleryStore, unavailable
+from shared.gallery.shards import shard_names
 from shared.gallery.store import GALLERY_NAME_PATTERN, GalleryStore
+
+
+def uses_redis(settings: Settings) -> bool:
+    """Whether ``KYC_GALLERY_STORE`` selects Redis (``auto``: when a Redis URL is configured).
+
+    Raises:
+        GalleryError: ``KYC_GALLERY_STORE=redis`` without a Redis URL.
+    """
+    url = settings.resolved_redis_url()
+    if settings.gallery_store == "redis" and not url:
+        raise GalleryError("KYC_GALLERY_STORE=redis needs KYC_REDIS_URL (or KYC_BROKER_URL)")
+    return settings.gallery_store == "redis" or (settings.gallery_store == "auto" and bool(url))
 
 
 def open_store(gallery: str, settings: Settings, client: Redis | None = None) -> GalleryStore:
     """The store ``KYC_GALLERY_STORE`` selects: Redis when a URL is configured (``auto``), else a file.
+
+    Args:
+        gallery: the store's name (a gallery, or one shard of it).
+        settings: which store, and where.
+        client: a Redis client to share (the process's pool); the store then never closes it.
 
     Raises:
         GalleryError: ``KYC_GALLERY_STORE=redis`` without a Redis URL.
     """
     log_max = settings.gallery_log_max_len
     if client is not None:
-        return RedisGalleryStore(client, gallery, log_max, cipher_for(gallery))
-    url = settings.resolved_redis_url()
-    if settings.gallery_store == "redis" or (settings.gallery_store == "auto" and url):
-        if not url:
-            raise GalleryError("KYC_GALLERY_STORE=redis needs KYC_REDIS_URL (or KYC_BROKER_URL)")
+        return RedisGalleryStore(client, gallery, log_max, cipher_for(gallery), owns_client=False)
+    if uses_redis(settings):
         from shared.storage.redis_client import redis_client
 
-        return RedisGalleryStore(redis_client(url), gallery, log_max, cipher_for(gallery))
+        return RedisGalleryStore(
+            redis_client(str(settings.resolved_redis_url())), gallery, log_max, cipher_for(gallery)
+        )
     return FileGalleryStore(settings.gallery_file_dir, gallery, log_max)
+
+
+def gallery_exists(gallery: str, settings: Settings, client: Redis | None = None) -> bool:
+    """Whether anything was ever enrolled in ``gallery`` (and it was not dropped since), asked
+    without opening it, so that naming an unknown gallery creates no key, file or connection.
+
+    Args:
+        gallery: a checked gallery name.
+        settings: which store, and where.
+        client: the Redis client to ask (default: one made and closed here).
+
+    Raises:
+        StorageUnavailableError: Redis did not answer.
+    """
+    names = shard_names(gallery, settings.gallery_shards)
+    if not uses_redis(settings):
+        return any(FileGalleryStore.path_for(settings.gallery_file_dir, name).exists() for name in names)
+    from shared.storage.redis_client import redis_client
+
+    asked = client if client is not None else redis_client(str(settings.resolved_redis_url()))
+    try:
+        with unavailable():
+            # The meta hash holds the model binding from the first enrolment until a drop.
+            return bool(asked.exists(*(keys.gallery_meta_key(name) for name in names)))
+    finally:
+        if client is None:
+            asked.close()
 
 
 _SHARD_SUFFIX = re.compile(r"~\d+of\d+$")

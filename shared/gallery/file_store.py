@@ -43,7 +43,7 @@ class FileGalleryStore:
     """
 
     def __init__(self, directory: Path, gallery: str, log_max_len: int = DEFAULT_LOG_MAX_LEN) -> None:
-        self.path = Path(directory) / f"{gallery}.sqlite3"
+        self.path = self.path_for(directory, gallery)
         self._log_max_len = log_max_len
         self._lock = threading.Lock()
         with self._errors():
@@ -56,6 +56,11 @@ class FileGalleryStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+
+    @staticmethod
+    def path_for(directory: Path, gallery: str) -> Path:
+        """The file of ``gallery`` under ``directory`` (it exists once the gallery was opened)."""
+        return Path(directory) / f"{gallery}.sqlite3"
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -73,7 +73,8 @@ def _stream_id(value: str) -> tuple[int, int]:
 
 
 @contextmanager
-def _unavailable() -> Iterator[None]:
+def unavailable() -> Iterator[None]:
+    """Redis errors as the transient :class:`StorageUnavailableError`."""
     try:
         yield
     except redis.exceptions.RedisError as exc:
@@ -88,6 +89,8 @@ class RedisGalleryStore:
         gallery: the gallery's name (already checked).
         log_max_len: ops kept in the change log.
         cipher: encrypts templates at rest (None: stored as the features strings themselves).
+        owns_client: close ``client`` with the store; False for a client the process shares
+            between all its galleries.
     """
 
     def __init__(
@@ -96,34 +99,36 @@ class RedisGalleryStore:
         gallery: str,
         log_max_len: int = DEFAULT_LOG_MAX_LEN,
         cipher: TemplateCipher | None = None,
+        owns_client: bool = True,
     ) -> None:
         self._client = client
         self._cipher = cipher
+        self._owns_client = owns_client
         self._keys = [keys.gallery_meta_key(gallery), keys.gallery_faces_key(gallery), keys.gallery_log_key(gallery)]
         self._log_max_len = log_max_len
         self._put = client.register_script(_PUT)
         self._remove = client.register_script(_REMOVE)
 
     def model_id(self) -> str | None:
-        with _unavailable():
+        with unavailable():
             value = self._client.hget(self._keys[0], "model_id")
         return None if value is None else _text(value)
 
     def put(self, face_id: str, model_id: str, features: str) -> None:
-        with _unavailable():
+        with unavailable():
             stored = features if self._cipher is None else self._cipher.seal(face_id, features)
             reply = self._put(keys=self._keys, args=[self._log_max_len, model_id, uuid.uuid4().hex, face_id, stored])
         if reply != 1:
             raise GalleryError(f"gallery holds templates of model {_text(reply)!r}; refusing features of {model_id!r}")
 
     def remove(self, face_id: str) -> bool:
-        with _unavailable():
+        with unavailable():
             return bool(self._remove(keys=self._keys, args=[self._log_max_len, face_id]))
 
     def fetch(self, face_ids: Sequence[str]) -> dict[str, str]:
         if not face_ids:
             return {}
-        with _unavailable():
+        with unavailable():
             values = self._client.hmget(self._keys[1], list(face_ids))
         found = {fid: self._open(fid, _text(v)) for fid, v in zip(face_ids, values, strict=True) if v is not None}
         return {fid: text for fid, text in found.items() if text is not None}
@@ -132,22 +137,22 @@ class RedisGalleryStore:
         return value if self._cipher is None else self._cipher.open(face_id, value)
 
     def count(self) -> int:
-        with _unavailable():
+        with unavailable():
             return int(self._client.hlen(self._keys[1]))
 
     def face_ids(self) -> list[str]:
-        with _unavailable():
+        with unavailable():
             return [_text(k) for k in self._client.hkeys(self._keys[1])]
 
     def head(self) -> Head:
-        with _unavailable(), self._client.pipeline(transaction=True) as pipe:
+        with unavailable(), self._client.pipeline(transaction=True) as pipe:
             pipe.hget(self._keys[0], "epoch")
             pipe.xrevrange(self._keys[2], "+", "-", count=1)
             epoch, last = pipe.execute()
         return Head(epoch=None if epoch is None else _text(epoch), cursor=_text(last[0][0]) if last else "0-0")
 
     def changes(self, epoch: str | None, cursor: str) -> Changes | None:
-        with _unavailable(), self._client.pipeline(transaction=True) as pipe:
+        with unavailable(), self._client.pipeline(transaction=True) as pipe:
             pipe.hmget(self._keys[0], ["epoch", "trimmed"])
             pipe.xrange(self._keys[2], f"({cursor}", "+", count=_CHANGES_PAGE)
             (now_epoch, trimmed), entries = pipe.execute()
@@ -162,7 +167,7 @@ class RedisGalleryStore:
     def scan(self, batch: int = 5000) -> Iterator[list[tuple[str, str]]]:
         position = 0
         while True:
-            with _unavailable():
+            with unavailable():
                 position, page = self._client.hscan(self._keys[1], position, count=batch)
             if page:
                 opened = [(_text(k), self._open(_text(k), _text(v))) for k, v in cast(dict[Any, Any], page).items()]
@@ -171,8 +176,9 @@ class RedisGalleryStore:
                 return
 
     def drop(self) -> None:
-        with _unavailable():
+        with unavailable():
             self._client.delete(*self._keys)
 
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:
+            self._client.close()

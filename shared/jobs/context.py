@@ -40,9 +40,10 @@ class JobContext:
     def engine(self) -> KYCDeepFace:
         return self.resources.engine
 
-    def gallery(self, name: str) -> KYCDeepFaceDB:
-        """The job's tenant's gallery ``name``: a handler cannot name another tenant's."""
-        return self.resources.gallery(scoped(self.tenant, name))
+    def gallery(self, name: str, create: bool = True) -> KYCDeepFaceDB:
+        """The job's tenant's gallery ``name``: a handler cannot name another tenant's (see
+        :meth:`Resources.gallery` for ``create``)."""
+        return self.resources.gallery(scoped(self.tenant, name), create)
 
     def fetch(self, ref: Ref) -> bytes:
         """The referenced image's bytes, timed as ``fetch_s``."""

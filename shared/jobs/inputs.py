@@ -86,11 +86,15 @@ def parse_probe(value: Any) -> Features | Ref:
 
 
 def parse_top_k(value: Any) -> int:
-    """``top_k`` as the integer it spells, 1 to 1000 (raises ``JobError``)."""
+    """``top_k`` as the integer it spells in ASCII digits, 1 to 1000 (raises ``JobError``).
+
+    ``str.isdigit`` alone accepts every script's digits and superscripts ("١٠", "²"), which
+    ``int`` then reads differently or refuses.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     text = _text(value)
-    if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_TOP_K:
         raise JobError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
     return int(text)
 

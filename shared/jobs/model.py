@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared import features
-from shared.errors import FeaturesError, JobError, KYCFaceError, ResultCode
+from shared.errors import FeaturesError, JobError, KYCFaceError, ResultCode, UnreadableJobError
 from shared.jobs.registry import REGISTRY
 from shared.tenants import DEFAULT_TENANT, TENANT_PATTERN, Tenant, scoped
 
@@ -203,4 +203,13 @@ class JobDocument(BaseModel):
 
     @classmethod
     def from_json(cls, data: str | bytes) -> JobDocument:
-        return cls.model_validate_json(data)
+        """Parse a stored document.
+
+        Raises:
+            UnreadableJobError: it does not parse as this schema (never the parser's own error,
+                which would quote the stored inputs).
+        """
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError:
+            raise UnreadableJobError("the stored job document does not parse") from None

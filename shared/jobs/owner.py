@@ -32,3 +32,19 @@ def holder_is_dead(token: bytes | str) -> bool:
     except PermissionError:  # exists, owned by someone else
         return False
     return False
+
+
+def process_is_running(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie (killed, not yet reaped by its parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ")".
+            return fh.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (not Linux): existence is all we know
+        return True

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from shared.config import Settings
-from shared.errors import StorageUnavailableError
+from shared.errors import GalleryNotFoundError, StorageUnavailableError
 
 if TYPE_CHECKING:
     import redis
@@ -56,7 +57,7 @@ class Resources:
         self._jobs = jobs
         self._redis: redis.Redis | None = None
         self._producer: Producer | None = None
-        self._galleries: dict[str, KYCDeepFaceDB] = {}
+        self._galleries: OrderedDict[str, KYCDeepFaceDB] = OrderedDict()
         self._lock = threading.RLock()
 
     @property
@@ -112,14 +113,36 @@ class Resources:
                 self._producer = Producer(self.settings)
             return self._producer
 
-    def gallery(self, name: str) -> KYCDeepFaceDB:
-        """Gallery ``name``, opened once: its index stays warm and only replays the gallery's log."""
+    def gallery(self, name: str, create: bool = True) -> KYCDeepFaceDB:
+        """Gallery ``name``, kept open while it is among the ``KYC_GALLERY_CACHE_SIZE`` most
+        recently used: its index stays warm and only replays the gallery's log. Every gallery
+        of the process shares the one Redis client (one connection pool).
+
+        Args:
+            name: a checked gallery name.
+            create: False for reads and erasures: a gallery nothing was enrolled in is refused
+                before anything is opened, cached or written for it.
+
+        Raises:
+            GalleryNotFoundError: ``create`` is False and the gallery does not exist.
+        """
+        from shared.gallery.factory import gallery_exists, uses_redis
+
+        client = self.redis if uses_redis(self.settings) else None
+        if not create and not gallery_exists(name, self.settings, client):
+            raise GalleryNotFoundError(f"no gallery named {name!r}")
         with self._lock:
-            db = self._galleries.get(name)
+            db = self._galleries.pop(name, None)
             if db is None:
                 from shared.gallery.db import KYCDeepFaceDB
 
-                db = self._galleries[name] = KYCDeepFaceDB(name, settings=self.settings)
+                db = KYCDeepFaceDB(name, settings=self.settings, redis=client)
+            self._galleries[name] = db  # now the most recently used
+            while len(self._galleries) > self.settings.gallery_cache_size:
+                _, evicted = self._galleries.popitem(last=False)
+                # A job still holding it keeps a working object: only a file store has a handle
+                # of its own to close, and the shared client stays open.
+                evicted.close()
             db.fan_out = self.fan_out
             return db
 

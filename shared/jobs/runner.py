@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import KYCFaceError, StorageUnavailableError, TimeLimitExceeded
+from shared.errors import KYCFaceError, StorageUnavailableError, TimeLimitExceeded, UnreadableJobError
 from shared.jobs.context import JobContext
 from shared.jobs.model import JobDocument, JobFailure
 from shared.jobs.owner import execution_token
@@ -167,7 +167,7 @@ class Outcome:
 
     Attributes:
         status: the job's status after it (``succeeded``, ``failed``, ``queued``...), or
-            ``missing`` when there is no such job.
+            ``missing`` when there is no such job, ``unreadable`` when its document does not parse.
         retry: the message must be delivered again: after ``retry_in_s`` seconds when set (a
             busy job), else after the worker's backoff for ``attempt`` (a transient error).
         retry_in_s: see ``retry``.
@@ -193,7 +193,11 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
     """
     jobs, settings = resources.jobs, resources.settings
     token = execution_token()
-    claim = jobs.claim(job_id, token, lock_ttl_s, settings.max_attempts)
+    try:
+        claim = jobs.claim(job_id, token, lock_ttl_s, settings.max_attempts)
+    except UnreadableJobError:
+        log.error("job %s: its stored document does not parse; dropped", job_id)
+        return Outcome("unreadable")
     if claim.outcome is not ClaimOutcome.CLAIMED or claim.doc is None:
         return _unclaimed(job_id, claim)
     doc = _with_queue_time(claim.doc)
@@ -233,7 +237,11 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
     """
     jobs, settings = resources.jobs, resources.settings
     token = execution_token()
-    claims = jobs.claim_many(job_ids, token, lock_ttl_s, settings.max_attempts)
+    try:
+        claims = jobs.claim_many(job_ids, token, lock_ttl_s, settings.max_attempts)
+    except UnreadableJobError:
+        # A document that no longer parses: each message answered on its own, that one dropped.
+        return [execute(job_id, resources, lock_ttl_s) for job_id in job_ids]
     outcomes: list[Outcome | None] = [None] * len(job_ids)
     claimed: list[tuple[int, JobDocument]] = []
     for n, (job_id, claim) in enumerate(zip(job_ids, claims, strict=True)):
@@ -301,7 +309,24 @@ def store_results(resources: Resources, finals: list[JobDocument], token: str) -
         return [store_result(resources, f, token) for f in finals]
 
 
-def store_result(resources: Resources, final: JobDocument, token: str) -> JobDocument:
+def time_out(job_id: str, resources: Resources, limit_s: float) -> JobDocument | None:
+    """Fail a job whose process was killed at the hard time limit: final, never retried.
+
+    The soft limit cannot interrupt a C call (a decoder, a network), so a job that reached the
+    hard limit would reach it again on every attempt, each one costing a pool process.
+
+    Returns:
+        The job's final document (None when there is no such job).
+    """
+    doc = resources.jobs.get(job_id)
+    if doc is None or doc.status.terminal:
+        return doc
+    log.error("job %s: killed at the %gs hard time limit; failed, not retried", job_id, limit_s)
+    why = TimeLimitExceeded(f"job exceeded the {limit_s:g}s hard time limit; its process was killed")
+    return store_result(resources, doc.failed(JobFailure.from_exception(why), doc.timings), token=None)
+
+
+def store_result(resources: Resources, final: JobDocument, token: str | None) -> JobDocument:
     """Write the terminal document; when it cannot be stored, a failure record in its place.
 
     A permanent error of the result archive (S3 AccessDenied, a missing bucket) would otherwise

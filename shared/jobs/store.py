@@ -132,7 +132,7 @@ def redacted(result: object, digests: set[str]) -> object:
     return result
 
 
-def _without(doc: JobDocument, digests: set[str]) -> JobDocument | None:
+def without_templates(doc: JobDocument, digests: set[str]) -> JobDocument | None:
     """The document with those templates erased, or None when it holds none of them."""
     if doc.result is None or not result_digests(doc.result) & digests:
         return None
@@ -322,7 +322,7 @@ class JobStore:
 
         def rewrite(pipe: Pipeline) -> bool:
             raw = pipe.get(key)
-            clean = None if raw is None else _without(JobDocument.from_json(raw), digests)
+            clean = None if raw is None else without_templates(JobDocument.from_json(raw), digests)
             if clean is None:
                 return False
             pipe.multi()
@@ -333,7 +333,7 @@ class JobStore:
             changed = self._atomic(rewrite, key) or held
         if self.archive is not None:
             archived = self.archive.read(job_id)
-            clean = None if archived is None else _without(archived, digests)
+            clean = None if archived is None else without_templates(archived, digests)
             if clean is not None:
                 self.archive.replace(clean)
                 changed = True

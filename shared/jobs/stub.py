@@ -11,7 +11,8 @@ import time
 
 from shared.errors import StorageError
 from shared.jobs.model import JobDocument, JobFailure
-from shared.jobs.store import Claim, ClaimOutcome, dead_letter
+from shared.jobs.store import Claim, ClaimOutcome, dead_letter, without_templates
+from shared.tenants import DEFAULT_TENANT, Tenant
 
 
 class StubJobStore:
@@ -37,6 +38,19 @@ class StubJobStore:
             self.docs[doc.address] = doc
             self.unstarted_at[doc.address] = time.time()
             return doc, True
+
+    def erase_templates(self, digests: set[str], tenant: Tenant = DEFAULT_TENANT) -> int:
+        """As :meth:`JobStore.erase_templates`: redact those templates from ``tenant``'s results."""
+        erased = 0
+        with self._lock:
+            for address, doc in list(self.docs.items()):
+                if doc.tenant != tenant:
+                    continue
+                clean = without_templates(doc, digests)
+                if clean is not None:
+                    self.docs[address] = clean
+                    erased += 1
+        return erased
 
     def get(self, job_id: str) -> JobDocument | None:
         return self.docs.get(job_id)

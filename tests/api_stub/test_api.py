@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
+from shared import keys
 from shared.config import Settings
 from shared.errors import SettingsError
 from shared.jobs import JobStatus
@@ -303,3 +304,18 @@ def test_the_api_refuses_to_serve_without_a_features_key() -> None:
     unkeyed = Settings(broker_url="redis://127.0.0.1:1/0", features_key=None)
     with pytest.raises(SettingsError, match="KYC_FEATURES_KEY is not set"):
         create_app(unkeyed)
+
+
+def test_an_unreadable_job_document_is_a_clear_410_not_a_500(client: TestClient, producer: Producer) -> None:
+    producer.jobs.redis.set(keys.job_key("broken-1"), '{"schema_version": 0}')
+    response = client.get("/v1/jobs/broken-1")
+    assert response.status_code == 410, response.text
+    assert response.json() == {"detail": "the stored job document does not parse"}
+
+
+@pytest.mark.parametrize("spelt", ["١٠", "²", "１０"])
+def test_top_k_in_another_script_is_422(client: TestClient, spelt: str) -> None:
+    body = {"kind": "search", "gallery": "g", "probe": "s3://kyc-images/a.jpg", "top_k": spelt}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    assert any("top_k" in map(str, error["loc"]) for error in response.json()["detail"]), response.text

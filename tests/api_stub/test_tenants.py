@@ -73,12 +73,12 @@ def as_key(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def run_queued(producer: Producer, engine: KYCDeepFace, *addresses: str) -> None:
+def run_queued(producer: Producer, engine: KYCDeepFace, *addresses: str, status: str = "succeeded") -> None:
     """Run jobs as a worker would (claim, run, store), here, on the stack's Redis and S3."""
     resources = Resources(producer.settings, engine=engine)
     try:
         for address in addresses:
-            assert execute(address, resources, lock_ttl_s=60).status == "succeeded", address
+            assert execute(address, resources, lock_ttl_s=60).status == status, address
     finally:
         resources.close()
 
@@ -151,14 +151,15 @@ def test_a_tenant_cannot_search_or_delete_another_tenants_faces(
     obama = features_of(engine, "fr_obama.jpg")
     submit(client, ACME, {"kind": "enroll", "gallery": "watchlist", "face_id": "p-1", "probe": obama, "job_id": "e"})
     run_queued(producer, engine, "acme/e")
-    # beta names the same gallery and face: it reaches its own, empty, gallery.
+    # beta names the same gallery and face: it reaches its own, which does not exist.
     submit(client, BETA, {"kind": "delete", "gallery": "watchlist", "face_id": "p-1", "job_id": "d"})
     submit(client, BETA, {"kind": "search", "gallery": "watchlist", "probe": obama, "job_id": "s"})
     submit(client, ACME, {"kind": "search", "gallery": "watchlist", "probe": obama, "job_id": "s"})
-    run_queued(producer, engine, "beta/d", "beta/s", "acme/s")
-    deleted = client.get("/v1/jobs/d", headers=as_key(BETA)).json()["result"]
-    assert deleted["deleted"] is False
-    assert client.get("/v1/jobs/s", headers=as_key(BETA)).json()["result"]["candidates"] == []
+    run_queued(producer, engine, "beta/d", "beta/s", status="failed")
+    run_queued(producer, engine, "acme/s")
+    for job_id in ("d", "s"):
+        doc = client.get(f"/v1/jobs/{job_id}", headers=as_key(BETA)).json()
+        assert (doc["status"], doc["error"]["type"]) == ("failed", "GalleryNotFoundError"), doc
     found = client.get("/v1/jobs/s", headers=as_key(ACME)).json()["result"]["candidates"]
     assert [c["face_id"] for c in found] == ["p-1"]
     r = producer.jobs.redis

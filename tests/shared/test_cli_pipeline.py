@@ -161,7 +161,9 @@ def test_sample_manifest_then_backlog_is_the_readme_demo(tmp_path: Path) -> None
 def queued_env(
     broker_url: str, s3_server: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    env = pipeline_env(broker_url, s3_server)
+    # The manifest names photos under ../shared and the test's temporary directory: a worker reads
+    # local files only under a configured root, here the filesystem's.
+    env = pipeline_env(broker_url, s3_server, KYC_LOCAL_STORAGE_ROOT="/")
     with celery_worker(env, tmp_path_factory.mktemp("worker"), concurrency=1):
         yield env
 
@@ -219,7 +221,8 @@ def test_pipeline_commands_without_a_broker_say_so() -> None:
 
 @pytest.mark.services
 def test_queued_backlog_timeout_leaves_a_partial_summary(manifest: Path, tmp_path: Path, redis_url: str) -> None:
-    env = {**embedded_env(), "KYC_BROKER_URL": redis_url}  # a broker, but no worker listening
+    # A broker, but no worker listening; the submitting side checks local paths against the root.
+    env = {**embedded_env(), "KYC_BROKER_URL": redis_url, "KYC_LOCAL_STORAGE_ROOT": "/"}
     out = tmp_path / "out"
     run = kycface("backlog", str(manifest), "--out", str(out), "-q", "--timeout", "0.5", env=env)
     assert run.returncode == 1

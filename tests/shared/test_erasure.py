@@ -233,7 +233,9 @@ def test_job_documents_hold_probe_digests_and_the_store_drops_probes_when_final(
     assert client.hget(f"kyc:job-features:{doc.job_id}", doc.inputs["probe"]) == probe.encode()
     execute(doc.job_id, stack, lock_ttl_s=60)
     final = store.get(doc.job_id)
-    assert final is not None and final.status is JobStatus.SUCCEEDED, final
+    # Nothing was ever enrolled in "empty": the search fails (GalleryNotFoundError), and is final.
+    assert final is not None and final.status is JobStatus.FAILED and final.error is not None, final
+    assert final.error.type == "GalleryNotFoundError"
     assert not client.exists(f"kyc:job-features:{doc.job_id}")
     # An idempotent resubmit is recognised by the digest.
     again, created = store.create(JobDocument.new("search", {"gallery": "empty", "probe": probe}, "d:search"))

@@ -171,11 +171,14 @@ def test_unreachable_s3_is_transient() -> None:
 
 
 def test_routing_store_dispatches_by_scheme(s3: S3Endpoint, tmp_path: Path) -> None:
-    store = store_for(s3_settings(s3))
+    store = store_for(s3_settings(s3).model_copy(update={"local_storage_root": tmp_path}))
     store.put("s3://kyc-images/r.jpg", b"s3")
     store.put(str(tmp_path / "r.jpg"), b"local")
     assert store.get("s3://kyc-images/r.jpg") == b"s3"
     assert store.get(str(tmp_path / "r.jpg")) == b"local"
+    # Without a local root, no local path is read (a job document names it).
+    with pytest.raises(ReferenceRejectedError, match="KYC_LOCAL_STORAGE_ROOT"):
+        store_for(s3_settings(s3)).get(str(tmp_path / "r.jpg"))
     with pytest.raises(ReferenceRejectedError):
         store.validate("s3://other-bucket/r.jpg")
     assert isinstance(ObjectNotFoundError("x"), StorageError)

@@ -19,7 +19,7 @@ def test_at_least_once_settings() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:1/0", task_soft_time_limit_s=50, task_time_limit_s=80)
     conf = create_app(settings).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
-    assert conf.task_acks_on_timeout is False
+    assert conf.task_acks_on_failure_or_timeout is True
     # A process reserves one batch of messages (one message when batching is off).
     assert conf.worker_prefetch_multiplier == settings.batch_size
     assert create_app(settings.model_copy(update={"batch_size": 1})).conf.worker_prefetch_multiplier == 1

@@ -1,7 +1,8 @@
 """1:N kinds on a gallery: ``enroll``, ``search``, ``delete``, and ``forget`` (every gallery of a tenant).
 
 A probe is a features string or an image reference; an image must show exactly one usable face,
-as a selfie must for ``verify``.
+as a selfie must for ``verify``. Only ``enroll`` creates a gallery: a search or delete naming one
+that does not exist fails with ``GalleryNotFoundError`` and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SearchInputs(JobInputs):
 @job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe", scope=Scope.GALLERY_SEARCH)
 def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
     probe = probe_features(inputs.probe, job)
-    found = job.compute(job.gallery(inputs.gallery).search, probe, inputs.top_k)
+    found = job.compute(job.gallery(inputs.gallery, create=False).search, probe, inputs.top_k)
     return found.model_copy(update={"probe_features": probe.text}) if inputs.include_features else found
 
 
@@ -92,7 +93,7 @@ class DeleteInputs(JobInputs):
     scope=Scope.GALLERY_DELETE,
 )
 def delete(inputs: DeleteInputs, job: JobContext) -> DeleteResult:
-    removed, digests = job.compute(erase, job.gallery(inputs.gallery), inputs.face_id)
+    removed, digests = job.compute(erase, job.gallery(inputs.gallery, create=False), inputs.face_id)
     return removed.model_copy(update={"documents_redacted": erase_documents(job, digests)})
 
 

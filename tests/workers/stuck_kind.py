@@ -1,0 +1,36 @@
+"""Test only: a job kind that the soft time limit cannot stop, for a worker started with
+``-I tests.workers.stuck_kind``.
+
+It stands for a C decoder holding the process: Celery's soft limit is a signal (SIGUSR1) that
+Python only acts on between bytecodes, so a long C call runs on to the hard limit. The handler
+blocks that signal and sleeps, which does the same without burning a core for it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from shared.jobs.context import JobContext
+from shared.jobs.registry import HEAVY_QUEUE, JobInputs, job_kind
+from shared.schemas import MatchResult
+from workers.tasks import JobTask, app, run
+
+KIND = "test_only_stuck"
+STUCK_S = 120.0
+
+
+class StuckInputs(JobInputs):
+    pass
+
+
+@job_kind(KIND, queue=HEAVY_QUEUE, help="test only: runs past the hard time limit")
+def stuck(inputs: StuckInputs, job: JobContext) -> MatchResult:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    time.sleep(STUCK_S)
+    raise AssertionError("the hard time limit should have killed this process")
+
+
+@app.task(name=f"kyc.jobs.{KIND}", base=JobTask, bind=True)
+def stuck_task(self: JobTask, job_id: str) -> str:
+    return run(self, job_id)
