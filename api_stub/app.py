@@ -8,17 +8,22 @@ tests and embedding services call :func:`create_app` with their own settings.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api_stub.auth import api_key_guard
+from api_stub import review
+from api_stub.auth import Keyring, Principal, api_key_guard, require
 from api_stub.limits import BodySizeLimitMiddleware
 from api_stub.schemas import JobRequest, image_fields
 from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError
+from shared.events.callbacks import check_callback
+from shared.events.model import CallbackRefusedError
+from shared.events.outbox import JobMeta, forget_unless_submitted, remember
 from shared.jobs import JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.producer import Producer
@@ -35,7 +40,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _error_status(exc: KYCFaceError) -> int:
     if exc.transient:
         return status.HTTP_503_SERVICE_UNAVAILABLE
-    if isinstance(exc, ReferenceRejectedError):
+    if isinstance(exc, (ReferenceRejectedError, CallbackRefusedError)):
         return status.HTTP_422_UNPROCESSABLE_CONTENT
     if isinstance(exc, JobError):
         return status.HTTP_409_CONFLICT  # the id was already used for different work
@@ -100,18 +105,36 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
+    app.state.settings = settings
+    app.state.keyring = Keyring.from_settings(settings)
     guarded = [Depends(api_key_guard([k.get_secret_value() for k in settings.api_keys]))]
 
     @app.post(
         "/v1/jobs",
         status_code=status.HTTP_202_ACCEPTED,
         dependencies=guarded,
-        responses={**_ERROR_RESPONSES, 409: {"description": "job_id already used for different work"}},
+        responses={
+            **_ERROR_RESPONSES,
+            409: {"description": "job_id already used for different work"},
+            422: {"description": "Invalid request, a bucket not allowed, or a callback_url refused"},
+        },
     )
-    def submit_job(job: Annotated[JobRequest, Body()], response: Response, producer: ProducerDep) -> JobDocument:
-        """Queue a job; resubmitting the same ``job_id`` returns the existing job unchanged."""
+    def submit_job(
+        job: Annotated[JobRequest, Body()],
+        response: Response,
+        producer: ProducerDep,
+        principal: Annotated[Principal, Depends(require("jobs"))],
+    ) -> JobDocument:
+        """Queue a job; resubmitting the same ``job_id`` returns the existing job unchanged.
+
+        With a ``callback_url`` (its host on the tenant's allow-list, never a private address)
+        the job's completion event is POSTed there, signed, once it finishes.
+        """
         _check_buckets(job, producer)
-        doc = producer.submit(job.kind, job.inputs(), job.job_id)
+        if job.callback_url is None:
+            doc = producer.submit(job.kind, job.inputs(), job.job_id)
+        else:
+            doc = _submit_with_callback(job, job.callback_url, principal, producer, settings)
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
         return doc
 
@@ -137,7 +160,24 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
             return JSONResponse(status_code=503, content={"status": "unavailable"})
         return JSONResponse(content={"status": "ok"})
 
+    app.include_router(review.router(settings))
     return app
+
+
+def _submit_with_callback(
+    job: JobRequest, url: str, principal: Principal, producer: Producer, settings: Settings
+) -> JobDocument:
+    """Submit ``job`` with its webhook: the callback is checked first (a refusal makes no job),
+    and remembered before the job exists, so a fast worker finds it when the job finishes."""
+    check_callback(settings, principal.tenant, url)
+    job_id = job.job_id or uuid.uuid4().hex
+    client = producer.jobs.redis
+    remember(client, settings, job_id, JobMeta(principal.tenant, url))
+    try:
+        return producer.submit(job.kind, job.inputs(), job_id)
+    except Exception:
+        forget_unless_submitted(client, job_id)
+        raise
 
 
 app = create_app()

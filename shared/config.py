@@ -261,6 +261,15 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
     webhook_dead_stream: str = "kyc:webhooks-dead"
 
+    # --- review (docs/REVIEW.md) ----------------------------------------------------------------
+    # A finished verify goes to the reviewers' queue when its confidence falls in this band (around
+    # the operating point, KYC_VERIFY_CONFIDENCE) or its selfie's liveness score is below the floor.
+    review_confidence_min: float = Field(default=0.6, ge=0, le=1)
+    review_confidence_max: float = Field(default=0.9, ge=0, le=1)
+    review_liveness_below: float = Field(default=0.7, ge=0, le=1)
+    review_stream: str = "kyc:reviews"  # one entry per decision
+    review_session_ttl_s: int = Field(default=8 * 3600, ge=60)  # a reviewer's login
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_variables(cls, data: Any) -> Any:

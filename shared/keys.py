@@ -110,3 +110,16 @@ def job_published_key(job_id: str) -> str:
 def job_webhook_key(job_id: str) -> str:
     """Set once the job's webhook delivery is scheduled."""
     return f"{EVENTS_PREFIX}webhook:{job_id}"
+
+
+REVIEW_PREFIX = PREFIX + "review:"
+
+
+def review_queue_key() -> str:
+    """Sorted set job id -> finish time of the jobs waiting for a reviewer."""
+    return REVIEW_PREFIX + "queue"
+
+
+def review_session_key(token_hash: str) -> str:
+    """A reviewer's browser session (its key id and CSRF token), by the hash of its cookie."""
+    return f"{REVIEW_PREFIX}session:{token_hash}"
