@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import bench_cmds, engine_cmds, gallery_cmds, pipeline_cmds
+from shared.cli import bench_cmds, engine_cmds, events_cmds, gallery_cmds, pipeline_cmds
 from shared.errors import KYCFaceError
 
-GROUPS = (engine_cmds, pipeline_cmds, gallery_cmds, bench_cmds)
+GROUPS = (engine_cmds, pipeline_cmds, gallery_cmds, bench_cmds, events_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
