@@ -1,4 +1,5 @@
-"""The FastAPI app: ``POST /v1/jobs``, ``GET /v1/jobs/{job_id}``, ``GET /healthz``.
+"""The FastAPI app: ``POST /v1/jobs``, ``GET /v1/jobs/{job_id}``, ``GET /healthz``, and the
+reviewer page under ``/review`` (``api_stub/review.py``).
 
 Thin by design: it validates, hands the job to :class:`shared.producer.Producer` and reads job
 documents back. ``uvicorn api_stub.app:app`` serves :data:`app`, built from the environment;

@@ -5,9 +5,9 @@ POST. A browser logs in once with its API key (a key with the ``review`` scope):
 an HttpOnly, SameSite=Strict session cookie, kept in Redis by its hash with the key's id and a
 CSRF token that every form carries back. Images are served only to such a session, never cached.
 
-The crops are cut here, on demand, from the stored images and the landmarks the job's result
-already holds (the same similarity warp the engine aligns with): the stub loads no model, and
-nothing made here outlives the response (the images themselves live only as long as the job).
+The crops are cut on demand (``api_stub/crops.py``) from the stored images and the landmarks the
+job's result already holds (the same similarity warp the engine aligns with): the stub loads no
+model, and nothing made here outlives the response (the images live only as long as the job).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def router(settings: Settings) -> APIRouter:
         if principal is None:
             return login_form("Unknown API key.", status.HTTP_401_UNAUTHORIZED)
         if SCOPE not in principal.scopes:
-            return login_form("This key lacks the 'review' scope.", status.HTTP_403_FORBIDDEN)
+            return login_form("This key lacks the review scope.", status.HTTP_403_FORBIDDEN)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         value = json.dumps({"key_id": principal.key_id, "csrf": csrf})
         producer_of(request).jobs.redis.set(
