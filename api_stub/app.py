@@ -106,7 +106,6 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
-    app.state.settings = settings
     app.state.keyring = Keyring.from_settings(settings)
     guarded = [Depends(api_key_guard([k.get_secret_value() for k in settings.api_keys]))]
 
