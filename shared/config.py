@@ -307,6 +307,15 @@ class Settings(BaseSettings):
     api_metrics: bool = False  # serve GET /metrics on the API
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (no biometrics)
 
+    # --- review (docs/EVENTS.md, "Reviewer page") ------------------------------------------------
+    # A finished verify goes to the reviewers' queue when its confidence falls in this band (around
+    # the operating point, KYC_VERIFY_CONFIDENCE) or its selfie's liveness score is below the floor.
+    review_confidence_min: float = Field(default=0.6, ge=0, le=1)
+    review_confidence_max: float = Field(default=0.9, ge=0, le=1)
+    review_liveness_below: float = Field(default=0.7, ge=0, le=1)
+    review_stream: str = "kyc:reviews"  # one entry per decision
+    review_session_ttl_s: int = Field(default=8 * 3600, ge=60)  # a reviewer's login
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _hashed_keys_only(cls, value: Any) -> Any:

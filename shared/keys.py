@@ -118,3 +118,17 @@ RATE_PREFIX = PREFIX + "rate:"
 def search_rate_key(key_id: str, window: int) -> str:
     """Search jobs one API key submitted in fixed window number ``window`` (INCR, expires with it)."""
     return f"{RATE_PREFIX}search:{key_id}:{window}"
+
+
+REVIEW_PREFIX = PREFIX + "review:"
+
+
+def review_queue_key(tenant: str) -> str:
+    """Sorted set job id -> finish time of the tenant's jobs waiting for a reviewer (one set per
+    tenant, so a reviewer's page lists only its own tenant's cases)."""
+    return f"{REVIEW_PREFIX}queue:{tenant}"
+
+
+def review_session_key(token_hash: str) -> str:
+    """A reviewer's browser session (its key id and CSRF token), by the hash of its cookie."""
+    return f"{REVIEW_PREFIX}session:{token_hash}"

@@ -137,6 +137,9 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         return Outcome("busy", retry=True, retry_in_s=claim.retry_in_s)
     if claim.outcome is not ClaimOutcome.CLAIMED or claim.doc is None:
         # DONE: a redelivery of a finished job. EXHAUSTED: the claim wrote the dead letter.
+        # Either way the finish hook runs (again): a hook that failed last time is retried here.
+        if claim.doc is not None and claim.doc.status.terminal:
+            return finished(resources, claim.doc, claim.doc.attempts)
         return Outcome(claim.doc.status.value if claim.doc is not None else "missing")
     doc = _with_queue_time(claim.doc)
     try:
@@ -158,7 +161,24 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         write_s,
     )
     observe_job(stored.kind, stored.status.value, result_code(stored), final.timings, write_s)
-    return Outcome(stored.status.value, attempt=doc.attempts)
+    return finished(resources, stored, doc.attempts)
+
+
+def finished(resources: Resources, doc: JobDocument, attempt: int) -> Outcome:
+    """Hand a stored terminal document to the process's ``on_terminal`` hook.
+
+    The one place every finished job passes, first run or redelivery. The hook is idempotent, so
+    when it fails (Redis or the broker down) the message is retried, and the redelivery (a
+    ``DONE`` claim) calls it again.
+    """
+    hook = resources.on_terminal
+    if hook is not None:
+        try:
+            hook(doc)
+        except Exception as exc:
+            log.warning("job %s: finish hook failed (%s); retry", doc.address, type(exc).__name__)
+            return Outcome(doc.status.value, retry=True, attempt=max(attempt, 1))
+    return Outcome(doc.status.value, attempt=attempt)
 
 
 def store_result(resources: Resources, final: JobDocument, token: str) -> JobDocument:
