@@ -1,4 +1,5 @@
-"""The FastAPI app: ``POST /v1/jobs``, ``GET /v1/jobs/{job_id}``, ``GET /v1/openapi.json``, ``GET /healthz``.
+"""The FastAPI app: ``POST /v1/jobs``, ``GET /v1/jobs/{job_id}``, ``GET /v1/openapi.json``, ``GET /healthz``,
+and the reviewer page under ``/review`` (``api_stub/review.py``).
 
 Thin by design: it validates, hands the job to :class:`shared.producer.Producer` and reads job
 documents back. ``uvicorn api_stub.app:app`` serves :data:`app`, built from the environment;
@@ -11,25 +12,30 @@ read in its tenant only, so another tenant's job is a 404, exactly like one that
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api_stub import review
 from api_stub.auth import KeyRing, Principal, check_scope, require
 from api_stub.limits import BodySizeLimitMiddleware, FixedWindow
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
 from shared.config import Settings, get_settings
 from shared.errors import JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
+from shared.events.callbacks import check_callback
+from shared.events.model import CallbackRefusedError
+from shared.events.outbox import JobMeta, forget_unless_submitted, remember
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.jobs.registry import QUEUES
 from shared.metrics import ApiMetrics
 from shared.producer import Producer
 from shared.storage.redis_client import redis_client
-from shared.tenants import Scope
+from shared.tenants import Scope, scoped
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _error_status(exc: KYCFaceError) -> int:
     if exc.transient:
         return status.HTTP_503_SERVICE_UNAVAILABLE
-    if isinstance(exc, ReferenceRejectedError):
+    if isinstance(exc, (ReferenceRejectedError, CallbackRefusedError)):
         return status.HTTP_422_UNPROCESSABLE_CONTENT
     if isinstance(exc, UnreadableJobError):
         return status.HTTP_410_GONE  # stored, but no longer readable: a retry will not help
@@ -141,6 +147,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         responses={
             **_ERROR_RESPONSES,
             409: {"description": "job_id already used for different work"},
+            422: {"description": "Invalid request, a bucket not allowed, or a callback_url refused"},
             429: {"description": "Too many search jobs for this API key; see Retry-After"},
         },
     )
@@ -151,7 +158,11 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         caller: Annotated[Principal, Depends(require())],
     ) -> JobDocument:
         """Queue a job in the key's tenant; resubmitting the same ``job_id`` returns the existing
-        job unchanged. Each kind needs its scope (``jobs:submit``, ``gallery:enroll``, ...)."""
+        job unchanged. Each kind needs its scope (``jobs:submit``, ``gallery:enroll``, ...).
+
+        With a ``callback_url`` (its host on the tenant's allow-list, never a private address)
+        the job's completion event is POSTed there, signed, once it finishes.
+        """
         scope = REGISTRY.get(job.kind).scope
         check_scope(caller, scope)
         _check_buckets(job, producer)
@@ -164,7 +175,10 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
                     detail="too many search jobs for this API key",
                     headers={"Retry-After": str(wait_s)},
                 )
-        doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
+        if job.callback_url is None:
+            doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
+        else:
+            doc = _submit_with_callback(job, job.callback_url, caller, producer, settings)
         if api_metrics is not None:
             api_metrics.submitted.labels(doc.kind).inc()
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
@@ -204,6 +218,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
             return JSONResponse(status_code=503, content={"status": "unavailable"})
         return JSONResponse(content={"status": "ok"})
 
+    app.include_router(review.router(settings))
     return app
 
 
@@ -220,6 +235,23 @@ def _metrics_route(app: FastAPI, settings: Settings) -> ApiMetrics:
         return Response(content=body, media_type=content_type)
 
     return found
+
+
+def _submit_with_callback(
+    job: JobRequest, url: str, caller: Principal, producer: Producer, settings: Settings
+) -> JobDocument:
+    """Submit ``job`` with its webhook: the callback is checked first (a refusal makes no job),
+    and remembered before the job exists, so a fast worker finds it when the job finishes."""
+    check_callback(settings, caller.tenant, url)
+    job_id = job.job_id or uuid.uuid4().hex
+    address = scoped(caller.tenant, job_id)
+    client = producer.jobs.redis
+    remember(client, settings, address, JobMeta(caller.tenant, url))
+    try:
+        return producer.submit(job.kind, job.inputs(), job_id, caller.tenant)
+    except Exception:
+        forget_unless_submitted(client, address)
+        raise
 
 
 app = create_app()

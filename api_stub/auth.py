@@ -43,7 +43,8 @@ class KeyRing:
     """
 
     def __init__(self, keys: Mapping[str, ApiKey]) -> None:
-        self._entries = [(bytes.fromhex(entry.sha256), key_id, entry) for key_id, entry in keys.items()]
+        self._entries = [(bytes.fromhex(entry.sha256), key_id) for key_id, entry in keys.items()]
+        self._by_id = dict(keys)
 
     def __bool__(self) -> bool:
         return bool(self._entries)
@@ -55,10 +56,16 @@ class KeyRing:
         digest = bytes.fromhex(api_key_hash(key))
         found = None
         # Compare with every entry, not just until the first hit, so timing says nothing.
-        for stored, key_id, entry in self._entries:
+        for stored, key_id in self._entries:
             if hmac.compare_digest(digest, stored):
-                found = Principal(Tenant(entry.tenant), key_id, entry.scopes)
-        return found
+                found = key_id
+        return None if found is None else self.by_id(found)
+
+    def by_id(self, key_id: str) -> Principal | None:
+        """The principal of a configured key id, or None once it is gone (a reviewer's session
+        remembers the id, never the key, so a removed key ends its sessions)."""
+        entry = self._by_id.get(key_id)
+        return None if entry is None else Principal(Tenant(entry.tenant), key_id, entry.scopes)
 
 
 def authenticate(request: Request, key: str | None = Security(_SCHEME)) -> Principal:

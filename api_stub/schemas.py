@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from shared.errors import KYCFaceError
+from shared.events.callbacks import MAX_URL_CHARS
 from shared.jobs.inputs import MAX_FEATURES_CHARS, MAX_PROBE_CHARS, PARSERS, InputType
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.jobs.registry import REGISTRY, JobKindSpec
@@ -62,16 +63,26 @@ JobId = Annotated[
     ),
 ]
 
+CallbackUrl = Annotated[
+    str,
+    Field(
+        max_length=MAX_URL_CHARS,
+        description="Where the signed completion webhook goes; its host must be on the tenant's allow-list.",
+        examples=["https://hooks.acme.example/kyc"],
+    ),
+]
+
 
 class _JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
     job_id: JobId | None = None
+    callback_url: CallbackUrl | None = None
 
     def inputs(self) -> dict[str, str]:
-        """The job's inputs as the producer takes them (every field but ``kind`` and ``job_id``)."""
-        return self.model_dump(exclude={"kind", "job_id"})
+        """The job's inputs as the producer takes them (every field but the envelope)."""
+        return self.model_dump(exclude={"kind", "job_id", "callback_url"})
 
 
 def _request_model(spec: JobKindSpec) -> type[_JobRequest]:

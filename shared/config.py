@@ -329,6 +329,14 @@ class Settings(BaseSettings):
     # onnxruntime execution providers, in order of preference; only the CPU one is tested here.
     ort_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     ort_batch_faces_max: int = Field(default=0, ge=0)  # faces per embedder call; 0 = per provider
+    # --- review (docs/EVENTS.md, "Reviewer page") ------------------------------------------------
+    # A finished verify goes to the reviewers' queue when its confidence falls in this band (around
+    # the operating point, KYC_VERIFY_CONFIDENCE) or its selfie's liveness score is below the floor.
+    review_confidence_min: float = Field(default=0.6, ge=0, le=1)
+    review_confidence_max: float = Field(default=0.9, ge=0, le=1)
+    review_liveness_below: float = Field(default=0.7, ge=0, le=1)
+    review_stream: str = "kyc:reviews"  # one entry per decision
+    review_session_ttl_s: int = Field(default=8 * 3600, ge=60)  # a reviewer's login
 
     @field_validator("api_keys", mode="before")
     @classmethod

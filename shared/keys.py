@@ -133,3 +133,17 @@ def features_jobs_key(digest: str) -> str:
     """Set of job ids whose stored result holds the template of ``digest`` (a ``faces`` result,
     or one asked for with ``include_features``), kept as long as the jobs: erasure redacts them."""
     return f"{PREFIX}features-jobs:{digest}"
+
+
+REVIEW_PREFIX = PREFIX + "review:"
+
+
+def review_queue_key(tenant: str) -> str:
+    """Sorted set job id -> finish time of the tenant's jobs waiting for a reviewer (one set per
+    tenant, so a reviewer's page lists only its own tenant's cases)."""
+    return f"{REVIEW_PREFIX}queue:{tenant}"
+
+
+def review_session_key(token_hash: str) -> str:
+    """A reviewer's browser session (its key id and CSRF token), by the hash of its cookie."""
+    return f"{REVIEW_PREFIX}session:{token_hash}"

@@ -16,6 +16,8 @@ from workers.policy import KYCTask
 
 # Periodic upkeep (celery beat), on the light queue: it only reads Redis and sends messages.
 SWEEP_TASK = "kyc.maintenance.requeue_stale"
+# One webhook attempt (workers/webhook_task.py): a slow receiver holds a light slot, never a job's.
+WEBHOOK_TASK = "kyc.events.deliver_webhook"
 
 # Celery kills a child whose worker_process_init handler runs longer than this (default 4 s);
 # loading and warming the models can take longer on a cold disk.
@@ -43,11 +45,21 @@ def create_app(settings: Settings) -> Celery:
     app = Celery(
         "kycdeepface",
         broker=settings.broker_url,
-        include=["workers.tasks", "workers.gallery_tasks", "workers.process", "workers.observability"],
+        include=[
+            "workers.tasks",
+            "workers.gallery_tasks",
+            "workers.webhook_task",
+            "workers.process",
+            "workers.observability",
+        ],
         task_cls=KYCTask,
     )
     shared_config = celery_config()
-    routes = {**shared_config.pop("task_routes"), SWEEP_TASK: {"queue": LIGHT_QUEUE}}
+    routes = {
+        **shared_config.pop("task_routes"),
+        SWEEP_TASK: {"queue": LIGHT_QUEUE},
+        WEBHOOK_TASK: {"queue": LIGHT_QUEUE},
+    }
     app.conf.update(
         **shared_config,
         # kombu's Redis transport, with a lost-connection crash worked around (see workers.broker).

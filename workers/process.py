@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup, worker_process_init
 
 from shared.config import Settings, get_settings
+from shared.events import review, webhooks
 from shared.jobs import resources as process_resources
+from shared.jobs.model import JobDocument
 from shared.jobs.resources import Resources
 from workers import startup
 
@@ -41,7 +44,21 @@ def resources() -> Resources:
         from workers.gallery_tasks import fan_out
 
         found.fan_out = fan_out
+    if found.on_terminal is None:
+        found.on_terminal = finish_hook(found)
     return found
+
+
+def finish_hook(found: Resources) -> Callable[[JobDocument], None]:
+    """What every terminal job does once stored: its completion event (once), its webhook handed
+    to the delivery task (never sent here), and a place in the review queue when it needs one."""
+    from workers.webhook_task import schedule_webhook
+
+    def on_terminal(doc: JobDocument) -> None:
+        webhooks.on_terminal(found.redis, found.settings, doc, schedule=schedule_webhook)
+        review.consider(found.redis, found.settings, doc)
+
+    return on_terminal
 
 
 @celeryd_after_setup.connect

@@ -1,9 +1,9 @@
 """The webhook delivery task: one attempt per run, the next one scheduled after the backoff.
 
-Not registered yet: the job-kind registry (or ``workers.app``'s includes) wires it, and the
-worker's finish calls ``shared.events.webhooks.on_terminal(..., schedule=schedule_webhook)``.
-It runs on its own task, never inside a job: a slow receiver costs a light-queue slot, not a
-verify.
+The worker's finish hook (``workers.process``) calls ``shared.events.webhooks.on_terminal(...,
+schedule=schedule_webhook)``; the delivery then runs as its own task on the light queue, never
+inside a job: a slow receiver costs a light-queue slot, not a verify. The policy is the app's
+(``workers.policy.KYCTask``); the webhook's own attempts and backoff are counted in the delivery.
 """
 
 from __future__ import annotations
@@ -11,25 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from shared.events.webhooks import Status, WebhookDelivery, attempt
-from shared.jobs.store import redis_client
-from workers.app import app, settings
+from shared.jobs.registry import LIGHT_QUEUE
+from workers import process
+from workers.app import WEBHOOK_TASK, app
+from workers.policy import KYCTask
 
-TASK = "kyc.events.deliver_webhook"
-QUEUE = "kyc.light"
 
-
-@app.task(name=TASK, bind=True, acks_late=True, ignore_result=True)
-def deliver_webhook(self: Any, delivery: dict[str, Any], number: int = 1) -> str:
-    client = redis_client(str(settings.resolved_redis_url()))
-    try:
-        result = attempt(settings, client, WebhookDelivery.model_validate(delivery), number)
-    finally:
-        client.close()
+@app.task(name=WEBHOOK_TASK, base=KYCTask, bind=True, acks_late=True, ignore_result=True)
+def deliver_webhook(self: KYCTask, delivery: dict[str, Any], number: int = 1) -> str:
+    resources = process.resources()
+    result = attempt(resources.settings, resources.redis, WebhookDelivery.model_validate(delivery), number)
     if result.status is Status.RETRY:
-        self.apply_async(args=(delivery, number + 1), countdown=result.retry_in_s, queue=QUEUE)
+        self.apply_async(args=(delivery, number + 1), countdown=result.retry_in_s, queue=LIGHT_QUEUE)
     return result.status.value
 
 
 def schedule_webhook(delivery: WebhookDelivery) -> None:
     """The ``schedule`` argument of ``on_terminal``: enqueue attempt 1."""
-    deliver_webhook.apply_async(args=(delivery.model_dump(), 1), queue=QUEUE)
+    deliver_webhook.apply_async(args=(delivery.model_dump(), 1), queue=LIGHT_QUEUE)

@@ -2,8 +2,8 @@
 
 Consumers read it with consumer groups (``XREADGROUP``), each group once. An event carries the
 job's id, kind, tenant, status, code, verified, confidence and time: never images, templates or
-features. The job's tenant and callback URL live beside the job document (:func:`remember`),
-which does not carry them.
+features. The tenant is the job document's; its callback URL lives beside the document
+(:func:`remember`), which does not carry it.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ def recall(client: redis.Redis, job_id: str) -> JobMeta:
     return JobMeta(tenant=str(data.get("tenant") or DEFAULT_TENANT), callback_url=data.get("callback_url"))
 
 
-def completion_event(doc: JobDocument, meta: JobMeta) -> dict[str, str]:
-    """The event of a terminal job, as stream fields (strings; empty when not applicable)."""
+def completion_event(doc: JobDocument) -> dict[str, str]:
+    """The event of a terminal job, as stream fields (strings; empty when not applicable); its
+    tenant is the document's own."""
     result: dict[str, Any] = doc.result or {}
     code = doc.error.code if doc.error is not None else str(result.get("code", ""))
     verified = result.get("verified")
@@ -74,7 +75,7 @@ def completion_event(doc: JobDocument, meta: JobMeta) -> dict[str, str]:
     return {
         "job_id": doc.job_id,
         "kind": doc.kind,
-        "tenant": meta.tenant,
+        "tenant": doc.tenant,
         "status": doc.status.value,
         "code": code,
         "verified": "" if verified is None else str(bool(verified)).lower(),
@@ -106,8 +107,7 @@ def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument
     """
     if not doc.status.terminal:
         raise ValueError(f"job {doc.job_id} is {doc.status.value}, not terminal")
-    meta = recall(client, doc.address)
-    event = completion_event(doc, meta)
+    event = completion_event(doc)
     flat = [part for name in EVENT_FIELDS for part in (name, event[name])]
     event_id = client.eval(
         _PUBLISH_ONCE,

@@ -54,9 +54,7 @@ class WebhookDelivery(BaseModel):
         """The delivery of a terminal job's completion event, or None when it has no callback."""
         if not meta.callback_url:
             return None
-        return cls(
-            msg_id=f"msg_{doc.job_id}", tenant=meta.tenant, url=meta.callback_url, event=completion_event(doc, meta)
-        )
+        return cls(msg_id=f"msg_{doc.job_id}", tenant=doc.tenant, url=meta.callback_url, event=completion_event(doc))
 
     def body(self) -> str:
         return json.dumps({"type": EVENT_TYPE, "data": self.event}, separators=(",", ":"), sort_keys=True)

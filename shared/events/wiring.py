@@ -1,7 +1,9 @@
-"""Today's binding of the consumers' seams: the HTTP API's request models and the producer.
+"""The binding of the consumers' seams to the job system: the job-kind registry validates, the
+producer submits.
 
-This is the one module of the package that reaches up (to ``api_stub`` and ``shared.producer``);
-the job-kind registry replaces it with its own ``validate`` and ``submit``.
+Validation is the HTTP API's (``api_stub.schemas`` derives its models from the same registry):
+the kind's input model parses every field once, and an image must be an ``s3://`` reference,
+never a local path from the network. The bucket allow-list is the producer's, checked on submit.
 """
 
 from __future__ import annotations
@@ -9,30 +11,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from api_stub.schemas import JobRequest as ApiJobRequest
+from shared.errors import KYCFaceError
 from shared.events.model import MAX_REASON_CHARS, JobRequest, RequestRejectedError, Submit
+from shared.jobs.inputs import InputType
+from shared.jobs.registry import REGISTRY
 from shared.producer import Producer
+from shared.storage.refs import Ref
 from shared.tenants import Tenant
-
-_REQUESTS: TypeAdapter[Any] = TypeAdapter(ApiJobRequest)
 
 
 def validate(kind: str, fields: Mapping[str, Any]) -> dict[str, str]:
-    """Validate ``fields`` as the body of ``POST /v1/jobs`` for ``kind`` (without ``job_id``).
+    """Validate ``fields`` as the inputs of a ``kind`` job (the body of ``POST /v1/jobs``
+    without ``kind`` and ``job_id``).
 
     Raises:
-        RequestRejectedError: naming each bad field and what is wrong with it.
+        RequestRejectedError: an unknown kind, missing or unexpected fields, or a bad value
+            (the reason names the field, never its value).
     """
     try:
-        request = _REQUESTS.validate_python({**fields, "kind": kind})
-    except ValidationError as exc:
-        # loc and msg only: pydantic's "input" would echo the value.
-        reasons = ["{}: {}".format(".".join(str(p) for p in e["loc"]) or "request", e["msg"]) for e in exc.errors()]
-        raise RequestRejectedError("; ".join(reasons)[:MAX_REASON_CHARS]) from None
-    inputs: dict[str, str] = request.inputs()
-    return inputs
+        spec = REGISTRY.get(kind)
+        if any(not isinstance(value, str) for value in fields.values()):
+            bad = sorted(name for name, value in fields.items() if not isinstance(value, str))
+            raise RequestRejectedError(f"{', '.join(bad)}: must be strings")
+        parsed = spec.parse(fields)
+    except KYCFaceError as exc:
+        raise RequestRejectedError(exc.message[:MAX_REASON_CHARS]) from None
+    for name, input_type in spec.fields().items():
+        value = getattr(parsed, name)
+        if input_type is InputType.REF and isinstance(value, Ref) and value.scheme != "s3":
+            raise RequestRejectedError(f"{name}: must be an s3://bucket/key reference")
+    return parsed.to_wire(fields)
 
 
 def producer_submit(producer: Producer) -> Submit:

@@ -56,6 +56,17 @@ class JobFailure(BaseModel):
         return cls(type=type(exc).__name__, message=f"internal error: {type(exc).__name__}")
 
 
+class ReviewDecision(BaseModel):
+    """A reviewer's decision on a finished job: who (the API key's id, never the key), when, why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: Literal["approved", "rejected"]
+    note: str = Field(default="", max_length=1000)
+    reviewer: str
+    decided_at: datetime
+
+
 class JobDocument(BaseModel):
     """One job, from submission to its final answer.
 
@@ -88,6 +99,7 @@ class JobDocument(BaseModel):
     result_ref: str | None = None
     error: JobFailure | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    review: ReviewDecision | None = None  # set once, by a reviewer (docs/EVENTS.md, "Reviewer page")
     # digest -> features string of the job's features inputs; never serialised with the document.
     _features: dict[str, str] = PrivateAttr(default_factory=dict)
 

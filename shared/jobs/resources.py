@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.config import Settings
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from shared.engine import KYCDeepFace
     from shared.gallery.db import KYCDeepFaceDB
     from shared.gallery.shards import FanOut
+    from shared.jobs.model import JobDocument
     from shared.jobs.store import JobStore
     from shared.producer import Producer
     from shared.storage.base import ImageStore
@@ -52,6 +54,9 @@ class Resources:
         self.interrupts = interrupts
         # Searches of sharded galleries ask the other shards' workers through this (Celery sets it).
         self.fan_out: FanOut | None = None
+        # Told of every terminal document the runner stores or finds (the worker binds the
+        # completion event, the webhook and the review queue); must be idempotent.
+        self.on_terminal: Callable[[JobDocument], None] | None = None
         self._engine = engine
         self._images = images
         self._jobs = jobs

@@ -199,7 +199,7 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         log.error("job %s: its stored document does not parse; dropped", job_id)
         return Outcome("unreadable")
     if claim.outcome is not ClaimOutcome.CLAIMED or claim.doc is None:
-        return _unclaimed(job_id, claim)
+        return _unclaimed(job_id, claim, resources)
     doc = _with_queue_time(claim.doc)
     try:
         final = complete(doc, resources, final_attempt=doc.attempts >= settings.max_attempts)
@@ -220,7 +220,24 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         write_s,
     )
     observe_job(stored.kind, stored.status.value, result_code(stored), final.timings, write_s)
-    return Outcome(stored.status.value, attempt=doc.attempts)
+    return finished(resources, stored, doc.attempts)
+
+
+def finished(resources: Resources, doc: JobDocument, attempt: int) -> Outcome:
+    """Hand a stored terminal document to the process's ``on_terminal`` hook.
+
+    The one place every finished job passes, first run or redelivery. The hook is idempotent, so
+    when it fails (Redis or the broker down) the message is retried, and the redelivery (a
+    ``DONE`` claim) calls it again.
+    """
+    hook = resources.on_terminal
+    if hook is not None:
+        try:
+            hook(doc)
+        except Exception as exc:
+            log.warning("job %s: finish hook failed (%s); retry", doc.address, type(exc).__name__)
+            return Outcome(doc.status.value, retry=True, attempt=max(attempt, 1))
+    return Outcome(doc.status.value, attempt=attempt)
 
 
 def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) -> list[Outcome]:
@@ -248,7 +265,7 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
         if claim.outcome is ClaimOutcome.CLAIMED and claim.doc is not None:
             claimed.append((n, _with_queue_time(claim.doc)))
         else:
-            outcomes[n] = _unclaimed(job_id, claim)
+            outcomes[n] = _unclaimed(job_id, claim, resources)
     finals = complete_many([doc for _, doc in claimed], resources)
     done: list[tuple[int, JobDocument]] = []
     for (n, doc), final in zip(claimed, finals, strict=True):
@@ -273,13 +290,13 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
             write_s,
         )
         observe_job(stored.kind, stored.status.value, result_code(stored), final.timings, write_s)
-        outcomes[n] = Outcome(stored.status.value, attempt=final.attempts)
+        outcomes[n] = finished(resources, stored, final.attempts)
     for kind in {doc.kind for _, doc in claimed}:
         observe_batch(kind, sum(doc.kind == kind for _, doc in claimed))
     return [o for o in outcomes if o is not None]
 
 
-def _unclaimed(job_id: str, claim: Claim) -> Outcome:
+def _unclaimed(job_id: str, claim: Claim, resources: Resources) -> Outcome:
     """The outcome of a message whose job this execution did not claim."""
     if claim.outcome is ClaimOutcome.MISSING:
         log.warning("job %s: no document (expired or never submitted); dropped", job_id)
@@ -289,6 +306,9 @@ def _unclaimed(job_id: str, claim: Claim) -> Outcome:
         # on another host): look again when the lock expires; by then it is done or free.
         return Outcome("busy", retry=True, retry_in_s=claim.retry_in_s)
     # DONE: a redelivery of a finished job. EXHAUSTED: the claim wrote the dead letter.
+    # Either way the finish hook runs (again): a hook that failed last time is retried here.
+    if claim.doc is not None and claim.doc.status.terminal:
+        return finished(resources, claim.doc, claim.doc.attempts)
     return Outcome(claim.doc.status.value if claim.doc is not None else "missing")
 
 
@@ -323,7 +343,9 @@ def time_out(job_id: str, resources: Resources, limit_s: float) -> JobDocument |
         return doc
     log.error("job %s: killed at the %gs hard time limit; failed, not retried", job_id, limit_s)
     why = TimeLimitExceeded(f"job exceeded the {limit_s:g}s hard time limit; its process was killed")
-    return store_result(resources, doc.failed(JobFailure.from_exception(why), doc.timings), token=None)
+    stored = store_result(resources, doc.failed(JobFailure.from_exception(why), doc.timings), token=None)
+    finished(resources, stored, stored.attempts)  # its completion event, like any terminal job's
+    return stored
 
 
 def store_result(resources: Resources, final: JobDocument, token: str | None) -> JobDocument:

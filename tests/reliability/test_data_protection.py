@@ -26,7 +26,7 @@ from shared.engine import KYCDeepFace
 from shared.gallery import KYCDeepFaceDB
 from shared.jobs import JobStatus
 from shared.schemas import FacesResult
-from shared.tenants import Scope
+from shared.tenants import DEFAULT_TENANT, Scope
 from tests.conftest import ROOT
 from tests.reliability.conftest import fault_env, producer_for, ref, wait_terminal, worker_running
 
@@ -77,12 +77,16 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
     )
     producer = producer_for(aof_redis.url, photo_bucket, job_ttl_s=JOB_TTL_S)
     no_ttl: set[str] = set()
+    # The completion-event stream, the review stream and queue: trimmed by length, never expired.
+    trimmed = (settings.events_completed_stream, settings.review_stream, keys.review_queue_key(DEFAULT_TENANT))
 
     def every_key_has_a_ttl() -> None:
         for key in client.scan_iter(match=keys.PREFIX + "*", count=500):
             name = key.decode()
             if name == keys.jobs_unstarted_key():
                 continue  # job ids only, each removed at its claim (checked below)
+            if name in trimmed:
+                continue  # trimmed by length, not time; what they carry is checked below
             ttl = client.ttl(name)
             if ttl == -1 or ttl > JOB_TTL_S:
                 no_ttl.add(f"{name} ttl={ttl}")
@@ -113,7 +117,8 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
             deadline = time.monotonic() + JOB_TTL_S + 5
             while list(client.scan_iter(match=keys.PREFIX + "job*")) and time.monotonic() < deadline:
                 time.sleep(0.5)
-            left = [k.decode() for k in client.scan_iter(match=keys.PREFIX + "*")]
+            left = [k.decode() for k in client.scan_iter(match=keys.PREFIX + "*") if k.decode() not in trimmed]
+            events = repr(client.xrange(settings.events_completed_stream))
             log_text = worker.log()
     finally:
         producer.close()
@@ -131,7 +136,8 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
             assert not any(fp in final[job].to_json() for fp in features_fingerprints(f)), final[job].kind
     assert all(any(fp in base64.b64encode(small_photos[n]).decode() for fp in image_fingerprints(small_photos[n]))
                for n in names)  # fmt: skip
-    for where, text in (("worker log", log_text), ("API/producer log", api_log)):
+    assert all(job_id in events for job_id in ids)  # every job published its event; no features in it:
+    for where, text in (("worker log", log_text), ("API/producer log", api_log), ("completion events", events)):
         for name in names:
             for fp in image_fingerprints(small_photos[name]):
                 assert fp not in text, f"{where} carries bytes of {name}"

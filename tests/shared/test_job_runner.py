@@ -202,3 +202,26 @@ def test_matching_uses_the_engines_compare(engine: KYCDeepFace, images: StubImag
     final = jobs.get("m1")
     assert final is not None and final.result == to_dict(engine.compare(a, a))
     assert isinstance(engine.compare(a, a), MatchResult)
+
+
+def test_every_finish_reaches_the_hook_and_a_failed_hook_retries(engine: KYCDeepFace, images: StubImageStore) -> None:
+    """The finish hook (completion event, webhook, review queue in a worker) sees the terminal
+    document; when it fails, the message comes back and the redelivery calls it again."""
+    jobs = StubJobStore()
+    res = resources(engine, images, jobs)
+    seen: list[tuple[str, str]] = []
+    failures = [RuntimeError("redis down")]
+
+    def hook(doc: JobDocument) -> None:
+        seen.append((doc.job_id, doc.status.value))
+        if failures:
+            raise failures.pop()
+
+    res.on_terminal = hook
+    submit(jobs, "faces", {"image": OBAMA}, "hook-1")
+    first = execute("hook-1", res, LOCK_TTL_S)
+    assert first.status == "succeeded" and first.retry  # stored, but the hook failed: retry
+    again = execute("hook-1", res, LOCK_TTL_S)  # the redelivery: the job is done, the hook runs
+    assert again.status == "succeeded" and not again.retry
+    assert seen == [("hook-1", "succeeded"), ("hook-1", "succeeded")]
+    assert jobs.attempts("hook-1") == 1  # the job itself ran once

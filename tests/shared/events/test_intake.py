@@ -43,6 +43,7 @@ def test_a_stream_request_becomes_exactly_one_job(
 def test_redis_cli_xadd_becomes_a_job(redis_server: RedisServer, client: redis.Redis, ev_settings: Settings,
                                       consumer: Consumer) -> None:  # fmt: skip
     need(shutil.which("redis-cli") is not None, "redis-cli is not installed")
+    # The module's own database of the shared server, as the test's client uses it.
     cli = ["redis-cli", "-p", str(redis_server.port), "-n", str(client.connection_pool.connection_kwargs["db"])]
     args = [*cli, "XADD", ev_settings.events_intake_stream, "*"]
     args += ["kind", "faces", "image", "s3://kyc-images/faces/a.jpg"]

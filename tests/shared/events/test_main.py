@@ -1,4 +1,5 @@
-"""``python -m shared.events`` wired from the environment alone, as a deployment runs it."""
+"""``kycface events`` (and ``python -m shared.events``) wired from the environment alone, as a
+deployment runs it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from tests.shared.events.conftest import RULES, job_ids
 pytestmark = pytest.mark.services
 
 
-def test_the_module_consumes_from_the_environment(redis_url: str, s3: S3Endpoint, client: redis.Redis) -> None:
+CLI = "from shared.cli.main import main; raise SystemExit(main())"
+
+
+@pytest.mark.parametrize("command", [["-m", "shared.events"], ["-c", CLI, "events"]], ids=["module", "kycface"])
+def test_the_service_consumes_from_the_environment(
+    command: list[str], redis_url: str, s3: S3Endpoint, client: redis.Redis
+) -> None:
     client.xadd("kyc:intake", {"kind": "faces", "image": "s3://kyc-images/a.jpg", "job_id": "cli-1:faces"})
     client.rpush("kyc:bucket-events", json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}))
     env = pipeline_env(
@@ -25,7 +32,7 @@ def test_the_module_consumes_from_the_environment(redis_url: str, s3: S3Endpoint
         KYC_EVENTS_BLOCK_MS="50",
     )
     run = subprocess.run(
-        [sys.executable, "-m", "shared.events", "--max-batches", "2"],
+        [sys.executable, *command, "--max-batches", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]

@@ -17,6 +17,7 @@ from shared.events.outbox import EVENT_FIELDS, publish_completion
 from shared.events.webhooks import Status, WebhookDelivery, backoff_s, deliver, on_terminal
 from shared.jobs import JobDocument
 from shared.jobs.store import JobStore
+from shared.tenants import DEFAULT_TENANT, Tenant
 from tests.conftest import S3Endpoint
 from tests.shared.events.conftest import Receiver, make_settings
 
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.services
 FEATURES = "mobilefacenet:AAAA"  # stands for a template: it must never reach an event
 
 
-def finished(job_id: str = "case-1:verify") -> JobDocument:
-    doc = JobDocument.new("verify", {"selfie": "s3://kyc-images/s.jpg", "document": "s3://kyc-images/d.jpg"}, job_id)
+def finished(job_id: str = "case-1:verify", tenant: Tenant = DEFAULT_TENANT) -> JobDocument:
+    inputs = {"selfie": "s3://kyc-images/s.jpg", "document": "s3://kyc-images/d.jpg"}
+    doc = JobDocument.new("verify", inputs, job_id, tenant)
     result = {"code": "SUCCESS", "verified": True, "confidence": 0.912345678, "features": FEATURES}
     return doc.running(1).succeeded(result)
 
@@ -50,6 +52,17 @@ def test_a_completion_event_is_read_once_per_consumer_group(client: redis.Redis,
         client.xack(stream, group, entry_id)
         assert client.xreadgroup(group, "c2", {stream: ">"}, count=10) == []
     assert client.xlen(stream) == 1
+
+
+def test_the_events_tenant_is_the_jobs_own(client: redis.Redis, ev_settings: Settings) -> None:
+    # A job submitted through the producer library or the CLI leaves no meta beside its document.
+    for tenant in ("acme", "beta"):
+        assert publish_completion(client, ev_settings, finished("case-1:verify", Tenant(tenant))) is not None
+    entries = client.xrange(ev_settings.events_completed_stream)
+    assert [(f[b"job_id"], f[b"tenant"]) for _, f in entries] == [
+        (b"case-1:verify", b"acme"),
+        (b"case-1:verify", b"beta"),
+    ]
 
 
 def test_the_stream_is_trimmed_by_length(client: redis.Redis, redis_url: str, s3: S3Endpoint) -> None:
