@@ -157,10 +157,15 @@ def proc_memory(pid: int) -> dict[str, float]:
     return found
 
 
-def worker_memory(worker: CeleryWorker) -> list[dict[str, Any]]:
-    """Memory of the Celery main process and its pool children."""
-    rows: list[dict[str, Any]] = [{"process": "celery main", "pid": worker.pid, **proc_memory(worker.pid)}]
-    rows += [{"process": "pool child", "pid": c, **proc_memory(c)} for c in sorted(worker.pool_pids())]
+def worker_memory(workers: list[CeleryWorker]) -> list[dict[str, Any]]:
+    """Memory of each Celery main process and its pool children (a solo worker is one process)."""
+    rows: list[dict[str, Any]] = []
+    for worker in workers:
+        if worker.pool == "solo":
+            rows.append({"process": "solo worker", "pid": worker.pid, **proc_memory(worker.pid)})
+            continue
+        rows.append({"process": "celery main", "pid": worker.pid, **proc_memory(worker.pid)})
+        rows += [{"process": "pool child", "pid": c, **proc_memory(c)} for c in sorted(worker.pool_pids())]
     return rows
 
 
@@ -206,7 +211,7 @@ def cpu_by_process(pids: dict[str, list[int]]) -> dict[str, float]:
 def run_batch(
     producer: Producer,
     items: list[str],
-    worker_log: Path,
+    worker_logs: list[Path],
     pids: dict[str, list[int]],
     submit: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
@@ -217,7 +222,7 @@ def run_batch(
     bench, which is also the producer and moto's S3 server).
     """
     redis_client = producer.jobs.redis
-    log_offset = worker_log.stat().st_size
+    log_offsets = [log.stat().st_size for log in worker_logs]
     before = command_counts(redis_client)
     cpu_before = cpu_by_process(pids)
     start = time.perf_counter()
@@ -232,9 +237,11 @@ def run_batch(
     calls = {k: v - before.get(k, 0) for k, v in after.items() if k != "info" and v > before.get(k, 0)}
     calls["mget"] = calls.get("mget", 0) - polls
     time.sleep(0.3)  # the worker logs its last lines after writing the documents
-    with worker_log.open("rb") as fh:
-        fh.seek(log_offset)
-        log_text = fh.read().decode(errors="replace")
+    log_text = ""
+    for log, offset in zip(worker_logs, log_offsets, strict=True):
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            log_text += fh.read().decode(errors="replace")
     first = min(d.created_at for d in docs)
     finished = sorted(d.finished_at for d in docs if d.finished_at is not None)
     last = finished[-1]
@@ -257,7 +264,7 @@ def run_batch(
 
 
 def fixed_cost(
-    producer: Producer, files: list[Path], worker_log: Path, pids: dict[str, list[int]], jobs: int
+    producer: Producer, files: list[Path], worker_logs: list[Path], pids: dict[str, list[int]], jobs: int
 ) -> dict[str, Any]:
     """The pipeline's cost per job without the image work: ``match`` jobs (two features strings,
     a fraction of a millisecond of compute) through the same worker; the second of two batches."""
@@ -279,7 +286,7 @@ def fixed_cost(
 
     got = {}
     for _ in range(2):  # the first batch warms up the match path
-        got = run_batch(producer, [first] * jobs, worker_log, pids, submit)
+        got = run_batch(producer, [first] * jobs, worker_logs, pids, submit)
     return got
 
 
@@ -338,6 +345,12 @@ def main() -> int:
         "--batch-sizes", default="1,8", help="KYC_BATCH_SIZE of the worker, one worker per value in each round"
     )
     parser.add_argument(
+        "--pools",
+        default="prefork",
+        help="worker layouts, each run at every batch size: prefork (1 worker x --concurrency processes) "
+        "and/or solo (--concurrency solo workers, each consuming and running in its own process)",
+    )
+    parser.add_argument(
         "--worker-args",
         default="",
         help="extra arguments for `celery worker`, e.g. '--prefetch-multiplier 4' (keep the INFO log level: "
@@ -349,8 +362,11 @@ def main() -> int:
         return 1
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    # One column per (store, batch size): "file b=8".
-    columns = [f"{store} b={b}" for b in batch_sizes for store in stores]
+    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    # One worker layout per (pool, batch size), one column per layout and store: "file b=8",
+    # "s3 solo b=1".
+    layouts = [(pool, b) for pool in pools for b in batch_sizes]
+    columns = [column_name(store, pool, b) for pool, b in layouts for store in stores]
 
     files = sorted(p for p in args.faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     names = [files[i % len(files)].name for i in range(args.jobs)]
@@ -380,24 +396,48 @@ def main() -> int:
                         {f"bench/{name}": data for name, data in blobs.items()})  # fmt: skip
         broker = redis_server.url
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-        settings = Settings(broker_url=broker, s3_endpoint_url=s3.url, s3_bucket=BUCKET, ort_providers=providers)
-        log_path = Path(tmp) / "worker.log"
+        settings = Settings(
+            broker_url=broker,
+            s3_endpoint_url=s3.url,
+            s3_bucket=BUCKET,
+            ort_providers=providers,
+            local_storage_root=image_dir,
+        )
+        log_paths = [Path(tmp) / f"worker-{n}.log" for n in range(args.concurrency)]
         producer = Producer(settings)
 
-        def start_worker(batch: int) -> tuple[CeleryWorker, dict[str, list[int]]]:
+        def start_workers(pool: str, batch: int) -> tuple[list[CeleryWorker], dict[str, list[int]]]:
             env = worker_env(
-                broker, s3, settings.model_dir, KYC_BATCH_SIZE=str(batch), KYC_ORT_PROVIDERS=json.dumps(providers)
+                broker,
+                s3,
+                settings.model_dir,
+                KYC_BATCH_SIZE=str(batch),
+                KYC_ORT_PROVIDERS=json.dumps(providers),
+                KYC_LOCAL_STORAGE_ROOT=str(image_dir),
             )
-            worker = CeleryWorker(env, log_path, args.concurrency, extra_args=shlex.split(args.worker_args))
-            worker.start(timeout_s=120)
-            return worker, {
-                "pool children": sorted(worker.pool_pids()),
-                "celery main": [worker.pid],
+            extra = shlex.split(args.worker_args)
+            if pool == "solo":  # the same parallelism: one single-threaded process per slot
+                env["KYC_INTRA_OP_THREADS"] = str(max(1, cores // args.concurrency))
+                started = [CeleryWorker(env, log, 1, extra_args=extra, pool="solo") for log in log_paths]
+            else:
+                started = [CeleryWorker(env, log_paths[0], args.concurrency, extra_args=extra)]
+            for w in started:
+                w.start(timeout_s=120)
+            return started, {
+                # For solo workers, the worker processes themselves (they consume and run).
+                "pool children": sorted(p for w in started for p in w.pool_pids()),
+                "celery main": [w.pid for w in started if w.pool != "solo"],
                 "redis-server": [redis_server.pid],
                 "bench (producer, moto)": [os.getpid()],
             }
 
-        worker: CeleryWorker | None = None
+        def stop_all() -> None:
+            for w in workers:
+                w.stop()
+            workers.clear()
+
+        workers: list[CeleryWorker] = []
+        logs: list[Path] = []
         try:
             for r in range(args.rounds):
                 # One round = every measurement once, back to back, so a ratio compares runs made
@@ -410,11 +450,13 @@ def main() -> int:
                     if b > 1:
                         got[f"processes b={b}"], cpu_b, _ = in_process_processes(images, settings, cores, b)
                         got[f"processes_cpu_ms b={b}"] = 1000 * cpu_b
-                    if worker is not None:
-                        worker.stop()
-                    worker, pids = start_worker(b)
+                for pool, b in layouts:
+                    stop_all()
+                    started, pids = start_workers(pool, b)
+                    workers.extend(started)
+                    logs = [w.log_path for w in started]
                     for store in stores:
-                        got[f"{store} b={b}"] = run_batch(producer, refs[store], log_path, pids)
+                        got[column_name(store, pool, b)] = run_batch(producer, refs[store], logs, pids)
                 rounds.append(got)
                 print(
                     f"round {r + 1}: load {got['load_1m']:.2f}, in-process {got['threads']:.1f} (1x{cores} threads) "
@@ -422,17 +464,16 @@ def main() -> int:
                     + ", ".join(f"pipeline {c} {got[c]['images_per_s']:.1f}" for c in columns),
                     file=sys.stderr,
                 )
-            assert worker is not None
+            assert workers
             for i in range(args.latency):
                 t0 = time.perf_counter()
                 producer.wait_for(producer.submit_faces(refs[stores[-1]][i]).job_id, poll_s=0.005)
                 latency.append(time.perf_counter() - t0)
-            fixed = fixed_cost(producer, files, log_path, pids, args.fixed_cost) if args.fixed_cost else None
-            memory = worker_memory(worker)
+            fixed = fixed_cost(producer, files, logs, pids, args.fixed_cost) if args.fixed_cost else None
+            memory = worker_memory(workers)
             producer.close()
         finally:
-            if worker is not None:
-                worker.stop()
+            stop_all()
 
     report = {
         "bench": "pipeline",
@@ -445,6 +486,7 @@ def main() -> int:
         "image_set": "phone size (4000 px)" if args.phone else "as they are",
         "stores": columns,
         "batch_sizes": batch_sizes,
+        "pools": pools,
         "providers": providers,
         "rounds": rounds,
         "latency_s": latency,
@@ -473,10 +515,20 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
 STORE_LABEL = {"s3": "S3 (moto, same host)", "file": "local files (file://)"}
 
 
-def column_label(column: str) -> str:
-    """``"file b=8"`` -> ``"local files (file://), KYC_BATCH_SIZE=8"``."""
-    store, _, batch = column.partition(" b=")
-    return STORE_LABEL[store] + (f", KYC_BATCH_SIZE={batch}" if batch else "")
+def column_name(store: str, pool: str, batch: int) -> str:
+    return f"{store} solo b={batch}" if pool == "solo" else f"{store} b={batch}"
+
+
+def column_label(column: str, concurrency: int) -> str:
+    """``"file b=8"`` -> ``"local files (file://), KYC_BATCH_SIZE=8, 1 worker x 2 processes"``."""
+    head, _, batch = column.partition(" b=")
+    store, _, pool = head.partition(" ")
+    layout = (
+        f"{concurrency} solo workers (1 process each)"
+        if pool == "solo"
+        else f"1 worker x {concurrency} prefork processes"
+    )
+    return STORE_LABEL[store] + (f", KYC_BATCH_SIZE={batch}" if batch else "") + f", {layout}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -500,7 +552,7 @@ def render(report: dict[str, Any]) -> str:
     for store in report["stores"]:
         runs = [r[store] for r in rounds]
         rows += [
-            f"| pipeline, {column_label(store)}, 1 worker x {conc} processes x 1 onnx thread, first submit to "
+            f"| pipeline, {column_label(store, conc)}, 1 onnx thread each, first submit to "
             f"last result | {spread([x['images_per_s'] for x in runs], '{:.1f}')} images/s |",
             f"| same, steady state (after the last submit) | "
             f"{spread([x['steady_images_per_s'] for x in runs], '{:.1f}')} images/s |",

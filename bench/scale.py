@@ -162,15 +162,21 @@ def main() -> int:
     sample = min(args.queued_sample, args.match)
     report: dict[str, Any] = {"args": vars(args) | {"results": str(args.results), "json": str(args.json)}}
     with tempfile.TemporaryDirectory(prefix="kyc-scale-") as tmp, RedisServer(Path(tmp) / "redis") as server:
-        settings = Settings(broker_url=server.url, model_dir=base.model_dir)
+        # The verify rows are local files of ../shared/faces: workers read them only under a root.
+        settings = Settings(broker_url=server.url, model_dir=base.model_dir, local_storage_root=FACES_DIR.resolve())
         client = redis.Redis.from_url(server.url)
         producer = Producer(settings)
         runner = QueuedRunner(producer, poll_s=args.poll, result_ttl_s=args.result_ttl)
         empty = used_memory(client)
         for row in match_rows(a, b, 0, sample):
-            producer.submit(row.job.kind, row.job.inputs, row.job.job_id)
+            producer.submit(row.job.kind, row.job.run_inputs(), row.job.job_id)
         queued = used_memory(client)
-        env = worker_env(server.url, S3Endpoint(url="http://127.0.0.1:9", results_bucket=None), base.model_dir)
+        env = worker_env(
+            server.url,
+            S3Endpoint(url="http://127.0.0.1:9", results_bucket=None),
+            base.model_dir,
+            KYC_LOCAL_STORAGE_ROOT=str(FACES_DIR.resolve()),
+        )
         worker = CeleryWorker(env, Path(tmp) / "worker.log", args.concurrency)
         worker.start(180)
         try:

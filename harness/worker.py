@@ -43,6 +43,9 @@ def worker_env(broker_url: str, s3: S3Endpoint, model_dir: Path, **overrides: st
 class CeleryWorker:
     """A Celery worker subprocess; :meth:`start` returns once every pool child is ready.
 
+    ``pool="solo"`` runs the tasks in the worker's own process (one at a time, whatever
+    ``concurrency`` says); ``pool_pids`` is then that process.
+
     Readiness is read from the worker's INFO log, so keep ``loglevel`` at INFO or below.
     """
 
@@ -54,6 +57,7 @@ class CeleryWorker:
         queues: str = "kyc.heavy,kyc.light",
         loglevel: str = "INFO",
         extra_args: list[str] | None = None,
+        pool: str = "prefork",
     ) -> None:
         self.env = env
         self.log_path = log_path
@@ -61,6 +65,7 @@ class CeleryWorker:
         self.queues = queues
         self.loglevel = loglevel
         self.extra_args = extra_args or []
+        self.pool = pool
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -71,7 +76,7 @@ class CeleryWorker:
             TimeoutError: not ready within ``timeout_s``; the worker is stopped first.
         """
         args = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "prefork",
+            sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", self.pool,
             "-c", str(self.concurrency), "-Q", self.queues, "--loglevel", self.loglevel,
             "-n", f"kyc-test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
             "--without-heartbeat", *self.extra_args,
@@ -83,7 +88,9 @@ class CeleryWorker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log()
-            if " ready." in text and text.count("worker process ") >= self.concurrency:
+            # A solo worker is one process: it loads its models once ready, as a pool child would.
+            processes = 1 if self.pool == "solo" else self.concurrency
+            if " ready." in text and text.count("worker process ") >= processes:
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{text[-4000:]}")
@@ -103,6 +110,8 @@ class CeleryWorker:
 
         if self.proc is None:
             return set()
+        if self.pool == "solo":
+            return {self.proc.pid}
         try:
             return {p.pid for p in psutil.Process(self.proc.pid).children()}
         except psutil.NoSuchProcess:

@@ -8,7 +8,9 @@
 - Time limits (``KYC_TASK_SOFT_TIME_LIMIT_S`` / ``KYC_TASK_TIME_LIMIT_S``) are the app's, the
   same for every task; a job records either as ``TimeLimitExceeded``, final. The hard limit kills
   the pool process, so the worker's main process records it (:class:`KYCRequest`): retrying
-  would only hit the same wall again.
+  would only hit the same wall again. A solo worker (``--pool solo``) has no pool to enforce
+  either: there the soft limit is a timer in the process itself (:func:`soft_limit`), and no
+  hard limit applies.
 - A retry that cannot be published is requeued rather than dropped.
 """
 
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from celery.worker.request import Request
 
 from shared.config import Settings
@@ -96,7 +101,12 @@ class KYCTask(Task):
             raise Reject(exc.reason, requeue=True) from None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from workers import process
+
         try:
+            if process.is_solo():
+                with soft_limit(self.settings().task_soft_time_limit_s):
+                    return super().__call__(*args, **kwargs)
             return super().__call__(*args, **kwargs)
         except KYCFaceError as exc:
             attempt = self.request.retries + 1
@@ -104,3 +114,23 @@ class KYCTask(Task):
                 raise
             log.warning("task %s: %s; retry %d", self.name, exc.message, attempt)
             raise self.retry_later(self.backoff_s(attempt)) from None
+
+
+@contextmanager
+def soft_limit(seconds: float) -> Iterator[None]:
+    """Raise ``SoftTimeLimitExceeded`` in this thread after ``seconds``, as a prefork pool does.
+
+    Python runs the handler between bytecodes: a long native call (a decoder, a model) is
+    interrupted once it returns, like the pool's own soft limit.
+    """
+
+    def expired(_signum: int, _frame: Any) -> None:
+        raise SoftTimeLimitExceeded(f"soft time limit ({seconds:g} s) exceeded")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -1,9 +1,10 @@
 """What a worker process does when it starts: checks in the parent, the resources in each child.
 
 Models load in ``worker_process_init`` (each prefork child, right after the fork) and are warmed
-there, so the first job pays nothing; a pool without that signal (solo, threads) loads lazily on
-its first task. onnxruntime gets cores / pool size intra-op threads, so the pool's processes do
-not fight over the cores.
+there, so the first job pays nothing; a solo worker (``--pool solo``: one process that both
+consumes and runs) loads them once it is ready, before its first message. onnxruntime gets
+cores / pool size intra-op threads, so the pool's processes do not fight over the cores; several
+solo workers on one host must say how many threads each takes (``KYC_INTRA_OP_THREADS``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 
 from shared.config import Settings, get_settings
 from shared.events import review, webhooks
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 # The real pool size (``-c`` on the command line wins over KYC_WORKER_CONCURRENCY), set in the
 # parent before the fork so the children inherit it.
 _pool_size: int | None = None
+# Whether this worker runs its tasks in its own process (``--pool solo``).
+_solo = False
+
+
+def is_solo() -> bool:
+    """Whether this worker runs its tasks in its own process (``--pool solo``)."""
+    return _solo
 
 
 def settings() -> Settings:
@@ -63,8 +71,9 @@ def finish_hook(found: Resources) -> Callable[[JobDocument], None]:
 
 @celeryd_after_setup.connect
 def _before_fork(sender: Any, instance: Any, **_: Any) -> None:
-    global _pool_size
+    global _pool_size, _solo
     _pool_size = int(instance.concurrency)
+    _solo = getattr(instance.pool_cls, "__module__", "").endswith(".solo")
     startup.check(settings())
 
 
@@ -80,3 +89,10 @@ def _load_in_child(**_: Any) -> None:
         from shared.gallery import kernels
 
         kernels.warm_up()
+
+
+@worker_ready.connect
+def _load_in_solo(**_: Any) -> None:
+    # Sent in the consuming process: for prefork that is the parent, which must not load models.
+    if _solo:
+        _load_in_child()

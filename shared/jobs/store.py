@@ -57,6 +57,17 @@ def _redis_errors() -> Iterator[None]:
         raise StorageUnavailableError(f"job store unavailable ({type(exc).__name__})") from None
 
 
+# A document's compact JSON names its status as one of these; a string value inside it would
+# escape the quotes, so neither appears in a queued or running document.
+_TERMINAL_MARKS = tuple(f'"status":"{s.value}"'.encode() for s in JobStatus if s.terminal)
+
+
+def _maybe_terminal(raw: bytes | str) -> bool:
+    """Whether a stored document may be terminal, without parsing it (a pre-filter only)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return any(mark in data for mark in _TERMINAL_MARKS)
+
+
 def dead_letter(doc: JobDocument, max_attempts: int) -> JobDocument:
     """The final document of a job started more than ``max_attempts`` times.
 
@@ -238,15 +249,28 @@ class JobStore:
             raw = self.redis.get(keys.job_key(job_id))
         return self._document(job_id, raw)
 
-    def get_many(self, job_ids: Sequence[str], per_round_trip: int = 500) -> list[JobDocument | None]:
-        """The documents of many jobs (None where unknown), in pipelined MGETs of
-        ``per_round_trip`` keys: one round trip for a backlog's whole window."""
+    def finished_many(self, job_ids: Sequence[str], per_round_trip: int = 500) -> tuple[list[JobDocument], list[str]]:
+        """The terminal documents among ``job_ids`` and the ids with no document at all, in
+        pipelined MGETs; an unfinished document is not parsed (a poller reads each many times).
+
+        Returns:
+            The terminal documents (in the order of ``job_ids``) and the unknown ids.
+        """
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for start in range(0, len(job_ids), per_round_trip):
                 pipe.mget([keys.job_key(j) for j in job_ids[start : start + per_round_trip]])
             raws = [raw for chunk in pipe.execute() for raw in chunk]
-        return [self._document(job_id, raw) for job_id, raw in zip(job_ids, raws, strict=True)]
+        done, unknown = [], []
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            if raw is not None and not _maybe_terminal(raw):
+                continue
+            doc = self._document(job_id, raw)
+            if doc is None:
+                unknown.append(job_id)
+            elif doc.status.terminal:
+                done.append(doc)
+        return done, unknown
 
     def expire_soon(self, job_ids: Sequence[str], ttl_s: int) -> None:
         """Cut the documents' TTL to ``ttl_s`` (never lengthen it), in one pipelined round trip:

@@ -24,6 +24,7 @@ from shared.backlog.queued import QueuedRunner
 from shared.backlog.run import run_backlog
 from shared.backlog.window import run_window
 from shared.config import Settings
+from shared.errors import JobError
 from shared.jobs import JobDocument
 from shared.producer import Producer
 from tests.conftest import FACES_DIR, celery_worker, features_of, need, pipeline_env
@@ -202,3 +203,42 @@ def test_the_window_holds_in_redis(broker_url: str, s3_server: S3Endpoint, tmp_p
     assert max(seen) <= size and len(seen) >= 3
     # Read answers leave Redis soon (the backlog keeps them on disk), not after KYC_JOB_TTL_S.
     assert 0 < client.ttl(keys.job_key("w-0")) <= 60
+
+
+def _finish(producer: Producer, job: JobDocument) -> None:
+    """Write ``job``'s terminal document as a worker would (no worker: plumbing of the poller)."""
+    producer.jobs.finish(job.succeeded({"code": "NO_FACE", "confidence": None, "verified": False}), token=None)
+
+
+def test_the_poller_reads_the_oldest_pending_jobs_and_finds_every_answer(redis_url: str) -> None:
+    from shared.backlog.queued import MIN_POLL_SPAN
+
+    producer = Producer(Settings(broker_url=redis_url))
+    jobs = [JobDocument.new("faces", {"image": f"s3://photos/{i}.jpg"}, f"poll-{i}") for i in range(300)]
+    for job in jobs:
+        producer.jobs.create(job)
+    runner = QueuedRunner(producer, poll_s=0)
+    ids = [j.job_id for j in jobs]
+    # Jobs 0-9 and 250 are done: the first round reads only the oldest MIN_POLL_SPAN.
+    for job in [*jobs[:10], jobs[250]]:
+        _finish(producer, job)
+    assert [d.job_id for d in runner.poll(ids)] == ids[:10]
+    assert runner._span == max(MIN_POLL_SPAN, 20)
+    # Everything read was done: the span doubles until it reaches the late one.
+    for job in jobs[10:250]:
+        _finish(producer, job)
+    found: list[str] = []
+    pending = ids[10:]
+    while "poll-250" not in found:
+        got = [d.job_id for d in runner.poll(pending)]
+        found += got
+        pending = [i for i in pending if i not in got]
+    assert found == ids[10:251]
+    assert runner.poll(pending) == []
+
+
+def test_an_expired_pending_job_is_an_error_not_a_hang(redis_url: str) -> None:
+    producer = Producer(Settings(broker_url=redis_url))
+    runner = QueuedRunner(producer, poll_s=0)
+    with pytest.raises(JobError, match="disappeared"):
+        runner.poll(["never-submitted"])

@@ -1,5 +1,5 @@
-"""Test only: a job kind that the soft time limit cannot stop, for a worker started with
-``-I tests.workers.stuck_kind``.
+"""Test only: a job kind that the soft time limit cannot stop, and one that it can, for a worker
+started with ``-I tests.workers.stuck_kind``.
 
 It stands for a C decoder holding the process: Celery's soft limit is a signal (SIGUSR1) that
 Python only acts on between bytecodes, so a long C call runs on to the hard limit. The handler
@@ -33,4 +33,18 @@ def stuck(inputs: StuckInputs, job: JobContext) -> MatchResult:
 
 @app.task(name=f"kyc.jobs.{KIND}", base=JobTask, bind=True)
 def stuck_task(self: JobTask, job_id: str) -> str:
+    return run(self, job_id)
+
+
+SLOW = "test_only_slow"
+
+
+@job_kind(SLOW, queue=HEAVY_QUEUE, help="test only: sleeps past the soft time limit, interruptibly")
+def slow(inputs: StuckInputs, job: JobContext) -> MatchResult:
+    time.sleep(STUCK_S)
+    raise AssertionError("the soft time limit should have stopped this job")
+
+
+@app.task(name=f"kyc.jobs.{SLOW}", base=JobTask, bind=True)
+def slow_task(self: JobTask, job_id: str) -> str:
     return run(self, job_id)
