@@ -6,6 +6,7 @@ executions of one job id cannot both start it, and a terminal document is never 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,55 @@ return 0
 """
 
 
+# Start an execution (JobStore.claim), if the job's document, lock holder and attempt count are
+# still what the caller read (their SHA-1, the holder, the count: ARGV[1-3], '' for none): an
+# optimistic transaction in one round trip, where WATCH/MULTI takes three. 0 when any changed (read
+# again). KEYS: document, lock, attempts, unstarted set. An empty ARGV[9] (past the attempts) only
+# counts the attempt and drops the job from the unstarted set, as the dead letter follows.
+_CLAIM = """
+local raw = redis.call('GET', KEYS[1])
+if not raw or redis.sha1hex(raw) ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return 0 end
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[3] then return 0 end
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
+if ARGV[9] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[8])
+  redis.call('SET', KEYS[1], ARGV[9], 'KEEPTTL')
+end
+return 1
+"""
+
+# Write a job's next document (JobStore._transition) unless it already has a terminal one, which
+# is returned instead (terminal states are final); one round trip. KEYS: document, lock, held
+# features, then the erasure index of each template the result holds. ARGV: the document, '1' if
+# it is terminal (TTL renewed, probe dropped, indexes filled) or '0' (TTL kept), the TTL, the job's
+# address, and the execution's lock token ('' for none), whose lock alone is released.
+_TRANSITION = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, current = pcall(cjson.decode, raw)
+  if ok and type(current) == 'table' and (current.status == 'succeeded' or current.status == 'failed') then
+    return raw
+  end
+end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  redis.call('DEL', KEYS[3])
+  for i = 4, #KEYS do
+    redis.call('SADD', KEYS[i], ARGV[4])
+    redis.call('EXPIRE', KEYS[i], ARGV[3])
+  end
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
+  redis.call('DEL', KEYS[2])
+end
+return false
+"""
+
+
 # The result fields that hold a template: faces[].features, an enrolment's, a search probe's.
 TEMPLATE_FIELDS = ("features", "probe_features")
 
@@ -177,6 +227,8 @@ class JobStore:
         self.mode = settings.result_store
         self.archive = ResultArchive(settings) if self.mode in ("s3", "both") else None
         self._create = self.redis.register_script(_CREATE)
+        self._claim = self.redis.register_script(_CLAIM)
+        self._write = self.redis.register_script(_TRANSITION)
 
     # -- producer side --------------------------------------------------------------------------
 
@@ -376,36 +428,61 @@ class JobStore:
             max_attempts: attempts past this one are refused and the job is dead-lettered.
         """
         doc_key, lock_key, count_key = keys.job_key(job_id), keys.job_lock_key(job_id), keys.job_attempts_key(job_id)
-
-        def start(pipe: Pipeline) -> Claim:
-            # One MGET for the three watched keys: every round trip here is paid once per job.
-            raw, holder, count = pipe.mget(doc_key, lock_key, count_key)
-            if raw is None:
-                return Claim(ClaimOutcome.MISSING)
-            doc = JobDocument.from_json(raw)
-            if doc.status.terminal:
-                return Claim(ClaimOutcome.DONE, doc)
-            if holder is not None and not holder_is_dead(holder):
-                held_ms = max(int(pipe.pttl(lock_key)), 1000)
-                return Claim(ClaimOutcome.BUSY, doc, held_ms / 1000)
-            attempts = int(count or 0) + 1
-            held = {_text(k): _text(v) for k, v in pipe.hgetall(keys.job_features_key(job_id)).items()}
-            pipe.multi()
-            pipe.zrem(keys.jobs_unstarted_key(), job_id)  # its message reached a worker
-            pipe.set(count_key, attempts, ex=self.ttl_s)
-            if attempts > max_attempts:
-                return Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
-            running = doc.running(attempts).with_features(held)
-            pipe.set(lock_key, token, px=int(lock_ttl_s * 1000))
-            pipe.set(doc_key, running.to_json(), keepttl=True)
-            return Claim(ClaimOutcome.CLAIMED, running)
-
         with _redis_errors():
-            claim = self._atomic(start, doc_key, lock_key, count_key)
+            while True:
+                claim = self._try_claim(job_id, (doc_key, lock_key, count_key), token, lock_ttl_s, max_attempts)
+                if claim is not None:
+                    break
         if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
             log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
             return Claim(ClaimOutcome.EXHAUSTED, self.finish(dead_letter(claim.doc, max_attempts), token=None))
         return claim
+
+    def _try_claim(
+        self, job_id: str, job_keys: tuple[str, str, str], token: str, lock_ttl_s: float, max_attempts: int
+    ) -> Claim | None:
+        """One round of :meth:`claim`: read (one pipelined round trip), decide, then write if
+        nothing changed meanwhile (:data:`_CLAIM`); None when something did."""
+        doc_key, lock_key, count_key = job_keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mget(doc_key, lock_key, count_key)
+        pipe.pttl(lock_key)
+        pipe.hgetall(keys.job_features_key(job_id))
+        (raw, holder, count), held_ms, held_features = pipe.execute()
+        if raw is None:
+            return Claim(ClaimOutcome.MISSING)
+        doc = JobDocument.from_json(raw)
+        if doc.status.terminal:
+            return Claim(ClaimOutcome.DONE, doc)
+        if holder is not None and not holder_is_dead(holder):
+            return Claim(ClaimOutcome.BUSY, doc, max(int(held_ms), 1000) / 1000)
+        attempts = int(count or 0) + 1
+        exhausted = attempts > max_attempts
+        running = (
+            None
+            if exhausted
+            else doc.running(attempts).with_features({_text(k): _text(v) for k, v in held_features.items()})
+        )
+        raw_bytes = raw if isinstance(raw, bytes) else raw.encode()
+        written = self._claim(
+            keys=[doc_key, lock_key, count_key, keys.jobs_unstarted_key()],
+            args=[
+                hashlib.sha1(raw_bytes).hexdigest(),  # what Redis compares: a change detector, not a signature
+                holder or "",
+                count or "",
+                job_id,
+                attempts,
+                self.ttl_s,
+                token,
+                int(lock_ttl_s * 1000),
+                running.to_json() if running is not None else "",
+            ],
+        )
+        if not written:
+            return None
+        if running is None:
+            return Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
+        return Claim(ClaimOutcome.CLAIMED, running)
 
     def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
         """:meth:`claim` for a batch, in two round trips: one ``MGET`` of every document, lock and
@@ -541,30 +618,15 @@ class JobStore:
         if final and archived and self.mode == "s3" and self.archive is not None:
             stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.address)})
 
-        def write(pipe: Pipeline) -> JobDocument:
-            raw, holder = pipe.mget(doc_key, lock_key)
-            if raw is not None:
-                current = JobDocument.from_json(raw)
-                if current.status.terminal:
-                    return current  # terminal states are final: a redelivery changes nothing
-            ours = token is not None and holder == token.encode()
-            pipe.multi()
-            if final:
-                pipe.set(doc_key, stored.to_json(), ex=self.ttl_s)
-                # The probe is no longer needed; a result holding templates is found by erasure.
-                pipe.delete(keys.job_features_key(doc.address))
-                for found in result_digests(doc.result):
-                    index = keys.features_jobs_key(scoped(Tenant(doc.tenant), found))
-                    pipe.sadd(index, doc.address)
-                    pipe.expire(index, self.ttl_s)
-            else:
-                pipe.set(doc_key, stored.to_json(), keepttl=True)
-            if ours:
-                pipe.delete(lock_key)
-            return doc
-
+        index_keys = [
+            keys.features_jobs_key(scoped(Tenant(doc.tenant), found)) for found in result_digests(doc.result)
+        ] if final else []  # fmt: skip
         with _redis_errors():
-            result = self._atomic(write, doc_key, lock_key)
+            current = self._write(
+                keys=[doc_key, lock_key, keys.job_features_key(doc.address), *index_keys],
+                args=[stored.to_json(), "1" if final else "0", self.ttl_s, doc.address, token or ""],
+            )
+        result = doc if current is None else JobDocument.from_json(current)
         if result is not doc and result.result_ref is not None and self.archive is not None:
             return self.archive.read(doc.address) or result
         return result

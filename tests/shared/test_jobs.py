@@ -100,6 +100,36 @@ def test_claim_finish_and_terminal_states_are_final(store: JobStore) -> None:
     assert store.attempts("job-1") == 1
 
 
+def test_a_claim_that_races_another_reads_again_and_never_runs_twice(store: JobStore, redis_url: str) -> None:
+    store.create(faces_job())
+    rival = JobStore(Settings(redis_url=redis_url, job_ttl_s=600))
+    write = store._claim
+    raced = []
+
+    def racing(*args: object, **kwargs: object) -> object:
+        if not raced:  # between this claim's read and its write, another execution claims the job
+            raced.append(rival.claim("job-1", "token-rival", 60, 3))
+        return write(*args, **kwargs)
+
+    store._claim = racing  # type: ignore[method-assign]
+    claim = store.claim("job-1", "token-a", 60, 3)
+    assert raced[0].outcome is ClaimOutcome.CLAIMED
+    # The write saw the change and refused; read again, the job is the rival's.
+    assert claim.outcome is ClaimOutcome.BUSY
+    assert redis.Redis.from_url(redis_url).get(keys.job_lock_key("job-1")) == b"token-rival"
+    assert store.attempts("job-1") == 1 and store.get("job-1") == raced[0].doc
+
+
+def test_a_terminal_document_survives_a_racing_requeue(store: JobStore) -> None:
+    store.create(faces_job())
+    claim = store.claim("job-1", "token-a", 60, 3)
+    assert claim.doc is not None
+    done = store.finish(claim.doc.succeeded({"code": "SUCCESS"}), "token-a")
+    # A stale execution's requeue (not final) cannot turn the answer back into a queued job.
+    again = store.requeue(claim.doc, "token-b", JobFailure(type="StorageUnavailableError", message="down"))
+    assert again == done and store.get("job-1") == done
+
+
 def test_lock_is_released_only_by_its_holder(store: JobStore, redis_url: str) -> None:
     store.create(faces_job())
     claim = store.claim("job-1", "token-a", 60, 3)
