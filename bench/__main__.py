@@ -160,7 +160,8 @@ def compose(results: dict[str, Any], cores: int) -> str:
             cpu_s = sum(fixed["cpu_ms_per_job"].values()) / 1000
             lines.append(
                 row(
-                    "pipeline fixed cost per job, `match` jobs (CPU ms, all processes)",
+                    f"pipeline fixed cost per job, `match` jobs, {pipeline.get('fixed_cost_layout', 'prefork')} "
+                    "(CPU ms, all processes)",
                     cpu_s,
                     None,
                     fixed["images_per_s"],
@@ -194,10 +195,22 @@ def compose(results: dict[str, Any], cores: int) -> str:
                 f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); steady state "
                 f"after the submit burst {statistics.median(steady):.2f}."
             )
+            cpu = [sum(r[store]["cpu_ms_per_job"].values()) - r["processes_cpu_ms"] for r in rounds]
+            notes.append(
+                f"- CPU overhead per job ({store}): all processes' CPU per job minus the in-process engine's per "
+                f"image, {statistics.median(cpu):.1f} ms (rounds: {', '.join(f'{x:.1f}' for x in cpu)})."
+            )
         mem = pipeline["worker_memory"]
-        main = next(m for m in mem if m["process"] == "celery main")
+        main = next((m for m in mem if m["process"] == "celery main"), None)
         children = [m for m in mem if m["process"] == "pool child"]
-        if children:
+        solo = [m for m in mem if m["process"] == "solo worker"]
+        if solo:
+            notes.append(
+                f"- worker memory: {len(solo)} solo workers, each peak RSS "
+                f"{max(m.get('peak_rss_mib', 0.0) for m in solo):.0f} MiB, PSS "
+                f"{max(m.get('pss_mib', 0.0) for m in solo):.0f} MiB."
+            )
+        if children and main is not None:
             child_pss = max(c.get("pss_mib", 0.0) for c in children)
             child_peak = max(c.get("peak_rss_mib", 0.0) for c in children)
             fit = int((2048 - main.get("pss_mib", 0.0)) // child_pss) if child_pss else 0
@@ -260,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=200, help="pipeline jobs per round and store")
     parser.add_argument("--stores", default="file,s3", help="pipeline image stores")
     parser.add_argument("--batch-sizes", default="1,8", help="pipeline KYC_BATCH_SIZE values (batching off and on)")
+    parser.add_argument("--pools", default="prefork,solo", help="pipeline worker layouts (see bench/pipeline.py)")
     parser.add_argument("--providers", default="CPUExecutionProvider", help="KYC_ORT_PROVIDERS, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="engine repetitions over the photos")
     parser.add_argument("--results", type=Path, help="append the table to this Markdown file")
@@ -283,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline": [
                 *(py, "bench/pipeline.py", "--rounds", str(args.rounds), "--jobs", str(args.jobs)),
                 *("--stores", args.stores, "--latency", "10", "--fixed-cost", "400", "--json", str(out["pipeline"])),
-                *("--batch-sizes", args.batch_sizes, "--providers", args.providers),
+                *("--batch-sizes", args.batch_sizes, "--providers", args.providers, "--pools", args.pools),
             ],
             "gallery": [
                 py,

@@ -492,6 +492,7 @@ def main() -> int:
         "latency_s": latency,
         "worker_memory": memory,
         "fixed_cost": fixed,
+        "fixed_cost_layout": f"{layouts[-1][0]}, KYC_BATCH_SIZE={layouts[-1][1]}" if fixed else None,
         "in_process_memory": baseline_memory,
     }
     text = render(report)
@@ -599,6 +600,11 @@ def render(report: dict[str, Any]) -> str:
         f"| in-process engine ({cores}x1), per image | " + " | ".join(f"{engine_cpu:.1f}" for _ in totals) + " |"
     )
     rows.append(
+        "| **CPU overhead per job** (all processes - in-process per image) | "
+        + " | ".join(f"**{t - engine_cpu:.1f}**" for t in totals)
+        + " |"
+    )
+    rows.append(
         "| CPU ratio in-process / pipeline (load-independent) | "
         + " | ".join(f"{engine_cpu / t:.2f}" for t in totals)
         + " |"
@@ -608,7 +614,8 @@ def render(report: dict[str, Any]) -> str:
     if fixed:
         cpu = fixed["cpu_ms_per_job"]
         fixed_line = (
-            f"\n\nFixed cost per job, without images ({fixed['jobs']} `match` jobs, compute median "
+            f"\n\nFixed cost per job, without images ({fixed['jobs']} `match` jobs on the last layout, "
+            f"{report.get('fixed_cost_layout')}; compute median "
             f"{1000 * statistics.median(fixed['stages_s']['compute_s']):.2f} ms, {fixed['images_per_s']:.0f} jobs/s): "
             f"{sum(cpu.values()):.2f} ms CPU per job (" + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + ")."
         )
