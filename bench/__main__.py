@@ -134,6 +134,10 @@ def compose(results: dict[str, Any], cores: int) -> str:
 
         throughput(f"in-process engine, {cores} proc x 1 thread (core-ms)", [r["processes"] for r in rounds])
         throughput(f"in-process engine, 1 proc x {cores} threads (core-ms)", [r["threads"] for r in rounds])
+        if all("runner" in r for r in rounds):
+            throughput(
+                f"in-process job runner, {cores} proc x 1 thread, no Celery (core-ms)", [r["runner"] for r in rounds]
+            )
         for b in pipeline.get("batch_sizes", []):
             if b > 1:
                 rates = [r[f"processes b={b}"] for r in rounds]

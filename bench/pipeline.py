@@ -135,6 +135,62 @@ def in_process_processes(
     return len(blobs) / (end - start), sum(s[2] for s in spans) / len(blobs), spans[0][3]
 
 
+def _runner_process(
+    warm: list[str], mine: list[str], settings: Settings, barrier: Any, out: Any
+) -> None:  # pragma: no cover - runs in a child process
+    from shared.jobs.resources import Resources
+    from shared.jobs.runner import execute
+    from workers.process import finish_hook
+
+    resources = Resources(settings.model_copy(update={"intra_op_threads": 1}))
+    resources.on_terminal = finish_hook(resources)  # the worker's hook: completion event, review queue
+    for job_id in warm:
+        execute(job_id, resources, 600)
+    barrier.wait()
+    start, cpu = time.perf_counter(), time.process_time()
+    for job_id in mine:
+        execute(job_id, resources, 600)
+    out.put((start, time.perf_counter(), time.process_time() - cpu))
+
+
+def in_process_runner(
+    producer: Producer, refs: list[str], settings: Settings, processes: int, redis_pid: int
+) -> tuple[float, float]:
+    """images/s and CPU ms per job of the job code without Celery: ``processes`` processes each
+    run ``shared.jobs.runner.execute`` (claim, fetch, describe, finish, the completion event) on
+    its share of ``faces`` jobs stored in Redis, no message involved. The CPU counts the processes
+    and redis-server. Between the engine and the pipeline: what the job plumbing costs, and so
+    what is left for Celery."""
+    tag = f"{time.time_ns():x}"
+
+    def stored(prefix: str, some: list[str]) -> list[str]:
+        ids = []
+        for n, ref in enumerate(some):
+            doc = JobDocument.new("faces", {"image": ref}, f"runner-{tag}-{prefix}-{n}")
+            producer.jobs.create(doc)
+            ids.append(doc.job_id)
+        return ids
+
+    unique = list(dict.fromkeys(refs))
+    warm = [stored(f"warm{i}", unique) for i in range(processes)]
+    jobs = stored("run", refs)
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_runner_process, args=(warm[i], jobs[i::processes], settings, barrier, out))
+        for i in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    redis_before = cpu_s(redis_pid)
+    spans = [out.get(timeout=600) for _ in procs]
+    redis_cpu = cpu_s(redis_pid) - redis_before
+    for proc in procs:
+        proc.join()
+    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+    return len(jobs) / (end - start), 1000 * (sum(s[2] for s in spans) + redis_cpu) / len(jobs)
+
+
 def proc_memory(pid: int) -> dict[str, float]:
     """RSS now, peak RSS (VmHWM) and PSS of one process, in MiB (Linux /proc, no psutil needed).
 
@@ -446,6 +502,10 @@ def main() -> int:
                 got["threads"] = in_process_threads(images, settings, cores)
                 got["processes"], cpu_per_image, baseline_memory = in_process_processes(images, settings, cores)
                 got["processes_cpu_ms"] = 1000 * cpu_per_image
+                if "file" in refs:
+                    got["runner"], got["runner_cpu_ms"] = in_process_runner(
+                        producer, refs["file"], settings, cores, redis_server.pid
+                    )
                 for b in batch_sizes:
                     if b > 1:
                         got[f"processes b={b}"], cpu_b, _ = in_process_processes(images, settings, cores, b)
@@ -544,6 +604,12 @@ def render(report: dict[str, Any]) -> str:
         f"| in-process engine, {cores} processes x 1 onnx thread (the baseline) | "
         f"{spread([r['processes'] for r in rounds], '{:.1f}')} images/s |",
     ]
+    if all("runner" in r for r in rounds):
+        rows += [
+            f"| in-process job runner, {cores} processes x 1 onnx thread (claim, fetch, run, finish on Redis, the "
+            f"completion event; no Celery; local files) | {spread([r['runner'] for r in rounds], '{:.1f}')} images/s |",
+            f"| **ratio runner / in-process {cores}x1** | **{spread([r['runner'] / r['processes'] for r in rounds])}** |",
+        ]
     for b in report.get("batch_sizes", []):
         if b > 1:
             rows.append(
@@ -599,6 +665,13 @@ def render(report: dict[str, Any]) -> str:
     rows.append(
         f"| in-process engine ({cores}x1), per image | " + " | ".join(f"{engine_cpu:.1f}" for _ in totals) + " |"
     )
+    if all("runner_cpu_ms" in r for r in rounds):
+        runner_cpu = statistics.median(r["runner_cpu_ms"] for r in rounds)
+        rows.append(
+            "| in-process job runner, per job (its processes and redis-server) | "
+            + " | ".join(f"{runner_cpu:.1f}" for _ in totals)
+            + " |"
+        )
     rows.append(
         "| **CPU overhead per job** (all processes - in-process per image) | "
         + " | ".join(f"**{t - engine_cpu:.1f}**" for t in totals)

@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
     worker_concurrency: int = Field(default=0, ge=0)  # 0 = number of cores
+    # `kycface worker`: prefork (a parent and its pool, both time limits) or solo (one process
+    # that consumes and runs; faster per job, soft limit only: docs/OPERATIONS.md).
+    worker_pool: Literal["prefork", "solo"] = "prefork"
     # Load the gallery's numba kernels at process start (~110 MiB RSS each); off for workers that
     # only serve faces/verify/match, which then never import numba.
     worker_warm_gallery: bool = True

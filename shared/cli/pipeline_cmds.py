@@ -36,10 +36,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from shared.jobs.registry import QUEUES
     from workers.app import app
 
+    pool = args.pool or settings.worker_pool
+    concurrency = 1 if pool == "solo" else args.concurrency or settings.worker_processes()
     argv = [
         "worker",
-        "--pool=prefork",
-        f"--concurrency={args.concurrency or settings.worker_processes()}",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
         f"--queues={args.queues or ','.join(QUEUES)}",
         f"--loglevel={args.loglevel}",
     ]
@@ -180,8 +182,13 @@ def _register_submit(sub: argparse._SubParsersAction) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    worker = sub.add_parser("worker", help="run a Celery worker (prefork) with the project's settings")
+    worker = sub.add_parser("worker", help="run a Celery worker with the project's settings")
     worker.add_argument("-c", "--concurrency", type=int, help="processes (default: KYC_WORKER_CONCURRENCY or cores)")
+    worker.add_argument(
+        "--pool",
+        choices=["prefork", "solo"],
+        help="prefork (default, KYC_WORKER_POOL) or solo: one process, run one per core with KYC_INTRA_OP_THREADS",
+    )
     worker.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")
     worker.add_argument("-n", "--hostname", help="worker node name")
     worker.add_argument("--loglevel", default="INFO")

@@ -330,7 +330,10 @@ class JobStore:
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for job_id in job_ids:
-                pipe.expire(keys.job_key(job_id), ttl_s, lt=True)
+                # With the document go the keys kept beside it for as long: its attempt count and
+                # its completion event's once-only marker (a redelivery then finds no job at all).
+                for key in (keys.job_key(job_id), keys.job_attempts_key(job_id), keys.job_published_key(job_id)):
+                    pipe.expire(key, ttl_s, lt=True)
             pipe.execute()
 
     def _document(self, job_id: str, raw: bytes | str | None) -> JobDocument | None:

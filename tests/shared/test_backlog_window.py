@@ -203,6 +203,9 @@ def test_the_window_holds_in_redis(broker_url: str, s3_server: S3Endpoint, tmp_p
     assert max(seen) <= size and len(seen) >= 3
     # Read answers leave Redis soon (the backlog keeps them on disk), not after KYC_JOB_TTL_S.
     assert 0 < client.ttl(keys.job_key("w-0")) <= 60
+    # And so do the keys kept beside each job for as long: nothing of a read answer stays a week.
+    assert 0 < client.ttl(keys.job_attempts_key("w-0")) <= 60
+    assert 0 < client.ttl(keys.job_published_key("w-0")) <= 60
 
 
 def _finish(producer: Producer, job: JobDocument) -> None:

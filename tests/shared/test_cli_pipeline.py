@@ -228,3 +228,31 @@ def test_queued_backlog_timeout_leaves_a_partial_summary(manifest: Path, tmp_pat
     assert run.returncode == 1
     assert "5 rows still pending" in run.stderr and "partial summary" in run.stderr
     assert read_summary(out) == []  # only answered rows are written; a re-run continues from here
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "pool", "concurrency"),
+    [
+        (["worker", "-c", "3"], {}, "prefork", "3"),
+        (["worker", "--pool", "solo", "-c", "3"], {}, "solo", "1"),
+        (["worker"], {"KYC_WORKER_POOL": "solo"}, "solo", "1"),
+    ],
+)
+def test_the_worker_command_starts_the_pool_asked_for(
+    argv: list[str], env: dict[str, str], pool: str, concurrency: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.cli import main as cli
+    from shared.config import get_settings
+    from workers.app import app
+
+    monkeypatch.setenv("KYC_BROKER_URL", "redis://127.0.0.1:1/0")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    started: list[list[str]] = []
+    monkeypatch.setattr(app, "worker_main", started.append)
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        get_settings.cache_clear()
+    assert f"--pool={pool}" in started[0] and f"--concurrency={concurrency}" in started[0]

@@ -3,12 +3,14 @@ first message, answers equal to the engine's in-process, two of them sharing one
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 
-from harness import CeleryWorker
+from harness import CeleryWorker, free_port
 from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.jobs import JobDocument, JobStatus
@@ -33,7 +35,12 @@ def solo_workers(
     with ExitStack() as stack:
         options = {"concurrency": 1, "pool": "solo", "extra_args": ["-I", "tests.workers.stuck_kind"]}
         workers = [
-            stack.enter_context(celery_worker(env, tmp_path_factory.mktemp(f"solo{n}"), **options)) for n in range(2)
+            stack.enter_context(
+                celery_worker(
+                    {**env, "KYC_METRICS_PORT": str(free_port())}, tmp_path_factory.mktemp(f"solo{n}"), **options
+                )
+            )
+            for n in range(2)
         ]
         yield workers
 
@@ -61,8 +68,16 @@ def test_solo_workers_load_the_models_at_start_and_answer_as_in_process(
             assert final.attempts == 1
     finally:
         producer.close()
-    # One queue, both consumers took part.
+    # One queue, both consumers took part, and each counts its own jobs on its metrics endpoint.
     assert all("succeeded in" in w.log() for w in solo_workers)
+    counted = 0.0
+    for worker in solo_workers:
+        url = f"http://127.0.0.1:{worker.env['KYC_METRICS_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        found = re.findall(r'^kyc_jobs_total\{code="[A-Z_]+",kind="faces",status="succeeded"\} (\S+)$', text, re.M)
+        counted += sum(float(n) for n in found)
+    assert counted == len(docs)
 
 
 def test_a_solo_worker_stops_a_job_at_the_soft_time_limit(solo_workers: list[CeleryWorker], broker_url: str) -> None:
