@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="file,s3", help="pipeline image stores")
     parser.add_argument("--batch-sizes", default="1,8", help="pipeline KYC_BATCH_SIZE values (batching off and on)")
     parser.add_argument("--pools", default="prefork,solo", help="pipeline worker layouts (see bench/pipeline.py)")
+    parser.add_argument("--chunk-sizes", default="1,8", help="pipeline jobs per message (a backlog's chunks)")
     parser.add_argument("--providers", default="CPUExecutionProvider", help="KYC_ORT_PROVIDERS, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="engine repetitions over the photos")
     parser.add_argument("--results", type=Path, help="append the table to this Markdown file")
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 *(py, "bench/pipeline.py", "--rounds", str(args.rounds), "--jobs", str(args.jobs)),
                 *("--stores", args.stores, "--latency", "10", "--fixed-cost", "400", "--json", str(out["pipeline"])),
                 *("--batch-sizes", args.batch_sizes, "--providers", args.providers, "--pools", args.pools),
+                *("--chunk-sizes", args.chunk_sizes),
             ],
             "gallery": [
                 py,

@@ -3,7 +3,12 @@
 Usage::
 
     python bench/pipeline.py [--jobs 200] [--rounds 3] [--stores file,s3] [--phone] [--concurrency N]
+        [--pools prefork,solo] [--batch-sizes 1,8] [--chunk-sizes 1,8] [--providers ...]
         [--worker-args '--prefetch-multiplier 4'] [--latency 20] [--results bench/RESULTS.md] [--json PATH]
+
+Worker layouts: ``--pools`` (prefork: one worker of ``--concurrency`` processes; solo: that many
+one-process workers) x ``--batch-sizes`` (``KYC_BATCH_SIZE``); on the unbatched ones, also
+``--chunk-sizes`` (jobs per broker message, as a queued backlog sends them).
 
 Setup, all on loopback and private to this run: a redis-server on a free port (broker and job
 documents), moto's S3 server in this process with the photos uploaded (and the same photos in a
@@ -270,6 +275,7 @@ def run_batch(
     worker_logs: list[Path],
     pids: dict[str, list[int]],
     submit: Callable[[str], str] | None = None,
+    chunk: int = 1,
 ) -> dict[str, Any]:
     """Submit one job per item at once (``faces`` of an image reference by default) and wait for all.
 
@@ -282,8 +288,14 @@ def run_batch(
     before = command_counts(redis_client)
     cpu_before = cpu_by_process(pids)
     start = time.perf_counter()
-    submit = submit or (lambda ref: producer.submit_faces(ref).job_id)
-    ids = [submit(item) for item in items]
+    if chunk > 1:  # as a queued backlog sends them: stored one by one, `chunk` jobs per message
+        docs = [producer.store("faces", {"image": ref})[0] for ref in items]
+        for n in range(0, len(docs), chunk):
+            producer.send(docs[n : n + chunk])
+        ids = [d.job_id for d in docs]
+    else:
+        submit = submit or (lambda ref: producer.submit_faces(ref).job_id)
+        ids = [submit(item) for item in items]
     submit_s = time.perf_counter() - start
     submitted = dt.datetime.now(dt.UTC)
     docs, polls = wait_all(redis_client, ids, timeout_s=600)
@@ -401,6 +413,11 @@ def main() -> int:
         "--batch-sizes", default="1,8", help="KYC_BATCH_SIZE of the worker, one worker per value in each round"
     )
     parser.add_argument(
+        "--chunk-sizes",
+        default="1,8",
+        help="jobs per message (1: one message per job; N: a backlog's chunks), on the layouts without batching",
+    )
+    parser.add_argument(
         "--pools",
         default="prefork",
         help="worker layouts, each run at every batch size: prefork (1 worker x --concurrency processes) "
@@ -422,7 +439,10 @@ def main() -> int:
     # One worker layout per (pool, batch size), one column per layout and store: "file b=8",
     # "s3 solo b=1".
     layouts = [(pool, b) for pool in pools for b in batch_sizes]
-    columns = [column_name(store, pool, b) for pool, b in layouts for store in stores]
+    chunks = [int(c) for c in args.chunk_sizes.split(",") if c.strip()]
+    # Chunks only where messages are not batched anyway: each is one message for several jobs.
+    runs = [(pool, b, c) for pool, b in layouts for c in chunks if c == 1 or b == 1]
+    columns = [column_name(store, pool, b, c) for pool, b, c in runs for store in stores]
 
     files = sorted(p for p in args.faces.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     names = [files[i % len(files)].name for i in range(args.jobs)]
@@ -515,8 +535,9 @@ def main() -> int:
                     started, pids = start_workers(pool, b)
                     workers.extend(started)
                     logs = [w.log_path for w in started]
-                    for store in stores:
-                        got[column_name(store, pool, b)] = run_batch(producer, refs[store], logs, pids)
+                    for c in [c for p, bb, c in runs if (p, bb) == (pool, b)]:
+                        for store in stores:
+                            got[column_name(store, pool, b, c)] = run_batch(producer, refs[store], logs, pids, chunk=c)
                 rounds.append(got)
                 print(
                     f"round {r + 1}: load {got['load_1m']:.2f}, in-process {got['threads']:.1f} (1x{cores} threads) "
@@ -576,20 +597,23 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
 STORE_LABEL = {"s3": "S3 (moto, same host)", "file": "local files (file://)"}
 
 
-def column_name(store: str, pool: str, batch: int) -> str:
-    return f"{store} solo b={batch}" if pool == "solo" else f"{store} b={batch}"
+def column_name(store: str, pool: str, batch: int, chunk: int = 1) -> str:
+    name = f"{store} solo b={batch}" if pool == "solo" else f"{store} b={batch}"
+    return name + (f" c={chunk}" if chunk > 1 else "")
 
 
 def column_label(column: str, concurrency: int) -> str:
     """``"file b=8"`` -> ``"local files (file://), KYC_BATCH_SIZE=8, 1 worker x 2 processes"``."""
-    head, _, batch = column.partition(" b=")
+    head, _, rest = column.partition(" b=")
+    batch, _, chunk = rest.partition(" c=")
     store, _, pool = head.partition(" ")
     layout = (
         f"{concurrency} solo workers (1 process each)"
         if pool == "solo"
         else f"1 worker x {concurrency} prefork processes"
     )
-    return STORE_LABEL[store] + (f", KYC_BATCH_SIZE={batch}" if batch else "") + f", {layout}"
+    chunked = f", {chunk} jobs per message" if chunk else ""
+    return STORE_LABEL[store] + (f", KYC_BATCH_SIZE={batch}" if batch else "") + chunked + f", {layout}"
 
 
 def render(report: dict[str, Any]) -> str:

@@ -315,6 +315,9 @@ class Settings(BaseSettings):
     # Once a queued backlog has written a job's document to its directory, Redis keeps it this
     # long (None: KYC_JOB_TTL_S). Short keeps Redis flat over a long manifest.
     backlog_result_ttl_s: int | None = Field(default=None, ge=1)
+    # Jobs per broker message a queued backlog sends (1: one message per job). A message costs a
+    # worker several milliseconds of CPU to consume whatever it carries (bench/RESULTS.md).
+    backlog_chunk: int = Field(default=8, ge=1, le=256)
     # A worker host serves Prometheus metrics on this port (its prefork parent, aggregating the
     # children's through prometheus-client's multiprocess files in metrics_dir; None: off).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

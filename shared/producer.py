@@ -7,12 +7,14 @@ plus the operation): submitting it again returns the existing job and sends noth
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -23,7 +25,7 @@ from shared.config import Settings, get_settings
 from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError, UnreadableJobError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType, parse_probe
-from shared.jobs.registry import QUEUES
+from shared.jobs.registry import CHUNK_TASK, QUEUES
 from shared.storage import store_for
 from shared.storage.redis_client import redis_client
 from shared.storage.refs import Ref
@@ -54,7 +56,8 @@ KOMBU_UNACKED_KEY = "unacked"
 
 
 def _task_ids(raw: Iterable[bytes | str], wrapped: bool = False) -> list[str]:
-    """The task ids of raw kombu messages, skipping any that are not Celery tasks.
+    """The jobs of raw kombu messages: a job task's id (its job's address), or every address a
+    chunk carries; messages that are not Celery tasks are skipped.
 
     ``wrapped``: entries of kombu's unacked hash, ``[message, exchange, routing_key]``.
     """
@@ -62,7 +65,15 @@ def _task_ids(raw: Iterable[bytes | str], wrapped: bool = False) -> list[str]:
     for item in raw:
         try:
             message = json.loads(item)
-            ids.append(str((message[0] if wrapped else message)["headers"]["id"]))
+            message = message[0] if wrapped else message
+            headers = message["headers"]
+            if headers.get("task") == CHUNK_TASK:
+                body = message["body"]
+                if message.get("properties", {}).get("body_encoding") == "base64":
+                    body = base64.b64decode(body)
+                ids += [str(job_id) for job_id in json.loads(body)[0][0]]
+            else:
+                ids.append(str(headers["id"]))
         except (ValueError, KeyError, TypeError, IndexError):
             continue
     return ids
@@ -119,6 +130,24 @@ class Producer:
             FeaturesError: a malformed features string.
             StorageUnavailableError: Redis or the broker is unreachable.
         """
+        stored, created = self.store(kind, inputs, job_id, tenant)
+        if created:
+            self.send([stored])
+            log.info("submitted %s job %s", stored.kind, stored.address)
+        return stored
+
+    def store(
+        self, kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+    ) -> tuple[JobDocument, bool]:
+        """The first half of :meth:`submit`: validate and store the job, send nothing yet.
+
+        Returns:
+            ``(document, created)``: ``created`` is False for an id already submitted (its
+            document, which needs no message); a created job must go to :meth:`send`.
+
+        Raises:
+            As :meth:`submit`.
+        """
         doc = JobDocument.new(kind, inputs, job_id, tenant)
         wire = doc.run_inputs()  # a features probe is a digest in the document
         for name, input_type in REGISTRY.get(doc.kind).fields().items():
@@ -127,18 +156,35 @@ class Producer:
             elif input_type is InputType.PROBE and isinstance(probe := parse_probe(wire[name]), Ref):
                 self._check_image(probe, tenant)
         stored, created = self.jobs.create(doc)
-        if not created:
-            if not stored.same_request(doc):
-                raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind} job")
-            return stored
-        try:
-            self._send(doc)
-        except Exception as exc:
-            # Nothing will ever run this job: free the id so the caller's retry can submit again.
-            self.jobs.discard(doc.address)
-            raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
-        log.info("submitted %s job %s", doc.kind, doc.address)
-        return stored
+        if not created and not stored.same_request(doc):
+            raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind} job")
+        return stored, created
+
+    def send(self, docs: Sequence[JobDocument]) -> None:
+        """Send the messages of jobs :meth:`store` created: one per job, or with several, one
+        chunk message per queue (:data:`shared.jobs.registry.CHUNK_TASK`).
+
+        Raises:
+            StorageUnavailableError: the broker is unreachable; the jobs are discarded, so the
+                caller's retry can submit them again.
+        """
+        by_queue: dict[str, list[JobDocument]] = {}
+        for doc in docs:
+            by_queue.setdefault(REGISTRY.get(doc.kind).queue, []).append(doc)
+        groups = list(by_queue.items())
+        for n, (queue, members) in enumerate(groups):
+            try:
+                if len(members) == 1:
+                    self._send(members[0])
+                else:
+                    addresses = [d.address for d in members]
+                    self.app.send_task(CHUNK_TASK, args=[addresses], queue=queue, task_id=uuid.uuid4().hex)
+            except Exception as exc:
+                # Nothing will ever run these jobs: free the ids so the caller can submit again.
+                for _, unsent in groups[n:]:
+                    for doc in unsent:
+                        self.jobs.discard(doc.address)
+                raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
 
     def _check_image(self, ref: Ref, tenant: Tenant) -> None:
         """With ``KYC_S3_TENANT_PREFIXES``, a tenant's images are the objects under ``<tenant>/``."""

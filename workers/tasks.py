@@ -1,7 +1,9 @@
-"""Thin tasks: one per registered job kind, and the sweeper. The work is in ``shared.jobs.runner``.
+"""Thin tasks: one per registered job kind, the chunk of several jobs, and the sweeper. The work
+is in ``shared.jobs.runner``.
 
 Each job task hands its job id to :func:`shared.jobs.runner.execute` (claim, run, store) and
-turns the outcome's retry request into a Celery retry; the policy is ``workers.policy.KYCTask``.
+turns the outcome's retry request into a Celery retry; the chunk task hands its ids to
+:func:`shared.jobs.runner.execute_many`. The policy is ``workers.policy.KYCTask``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+from celery.exceptions import Reject
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest, apply_batches_task
 
 from shared.errors import StorageUnavailableError
-from shared.jobs.registry import REGISTRY
+from shared.jobs.model import JobStatus
+from shared.jobs.registry import CHUNK_TASK, REGISTRY
 from shared.jobs.runner import execute, execute_many, time_out
 from workers import process
 from workers.app import SWEEP_TASK, app, lock_ttl_s
@@ -158,6 +162,38 @@ JOB_TASKS = {
     )
     for spec in REGISTRY
 }
+
+
+class ChunkTask(JobTask):
+    """Several jobs in one message (a backlog's chunk): one message consumed for all of them,
+    claimed, run and finished together. The message is acknowledged after them all (late ack);
+    if its process dies, the redelivery finds the finished jobs done and runs only the others."""
+
+    def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
+        # The chunk's jobs run together, so every one still running reached the limit with it.
+        resources = process.resources()
+        for job_id in args[0]:
+            doc = resources.jobs.get(str(job_id))
+            if doc is not None and doc.status is JobStatus.RUNNING:
+                time_out(str(job_id), resources, limit_s)
+
+
+@app.task(name=CHUNK_TASK, base=ChunkTask, bind=True)
+def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
+    """Run a chunk's jobs; per job, its status. A job that must come back later (busy, a
+    transient error) is sent again on its own, as a chunk of one, after its countdown."""
+    resources = process.resources()
+    outcomes = execute_many([str(j) for j in job_ids], resources, lock_ttl_s(resources.settings))
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    for job_id, outcome in zip(job_ids, outcomes, strict=True):
+        if outcome.retry:
+            countdown = outcome.retry_in_s if outcome.retry_in_s is not None else self.backoff_s(outcome.attempt)
+            try:
+                self.apply_async(([job_id],), countdown=countdown, queue=queue)
+            except Exception as exc:  # kombu's OperationalError and the transport's own
+                # The broker is down: give the whole chunk back; its finished jobs are no-ops.
+                raise Reject(f"could not publish a retry ({type(exc).__name__})", requeue=True) from None
+    return [o.status for o in outcomes]
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

@@ -22,13 +22,19 @@ class QueuedRunner:
         result_ttl_s: once read, a terminal document's Redis TTL is cut to this (None: it keeps
             ``KYC_JOB_TTL_S``). The backlog has it on disk, so a short value keeps Redis flat
             over a manifest of any length.
+        chunk: jobs per broker message (default ``KYC_BACKLOG_CHUNK``): new jobs are stored at
+            once and sent in chunks as they fill, the rest before each poll.
     """
 
-    def __init__(self, producer: Producer, poll_s: float = 0.5, result_ttl_s: int | None = None) -> None:
+    def __init__(
+        self, producer: Producer, poll_s: float = 0.5, result_ttl_s: int | None = None, chunk: int | None = None
+    ) -> None:
         self.producer = producer
         self.poll_s = poll_s
         self.result_ttl_s = result_ttl_s
+        self.chunk = chunk if chunk is not None else producer.settings.backlog_chunk
         self._span = MIN_POLL_SPAN
+        self._unsent: list[JobDocument] = []
 
     def start(self, job: JobDocument) -> JobDocument | None:
         """Submit the job under its own id; its document if it is already terminal (an earlier run's).
@@ -36,8 +42,22 @@ class QueuedRunner:
         Raises:
             JobError: the id was used for different work.
         """
-        stored = self.producer.submit(job.kind, job.run_inputs(), job.job_id)  # probes held beside inputs
+        stored, created = self.producer.store(job.kind, job.run_inputs(), job.job_id)  # probes held beside
+        if created:
+            self._unsent.append(stored)
+            if len(self._unsent) >= self.chunk:
+                self.flush()
         return stored if stored.status.terminal else None
+
+    def flush(self) -> None:
+        """Send the jobs stored and not yet sent, ``chunk`` per message.
+
+        Raises:
+            StorageUnavailableError: the broker is down (the unsent jobs were discarded).
+        """
+        unsent, self._unsent = self._unsent, []
+        for start in range(0, len(unsent), self.chunk):
+            self.producer.send(unsent[start : start + self.chunk])
 
     def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
         """The terminal documents among the oldest of ``job_ids``, read in pipelined MGETs after a
@@ -51,6 +71,7 @@ class QueuedRunner:
         Raises:
             JobError: a job expired before it was read.
         """
+        self.flush()  # a window waiting on its answers must have sent every job first
         time.sleep(self.poll_s)
         polled = job_ids[: self._span]
         done, unknown = self.producer.jobs.finished_many(polled)
@@ -62,4 +83,7 @@ class QueuedRunner:
         return done
 
     def close(self) -> None:
-        self.producer.close()
+        try:
+            self.flush()
+        finally:
+            self.producer.close()

@@ -23,9 +23,14 @@ from shared.jobs.model import JobDocument
 EVENT_FIELDS = ("job_id", "kind", "tenant", "status", "code", "verified", "confidence", "time")
 
 # The marker and the XADD in one script: a finish that runs twice (a retried worker, a sweeper)
-# publishes once, and a crash cannot leave a marker without its event.
+# publishes once, and a crash cannot leave a marker without its event. The marker lives as long as
+# the job's document (KEYS[3]) still does, at most ARGV[1] s: a reader that cut the document's TTL
+# (a backlog) leaves nothing behind, even when it read the document before this ran.
 _PUBLISH_ONCE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+local ttl_ms = tonumber(ARGV[1]) * 1000
+local left = redis.call('PTTL', KEYS[3])
+if left > 0 and left < ttl_ms then ttl_ms = left end
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ttl_ms) then
   return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 end
 return false
@@ -114,14 +119,15 @@ def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument
     args: list[str | int] = [
         keys.job_published_key(doc.address),
         settings.events_completed_stream,
+        keys.job_key(doc.address),
         settings.job_ttl_s,
         settings.events_stream_max_len,
         *flat,
     ]
     try:  # by its digest: the script's text is sent once per Redis, not once per job
-        event_id = client.evalsha(_PUBLISH_ONCE_SHA, 2, *args)
+        event_id = client.evalsha(_PUBLISH_ONCE_SHA, 3, *args)
     except redis.exceptions.NoScriptError:
-        event_id = client.eval(_PUBLISH_ONCE, 2, *args)
+        event_id = client.eval(_PUBLISH_ONCE, 3, *args)
     if not event_id:
         return None
     event_id = event_id.decode() if isinstance(event_id, bytes) else str(event_id)

@@ -38,6 +38,9 @@ HEAVY_QUEUE = "kyc.heavy"  # image decoding and networks
 LIGHT_QUEUE = "kyc.light"  # feature arithmetic and single Redis calls: answers in milliseconds
 QUEUES = (HEAVY_QUEUE, LIGHT_QUEUE)
 TASK_PREFIX = "kyc.jobs."
+# One message for several jobs (a backlog's chunk, see ``Producer.send``): its argument is the
+# list of their addresses, routed to their kinds' queue, run together by ``execute_many``.
+CHUNK_TASK = TASK_PREFIX + "chunk"
 
 
 class JobInputs(BaseModel):

@@ -488,9 +488,9 @@ class JobStore:
         return Claim(ClaimOutcome.CLAIMED, running)
 
     def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
-        """:meth:`claim` for a batch, in two round trips: one ``MGET`` of every document, lock and
-        attempt count, then one ``MULTI`` that starts every claimable job, under ``WATCH`` on all
-        of them.
+        """:meth:`claim` for a batch, in three round trips: the probes held beside the jobs, one
+        ``MGET`` of every document, lock and attempt count, then one ``MULTI`` that starts every
+        claimable job, under ``WATCH`` on all of them.
 
         A watched key that changed (another execution of one of these jobs), a job past its
         attempts, or a repeated id falls back to :meth:`claim` one job at a time, so the answers
@@ -503,6 +503,12 @@ class JobStore:
             return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
         per_job = [(keys.job_key(i), keys.job_lock_key(i), keys.job_attempts_key(i)) for i in job_ids]
         watched = [k for triple in per_job for k in triple]
+        # The probes held beside the documents (as claim reads them: not watched, never rewritten).
+        with _redis_errors():
+            reads = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                reads.hgetall(keys.job_features_key(job_id))
+            held_all = [{_text(k): _text(v) for k, v in found.items()} for found in reads.execute()]
 
         def start(pipe: Pipeline) -> list[Claim | None]:
             values = pipe.mget(watched)
@@ -520,7 +526,7 @@ class JobStore:
                 elif (holder is not None and not holder_is_dead(holder)) or attempts > max_attempts:
                     claims.append(None)  # busy or exhausted: the single-job path says which
                 else:
-                    running = doc.running(attempts)
+                    running = doc.running(attempts).with_features(held_all[n])
                     writes.append((job_id, triple, attempts, running))
                     claims.append(Claim(ClaimOutcome.CLAIMED, running))
             pipe.multi()

@@ -1,8 +1,9 @@
-"""A pool process SIGKILLed while it runs a batch of jobs (``KYC_BATCH_SIZE`` > 1).
+"""A pool process SIGKILLed while it runs several jobs at once: a batch of messages
+(``KYC_BATCH_SIZE`` > 1) or one chunk message carrying several jobs (a backlog's).
 
-The consumer acknowledges the batch's finished jobs and gives back only the others; every job
-must still end ``succeeded`` with exactly the engine's in-process answer, once, and no message
-may be left on the broker.
+For a batch, the consumer acknowledges the finished jobs and gives back only the others; a chunk
+comes back whole and its finished jobs are no-ops. Either way every job must end ``succeeded``
+with exactly the engine's in-process answer, once, and no message may be left on the broker.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ JOBS = 160
 KILLS = 3
 
 
-def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
+@pytest.mark.parametrize("grouping", ["batch", "chunk"])
+def test_several_jobs_killed_mid_run_end_with_one_equal_document_each(
+    grouping: str,
     aof_redis: RedisServer,
     photo_bucket: S3Endpoint,
     small_photos: dict[str, bytes],
@@ -43,7 +46,8 @@ def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
 ) -> None:
     expected = {key: to_dict(engine.get_faces(data)) for key, data in small_photos.items()}
     photo_keys = sorted(small_photos)
-    env = fault_env(aof_redis.url, photo_bucket, KYC_BATCH_SIZE="8", KYC_BATCH_FLUSH_MS="50", KYC_MAX_ATTEMPTS="10")
+    batch = "8" if grouping == "batch" else "1"
+    env = fault_env(aof_redis.url, photo_bucket, KYC_BATCH_SIZE=batch, KYC_BATCH_FLUSH_MS="50", KYC_MAX_ATTEMPTS="10")
     client = redis.Redis.from_url(aof_redis.url)
     producer = producer_for(aof_redis.url, photo_bucket)
     log_path = tmp_path / "worker.log"
@@ -51,9 +55,17 @@ def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
     try:
         with worker_running(env, log_path) as worker:
             job_of = {}
+            unsent = []
             for i in range(JOBS):
                 key = photo_keys[i % len(photo_keys)]
-                job_of[producer.submit_faces(ref(key), job_id=f"batch-{i:04d}").job_id] = key
+                if grouping == "batch":
+                    job_of[producer.submit_faces(ref(key), job_id=f"batch-{i:04d}").job_id] = key
+                    continue
+                doc, _ = producer.store("faces", {"image": ref(key)}, f"chunk-{i:04d}")
+                job_of[doc.job_id] = key
+                unsent.append(doc)
+            for start in range(0, len(unsent), 8):
+                producer.send(unsent[start : start + 8])
             job_ids = list(job_of)
 
             def kill_a_busy_child() -> None:
@@ -79,6 +91,7 @@ def test_a_batch_killed_mid_run_ends_with_one_equal_document_per_job(
     wrong = [j for j, d in final.items() if d.result != expected[job_of[j]]]
     assert not wrong, f"{len(wrong)} jobs answered differently from the engine: {wrong[:5]}"
     assert any(d.attempts > 1 for d in final.values()), "no job was caught mid-run by a kill"
-    given_back = [line for line in log_path.read_text().splitlines() if "lost or failed" in line]
-    assert given_back, "the consumer never handled a lost batch"
+    if grouping == "batch":
+        given_back = [line for line in log_path.read_text().splitlines() if "lost or failed" in line]
+        assert given_back, "the consumer never handled a lost batch"
     assert drained, "messages left on the broker after every job finished"

@@ -164,3 +164,25 @@ def test_sweeper_and_restore_are_wired_from_the_settings() -> None:
     options = conf.broker_transport_options
     assert options["unacked_restore_interval"] == 3 and options["unacked_restore_throttle"] == 1
     assert SWEEP_TASK in tasks.app.tasks
+
+
+def test_a_chunk_is_one_message_and_the_sweeper_sees_every_job_in_it(redis_url: str) -> None:
+    producer = Producer(Settings(broker_url=redis_url))
+    try:
+        stored = [producer.store("faces", {"image": ref("a.jpg")}, f"chunk-{i}") for i in range(5)]
+        assert all(created for _, created in stored)
+        producer.send([doc for doc, _ in stored])
+        waiting = producer.jobs.redis.lrange("kyc.heavy", 0, -1)
+        assert len(waiting) == 1
+        headers = json.loads(waiting[0])["headers"]
+        assert headers["task"] == "kyc.jobs.chunk" and headers["id"] not in {d.job_id for d, _ in stored}
+        # Waiting on its queue, then reserved by a worker: neither time is any of its jobs lost.
+        assert producer.requeue_stale(older_than_s=0) == []
+        taken = json.loads(producer.jobs.redis.rpop("kyc.heavy"))  # type: ignore[arg-type]
+        producer.jobs.redis.hset(KOMBU_UNACKED_KEY, "tag-1", json.dumps([taken, "", "kyc.heavy"]))
+        assert producer.requeue_stale(older_than_s=0) == []
+        # Lost with its worker's Redis: each job is sent again, on its own.
+        producer.jobs.redis.delete(KOMBU_UNACKED_KEY)
+        assert sorted(producer.requeue_stale(older_than_s=0)) == [f"chunk-{i}" for i in range(5)]
+    finally:
+        producer.close()

@@ -130,6 +130,26 @@ def test_a_terminal_document_survives_a_racing_requeue(store: JobStore) -> None:
     assert again == done and store.get("job-1") == done
 
 
+def test_a_batch_claim_starts_each_job_as_its_own_claim_would(store: JobStore, redis_url: str) -> None:
+    import numpy as np
+
+    from shared import features
+
+    probe = features.encode("fr_feature", np.ones(512, np.float32) / np.sqrt(512))
+    alone, together = (
+        [JobDocument.new("match", {"features1": probe, "features2": probe}, f"{tag}-{i}") for i in range(3)]
+        for tag in ("alone", "together")
+    )
+    for doc in [*alone, *together]:
+        store.create(doc)
+    singles = [store.claim(d.job_id, "token-a", 60, 3) for d in alone]
+    batch = store.claim_many([d.job_id for d in together], "token-b", 60, 3)
+    for one, many in zip(singles, batch, strict=True):
+        assert one.outcome is many.outcome is ClaimOutcome.CLAIMED and one.doc is not None and many.doc is not None
+        # The probes held beside the job come with it (a match job runs on them).
+        assert many.doc.held_features == one.doc.held_features != {}
+
+
 def test_lock_is_released_only_by_its_holder(store: JobStore, redis_url: str) -> None:
     store.create(faces_job())
     claim = store.claim("job-1", "token-a", 60, 3)
