@@ -548,41 +548,28 @@ class JobStore:
         ]
 
     def finish_many(self, docs: list[JobDocument], token: str) -> list[JobDocument]:
-        """:meth:`finish` for a batch of terminal documents in two round trips (``MGET``, then one
-        ``MULTI`` under ``WATCH``), each lock released if ``token`` holds it.
-
-        With a result archive, a changed watched key or a repeated id it is :meth:`finish` per
-        document, so each job keeps exactly one terminal document in every case.
+        """:meth:`finish` for a batch of terminal documents: each job's own transition script
+        (the one :meth:`finish` runs: write unless terminal, drop the held probe, index the
+        templates for erasure, release the lock if ``token`` holds it), all in one pipelined
+        round trip. With a result archive it is :meth:`finish` per document (the S3 copy is
+        written first, once).
 
         Returns:
             Each job's final document, in order: its own, or the one written first by another
             execution.
         """
-        ids = [d.job_id for d in docs]
-        if self.archive is not None or len(set(ids)) != len(ids) or len(docs) < 2:
+        if self.archive is not None or len(docs) < 2:
             return [self.finish(d, token) for d in docs]
-        pairs = [(keys.job_key(i), keys.job_lock_key(i)) for i in ids]
-        watched = [k for pair in pairs for k in pair]
-        mine = token.encode()
-
-        def write(pipe: Pipeline) -> list[JobDocument]:
-            values = pipe.mget(watched)
-            final: list[JobDocument] = []
-            pipe.multi()
-            for n, (doc, (doc_key, lock_key)) in enumerate(zip(docs, pairs, strict=True)):
-                raw, holder = values[2 * n : 2 * n + 2]
-                current = JobDocument.from_json(raw) if raw is not None else None
-                if current is not None and current.status.terminal:
-                    final.append(current)  # terminal states are final: a redelivery changes nothing
-                    continue
-                pipe.set(doc_key, doc.to_json(), ex=self.ttl_s)
-                if holder == mine:
-                    pipe.delete(lock_key)
-                final.append(doc)
-            return final
-
         with _redis_errors():
-            return self._atomic(write, *watched, fallback=lambda: [self.finish(d, token) for d in docs])
+            pipe = self.redis.pipeline(transaction=False)
+            for doc in docs:
+                self._write(keys=self._transition_keys(doc, final=True), args=self._transition_args(doc, doc, True, token),
+                            client=pipe)  # fmt: skip
+            replies = pipe.execute()
+        return [
+            doc if current is None else JobDocument.from_json(current)
+            for doc, current in zip(docs, replies, strict=True)
+        ]
 
     def requeue(self, doc: JobDocument, token: str, error: JobFailure) -> JobDocument:
         """Give a job back after a transient error: ``queued`` again, lock released."""
@@ -621,19 +608,30 @@ class JobStore:
                         break
         return fallback()
 
+    def _transition_keys(self, doc: JobDocument, final: bool) -> list[str]:
+        """The keys of :data:`_TRANSITION` for ``doc``: its document, lock and held probe, and the
+        erasure index of each template its result holds (a terminal write indexes them)."""
+        index_keys = (
+            [keys.features_jobs_key(scoped(Tenant(doc.tenant), found)) for found in result_digests(doc.result)]
+            if final
+            else []
+        )
+        address = doc.address
+        return [keys.job_key(address), keys.job_lock_key(address), keys.job_features_key(address), *index_keys]
+
+    def _transition_args(
+        self, doc: JobDocument, stored: JobDocument, final: bool, token: str | None
+    ) -> list[str | int]:
+        return [stored.to_json(), "1" if final else "0", self.ttl_s, doc.address, token or ""]
+
     def _transition(self, doc: JobDocument, token: str | None, final: bool, archived: bool = False) -> JobDocument:
-        doc_key, lock_key = keys.job_key(doc.address), keys.job_lock_key(doc.address)
         stored = doc
         if final and archived and self.mode == "s3" and self.archive is not None:
             stored = doc.model_copy(update={"result": None, "result_ref": self.archive.ref_for(doc.address)})
 
-        index_keys = [
-            keys.features_jobs_key(scoped(Tenant(doc.tenant), found)) for found in result_digests(doc.result)
-        ] if final else []  # fmt: skip
         with _redis_errors():
             current = self._write(
-                keys=[doc_key, lock_key, keys.job_features_key(doc.address), *index_keys],
-                args=[stored.to_json(), "1" if final else "0", self.ttl_s, doc.address, token or ""],
+                keys=self._transition_keys(doc, final), args=self._transition_args(doc, stored, final, token)
             )
         result = doc if current is None else JobDocument.from_json(current)
         if result is not doc and result.result_ref is not None and self.archive is not None:

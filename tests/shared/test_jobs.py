@@ -150,6 +150,43 @@ def test_a_batch_claim_starts_each_job_as_its_own_claim_would(store: JobStore, r
         assert many.doc.held_features == one.doc.held_features != {}
 
 
+def test_a_batch_finish_writes_as_each_finish_would(store: JobStore, redis_url: str) -> None:
+    import numpy as np
+
+    from shared import features
+    from shared.tenants import Tenant, scoped
+
+    client = redis.Redis.from_url(redis_url)
+    probe = features.encode("fr_feature", np.ones(512, np.float32) / np.sqrt(512))
+    digest = features.digest(features.decode(probe))
+    tenant = Tenant("acme")
+    finals = {}
+    for tag in ("alone", "together"):
+        docs = [
+            JobDocument.new("match", {"features1": probe, "features2": probe}, f"{tag}-{i}", tenant) for i in range(3)
+        ]
+        for doc in docs:
+            store.create(doc)
+        claims = store.claim_many([d.address for d in docs], f"token-{tag}", 60, 3)
+        done = [c.doc.succeeded({"code": "SUCCESS", "faces": [{"features": probe}]}) for c in claims if c.doc]
+        finals[tag] = (
+            [store.finish(d, f"token-{tag}") for d in done]
+            if tag == "alone"
+            else store.finish_many(done, "token-together")
+        )
+        for doc in docs:
+            # Stored under the tenant's address, the probe no longer held, the lock released.
+            assert store.get(doc.address) is not None and store.get(doc.address).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+            assert not client.exists(keys.job_features_key(doc.address), keys.job_lock_key(doc.address))
+    # Both ways, every result holding the template is indexed for erasure.
+    members = {m.decode() for m in client.smembers(keys.features_jobs_key(scoped(tenant, digest)))}
+    assert members == {d.address for tag in finals for d in finals[tag]}
+    # A second finish of a finished batch changes nothing.
+    again = store.finish_many([d.failed(JobFailure(type="X", message="late")) for d in finals["together"]], "t")
+    assert again == [store.get(d.address) for d in finals["together"]]
+    assert {d.status for d in again} == {JobStatus.SUCCEEDED}
+
+
 def test_lock_is_released_only_by_its_holder(store: JobStore, redis_url: str) -> None:
     store.create(faces_job())
     claim = store.claim("job-1", "token-a", 60, 3)
