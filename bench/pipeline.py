@@ -125,23 +125,27 @@ def in_process_processes(
     a process slowed by a neighbour makes the baseline slower, never faster. Returns the rate, the CPU seconds per image (all
     processes) and one process's memory.
     """
+    spans = _together(_engine_process, [(blobs, slice(i, None, processes), settings) for i in range(processes)], batch)
+    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+    return len(blobs) / (end - start), sum(s[2] for s in spans) / len(blobs), spans[0][3]
+
+
+def _together(target: Callable[..., None], shares: list[tuple[Any, ...]], *common: Any) -> list[Any]:
+    """Run ``target(*share, barrier, out, *common)`` in one process per share, started together
+    after each has warmed up (the barrier); what each puts on ``out``, in arrival order."""
     ctx = mp.get_context("spawn")  # no fork after onnxruntime's thread pools exist in this process
-    barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [
-        ctx.Process(target=_engine_process, args=(blobs, slice(i, None, processes), settings, barrier, out, batch))
-        for i in range(processes)
-    ]
+    barrier, out = ctx.Barrier(len(shares)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*share, barrier, out, *common)) for share in shares]
     for proc in procs:
         proc.start()
     spans = [out.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
-    return len(blobs) / (end - start), sum(s[2] for s in spans) / len(blobs), spans[0][3]
+    return spans
 
 
 def _runner_process(
-    warm: list[str], mine: list[str], settings: Settings, barrier: Any, out: Any
+    warm: list[str], mine: list[str], settings: Settings, barrier: Any, out: Any, redis_pid: int
 ) -> None:  # pragma: no cover - runs in a child process
     from shared.jobs.resources import Resources
     from shared.jobs.runner import execute
@@ -152,10 +156,10 @@ def _runner_process(
     for job_id in warm:
         execute(job_id, resources, 600)
     barrier.wait()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, redis_cpu = time.perf_counter(), time.process_time(), cpu_s(redis_pid)
     for job_id in mine:
         execute(job_id, resources, 600)
-    out.put((start, time.perf_counter(), time.process_time() - cpu))
+    out.put((start, time.perf_counter(), time.process_time() - cpu, redis_cpu, cpu_s(redis_pid)))
 
 
 def in_process_runner(
@@ -179,19 +183,9 @@ def in_process_runner(
     unique = list(dict.fromkeys(refs))
     warm = [stored(f"warm{i}", unique) for i in range(processes)]
     jobs = stored("run", refs)
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [
-        ctx.Process(target=_runner_process, args=(warm[i], jobs[i::processes], settings, barrier, out))
-        for i in range(processes)
-    ]
-    for proc in procs:
-        proc.start()
-    redis_before = cpu_s(redis_pid)
-    spans = [out.get(timeout=600) for _ in procs]
-    redis_cpu = cpu_s(redis_pid) - redis_before
-    for proc in procs:
-        proc.join()
+    spans = _together(_runner_process, [(warm[i], jobs[i::processes], settings) for i in range(processes)], redis_pid)
+    # redis-server's CPU from the first share's start to the last one's end (the warm-ups excluded).
+    redis_cpu = max(s[4] for s in spans) - min(s[3] for s in spans)
     start, end = min(s[0] for s in spans), max(s[1] for s in spans)
     return len(jobs) / (end - start), 1000 * (sum(s[2] for s in spans) + redis_cpu) / len(jobs)
 

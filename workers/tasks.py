@@ -19,7 +19,7 @@ from celery_batches import Batches, SimpleRequest, apply_batches_task
 from shared.errors import StorageUnavailableError
 from shared.jobs.model import JobStatus
 from shared.jobs.registry import CHUNK_TASK, REGISTRY
-from shared.jobs.runner import execute, execute_many, time_out
+from shared.jobs.runner import Outcome, execute, execute_many, time_out
 from workers import process
 from workers.app import SWEEP_TASK, app, lock_ttl_s
 from workers.app import settings as app_settings
@@ -34,14 +34,18 @@ class JobTask(KYCTask):
     def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
         time_out(str(args[0]), process.resources(), limit_s)
 
+    def countdown(self, outcome: Outcome) -> float:
+        """Seconds until a job that must come back is delivered again: its own wait (a busy
+        lock), or the backoff of its attempt."""
+        return outcome.retry_in_s if outcome.retry_in_s is not None else self.backoff_s(outcome.attempt)
+
 
 def run(task: JobTask, job_id: str) -> str:
     """Run one job; returns its status (``missing`` for an unknown job)."""
     resources = process.resources()
     outcome = execute(job_id, resources, lock_ttl_s(resources.settings))
     if outcome.retry:
-        countdown = outcome.retry_in_s if outcome.retry_in_s is not None else task.backoff_s(outcome.attempt)
-        raise task.retry_later(countdown)
+        raise task.retry_later(task.countdown(outcome))
     return outcome.status
 
 
@@ -116,8 +120,7 @@ def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
     statuses = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.retry:
-            countdown = outcome.retry_in_s if outcome.retry_in_s is not None else task.backoff_s(outcome.attempt)
-            statuses.append(_send_again(task, request, countdown, outcome.status))
+            statuses.append(_send_again(task, request, task.countdown(outcome), outcome.status))
         else:
             statuses.append(outcome.status)
     return statuses
@@ -187,9 +190,8 @@ def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
     queue = (self.request.delivery_info or {}).get("routing_key")
     for job_id, outcome in zip(job_ids, outcomes, strict=True):
         if outcome.retry:
-            countdown = outcome.retry_in_s if outcome.retry_in_s is not None else self.backoff_s(outcome.attempt)
             try:
-                self.apply_async(([job_id],), countdown=countdown, queue=queue)
+                self.apply_async(([job_id],), countdown=self.countdown(outcome), queue=queue)
             except Exception as exc:  # kombu's OperationalError and the transport's own
                 # The broker is down: give the whole chunk back; its finished jobs are no-ops.
                 raise Reject(f"could not publish a retry ({type(exc).__name__})", requeue=True) from None

@@ -8,7 +8,6 @@ features. The tenant is the job document's; its callback URL lives beside the do
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,6 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ttl_ms) then
 end
 return false
 """
-_PUBLISH_ONCE_SHA = hashlib.sha1(_PUBLISH_ONCE.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,18 +114,12 @@ def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument
         raise ValueError(f"job {doc.job_id} is {doc.status.value}, not terminal")
     event = completion_event(doc)
     flat = [part for name in EVENT_FIELDS for part in (name, event[name])]
-    args: list[str | int] = [
-        keys.job_published_key(doc.address),
-        settings.events_completed_stream,
-        keys.job_key(doc.address),
-        settings.job_ttl_s,
-        settings.events_stream_max_len,
-        *flat,
-    ]
-    try:  # by its digest: the script's text is sent once per Redis, not once per job
-        event_id = client.evalsha(_PUBLISH_ONCE_SHA, 3, *args)
-    except redis.exceptions.NoScriptError:
-        event_id = client.eval(_PUBLISH_ONCE, 3, *args)
+    # EVALSHA, loading the script only when Redis does not know it: its text is not sent per job.
+    publish_once = client.register_script(_PUBLISH_ONCE)
+    event_id = publish_once(
+        keys=[keys.job_published_key(doc.address), settings.events_completed_stream, keys.job_key(doc.address)],
+        args=[settings.job_ttl_s, settings.events_stream_max_len, *flat],
+    )
     if not event_id:
         return None
     event_id = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
