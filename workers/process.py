@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -57,14 +57,16 @@ def resources() -> Resources:
     return found
 
 
-def finish_hook(found: Resources) -> Callable[[JobDocument], None]:
-    """What every terminal job does once stored: its completion event (once), its webhook handed
-    to the delivery task (never sent here), and a place in the review queue when it needs one."""
+def finish_hook(found: Resources) -> Callable[[Sequence[JobDocument]], None]:
+    """What terminal jobs do once stored: their completion events (once each), their webhooks
+    handed to the delivery task (never sent here), and a place in the review queue for those
+    that need one."""
     from workers.webhook_task import schedule_webhook
 
-    def on_terminal(doc: JobDocument) -> None:
-        webhooks.on_terminal(found.redis, found.settings, doc, schedule=schedule_webhook)
-        review.consider(found.redis, found.settings, doc)
+    def on_terminal(docs: Sequence[JobDocument]) -> None:
+        webhooks.on_terminal(found.redis, found.settings, docs, schedule=schedule_webhook)
+        for doc in docs:
+            review.consider(found.redis, found.settings, doc)
 
     return on_terminal
 

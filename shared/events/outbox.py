@@ -9,10 +9,12 @@ features. The tenant is the job document's; its callback URL lives beside the do
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from shared import keys
 from shared.config import Settings
@@ -55,7 +57,11 @@ def forget_unless_submitted(client: redis.Redis, job_id: str) -> None:
 
 
 def recall(client: redis.Redis, job_id: str) -> JobMeta:
-    raw = client.get(keys.job_meta_key(job_id))
+    return meta_of(client.get(keys.job_meta_key(job_id)))
+
+
+def meta_of(raw: bytes | str | None) -> JobMeta:
+    """The meta :func:`remember` stored (as read from its key); the default when there is none."""
     if raw is None:
         return JobMeta()
     data = json.loads(raw)
@@ -97,30 +103,39 @@ class Published:
     event: dict[str, str]
 
 
-def publish_completion(client: redis.Redis, settings: Settings, doc: JobDocument) -> Published | None:
-    """Publish the completion event of a terminal job, once.
+def publish_completions(pipe: Pipeline, settings: Settings, docs: Sequence[JobDocument]) -> list[dict[str, str]]:
+    """Queue on ``pipe`` the once-only publish of each terminal job's completion event.
 
-    Call after the terminal document is stored; ``shared.events.webhooks.on_terminal`` does, and
-    schedules the webhook of a job with a ``callback_url``.
+    Queue after the terminal documents are stored (``shared.events.webhooks.on_terminal`` does,
+    with the webhooks' lookups in the same round trip). The pipeline's reply for each is its
+    stream id, or None when the job had published already (see :func:`published`).
 
     Returns:
-        The published event, or None when the job already published one.
+        The events, in order.
 
     Raises:
-        ValueError: the job is not terminal.
-        redis.RedisError: Redis is unreachable (nothing was published; calling again is safe).
+        ValueError: a job is not terminal (nothing was queued).
     """
-    if not doc.status.terminal:
-        raise ValueError(f"job {doc.job_id} is {doc.status.value}, not terminal")
-    event = completion_event(doc)
-    flat = [part for name in EVENT_FIELDS for part in (name, event[name])]
+    if any(not doc.status.terminal for doc in docs):
+        bad = next(doc for doc in docs if not doc.status.terminal)
+        raise ValueError(f"job {bad.job_id} is {bad.status.value}, not terminal")
     # EVALSHA, loading the script only when Redis does not know it: its text is not sent per job.
-    publish_once = client.register_script(_PUBLISH_ONCE)
-    event_id = publish_once(
-        keys=[keys.job_published_key(doc.address), settings.events_completed_stream, keys.job_key(doc.address)],
-        args=[settings.job_ttl_s, settings.events_stream_max_len, *flat],
-    )
-    if not event_id:
+    publish_once = pipe.register_script(_PUBLISH_ONCE)
+    events = []
+    for doc in docs:
+        event = completion_event(doc)
+        flat = [part for name in EVENT_FIELDS for part in (name, event[name])]
+        publish_once(
+            keys=[keys.job_published_key(doc.address), settings.events_completed_stream, keys.job_key(doc.address)],
+            args=[settings.job_ttl_s, settings.events_stream_max_len, *flat],
+            client=pipe,
+        )
+        events.append(event)
+    return events
+
+
+def published(event: dict[str, str], reply: Any) -> Published | None:
+    """The :class:`Published` of an event from its pipeline reply; None when published before."""
+    if not reply:
         return None
-    event_id = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
-    return Published(event_id=event_id, event=event)
+    return Published(event_id=reply.decode() if isinstance(reply, bytes) else str(reply), event=event)

@@ -15,7 +15,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -29,7 +29,7 @@ from shared import keys
 from shared.config import Settings
 from shared.events.callbacks import Callback, check_callback
 from shared.events.model import CallbackRefusedError
-from shared.events.outbox import JobMeta, Published, completion_event, publish_completion, recall
+from shared.events.outbox import JobMeta, Published, completion_event, meta_of, publish_completions, published
 from shared.jobs.model import JobDocument
 
 log = logging.getLogger(__name__)
@@ -212,26 +212,40 @@ def deliver(
 def on_terminal(
     client: redis.Redis,
     settings: Settings,
-    doc: JobDocument,
+    docs: Sequence[JobDocument],
     schedule: Callable[[WebhookDelivery], None],
-) -> Published | None:
-    """The hook for a job's terminal document: publish its event once and hand its webhook, if
-    it has a callback, to ``schedule`` (which enqueues the delivery task; nothing is sent here).
+) -> list[Published | None]:
+    """The hook for jobs' terminal documents (a chunk's, or one): publish each one's event once
+    and hand its webhook, if it has a callback, to ``schedule`` (which enqueues the delivery
+    task; nothing is sent here). The events and the callbacks' lookups go in one pipelined
+    round trip, the webhooks' once-only markers in another.
 
-    Idempotent, and safe to call again after it raised: the event is published once, and the
-    webhook scheduled once ``schedule`` succeeded.
+    Idempotent, and safe to call again after it raised: each event is published once, and each
+    webhook scheduled once ``schedule`` succeeded for it.
 
     Returns:
-        The published event, or None when an earlier call published it.
+        Per document, the published event, or None when an earlier call published it.
     """
-    published = publish_completion(client, settings, doc)
-    meta = recall(client, doc.address)
-    delivery = WebhookDelivery.for_job(doc, meta)
-    marker = keys.job_webhook_key(doc.address)
-    if delivery is not None and client.set(marker, "1", nx=True, ex=settings.job_ttl_s):
-        try:
-            schedule(delivery)
-        except Exception:
-            client.delete(marker)  # not scheduled: the caller's retry schedules it
-            raise
-    return published
+    pipe = client.pipeline(transaction=False)
+    events = publish_completions(pipe, settings, docs)
+    for doc in docs:
+        pipe.get(keys.job_meta_key(doc.address))
+    replies = pipe.execute()
+    metas = [meta_of(raw) for raw in replies[len(docs) :]]
+    deliveries = [(doc, d) for doc, m in zip(docs, metas, strict=True) if (d := WebhookDelivery.for_job(doc, m))]
+    if deliveries:
+        markers = [keys.job_webhook_key(doc.address) for doc, _ in deliveries]
+        marks = client.pipeline(transaction=False)
+        for marker in markers:
+            marks.set(marker, "1", nx=True, ex=settings.job_ttl_s)
+        fresh = {marker for marker, new in zip(markers, marks.execute(), strict=True) if new}
+        for n, (marker, (_, delivery)) in enumerate(zip(markers, deliveries, strict=True)):
+            if marker not in fresh:
+                continue
+            try:
+                schedule(delivery)
+            except Exception:
+                # Not scheduled, this one nor the rest: the caller's retry schedules them.
+                client.delete(*[m for m in markers[n:] if m in fresh])
+                raise
+    return [published(event, reply) for event, reply in zip(events, replies[: len(docs)], strict=True)]

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from shared.config import Settings
@@ -54,9 +54,9 @@ class Resources:
         self.interrupts = interrupts
         # Searches of sharded galleries ask the other shards' workers through this (Celery sets it).
         self.fan_out: FanOut | None = None
-        # Told of every terminal document the runner stores or finds (the worker binds the
-        # completion event, the webhook and the review queue); must be idempotent.
-        self.on_terminal: Callable[[JobDocument], None] | None = None
+        # Told of every terminal document the runner stores or finds, a chunk's together (the
+        # worker binds the completion events, the webhooks and the review queue); idempotent.
+        self.on_terminal: Callable[[Sequence[JobDocument]], None] | None = None
         self._engine = engine
         self._images = images
         self._jobs = jobs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,24 +221,26 @@ def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
         write_s,
     )
     observe_job(stored.kind, stored.status.value, result_code(stored), final.timings, write_s)
-    return finished(resources, stored, doc.attempts)
+    return finished(resources, [(stored, doc.attempts)])[0]
 
 
-def finished(resources: Resources, doc: JobDocument, attempt: int) -> Outcome:
-    """Hand a stored terminal document to the process's ``on_terminal`` hook.
+def finished(resources: Resources, done: Sequence[tuple[JobDocument, int]]) -> list[Outcome]:
+    """Hand stored terminal documents (each with its attempt) to the process's ``on_terminal``
+    hook, in one call: a chunk's completions go together.
 
     The one place every finished job passes, first run or redelivery. The hook is idempotent, so
-    when it fails (Redis or the broker down) the message is retried, and the redelivery (a
+    when it fails (Redis or the broker down) the messages are retried, and each redelivery (a
     ``DONE`` claim) calls it again.
     """
     hook = resources.on_terminal
-    if hook is not None:
+    if hook is not None and done:
         try:
-            hook(doc)
+            hook([doc for doc, _ in done])
         except Exception as exc:
-            log.warning("job %s: finish hook failed (%s); retry", doc.address, type(exc).__name__)
-            return Outcome(doc.status.value, retry=True, attempt=max(attempt, 1))
-    return Outcome(doc.status.value, attempt=attempt)
+            addresses = ", ".join(doc.address for doc, _ in done)
+            log.warning("jobs %s: finish hook failed (%s); retry", addresses, type(exc).__name__)
+            return [Outcome(doc.status.value, retry=True, attempt=max(attempt, 1)) for doc, attempt in done]
+    return [Outcome(doc.status.value, attempt=attempt) for doc, attempt in done]
 
 
 def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) -> list[Outcome]:
@@ -278,6 +281,7 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
     start = time.perf_counter()
     stored_all = store_results(resources, [f for _, f in done], token)
     write_s = (time.perf_counter() - start) / max(len(done), 1)  # each job's share of the one write
+    stored_done: list[tuple[int, JobDocument, int]] = []
     for (n, final), stored in zip(done, stored_all, strict=True):
         # Stage timings for operators and bench/pipeline.py; never inputs or results.
         log.info(
@@ -290,7 +294,10 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
             write_s,
         )
         observe_job(stored.kind, stored.status.value, result_code(stored), final.timings, write_s)
-        outcomes[n] = finished(resources, stored, final.attempts)
+        stored_done.append((n, stored, final.attempts))
+    completions = finished(resources, [(stored, attempt) for _, stored, attempt in stored_done])
+    for (n, _, _), outcome in zip(stored_done, completions, strict=True):
+        outcomes[n] = outcome
     for kind in {doc.kind for _, doc in claimed}:
         observe_batch(kind, sum(doc.kind == kind for _, doc in claimed))
     return [o for o in outcomes if o is not None]
@@ -308,7 +315,7 @@ def _unclaimed(job_id: str, claim: Claim, resources: Resources) -> Outcome:
     # DONE: a redelivery of a finished job. EXHAUSTED: the claim wrote the dead letter.
     # Either way the finish hook runs (again): a hook that failed last time is retried here.
     if claim.doc is not None and claim.doc.status.terminal:
-        return finished(resources, claim.doc, claim.doc.attempts)
+        return finished(resources, [(claim.doc, claim.doc.attempts)])[0]
     return Outcome(claim.doc.status.value if claim.doc is not None else "missing")
 
 
@@ -344,7 +351,7 @@ def time_out(job_id: str, resources: Resources, limit_s: float) -> JobDocument |
     log.error("job %s: killed at the %gs hard time limit; failed, not retried", job_id, limit_s)
     why = TimeLimitExceeded(f"job exceeded the {limit_s:g}s hard time limit; its process was killed")
     stored = store_result(resources, doc.failed(JobFailure.from_exception(why), doc.timings), token=None)
-    finished(resources, stored, stored.attempts)  # its completion event, like any terminal job's
+    finished(resources, [(stored, stored.attempts)])  # its completion event, like any terminal job's
     return stored
 
 

@@ -11,8 +11,9 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from redis.client import Pipeline
@@ -67,6 +68,27 @@ def _maybe_terminal(raw: bytes | str) -> bool:
     """Whether a stored document may be terminal, without parsing it (a pre-filter only)."""
     data = raw.encode() if isinstance(raw, str) else raw
     return any(mark in data for mark in _TERMINAL_MARKS)
+
+
+def _read_for_claim(pipe: Pipeline, job_id: str) -> None:
+    """Queue the reads a claim decides on: document, lock holder and attempt count, the lock's
+    TTL, and the probes held beside the document."""
+    pipe.mget(keys.job_key(job_id), keys.job_lock_key(job_id), keys.job_attempts_key(job_id))
+    pipe.pttl(keys.job_lock_key(job_id))
+    pipe.hgetall(keys.job_features_key(job_id))
+
+
+@dataclass(frozen=True)
+class _ClaimWrite:
+    """A claim's compare-and-set (:data:`_CLAIM`) and what it means once written."""
+
+    keys: list[str]
+    args: list[Any]
+    claim: Claim
+
+    def settle(self, written: Any) -> Claim | None:
+        """The claim if the script wrote it; None if the job changed since it was read."""
+        return self.claim if written else None
 
 
 def dead_letter(doc: JobDocument, max_attempts: int) -> JobDocument:
@@ -430,28 +452,57 @@ class JobStore:
             lock_ttl_s: how long the lock outlives a crashed holder (past the hard time limit).
             max_attempts: attempts past this one are refused and the job is dead-lettered.
         """
-        doc_key, lock_key, count_key = keys.job_key(job_id), keys.job_lock_key(job_id), keys.job_attempts_key(job_id)
         with _redis_errors():
             while True:
-                claim = self._try_claim(job_id, (doc_key, lock_key, count_key), token, lock_ttl_s, max_attempts)
+                pipe = self.redis.pipeline(transaction=False)
+                _read_for_claim(pipe, job_id)
+                step = self._claim_step(job_id, pipe.execute(), token, lock_ttl_s, max_attempts)
+                claim = step if isinstance(step, Claim) else step.settle(self._claim(keys=step.keys, args=step.args))
                 if claim is not None:
-                    break
-        if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
-            log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
-            return Claim(ClaimOutcome.EXHAUSTED, self.finish(dead_letter(claim.doc, max_attempts), token=None))
-        return claim
+                    return self._dead_lettered(job_id, claim, max_attempts)
 
-    def _try_claim(
-        self, job_id: str, job_keys: tuple[str, str, str], token: str, lock_ttl_s: float, max_attempts: int
-    ) -> Claim | None:
-        """One round of :meth:`claim`: read (one pipelined round trip), decide, then write if
-        nothing changed meanwhile (:data:`_CLAIM`); None when something did."""
-        doc_key, lock_key, count_key = job_keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.mget(doc_key, lock_key, count_key)
-        pipe.pttl(lock_key)
-        pipe.hgetall(keys.job_features_key(job_id))
-        (raw, holder, count), held_ms, held_features = pipe.execute()
+    def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
+        """:meth:`claim` for a batch, in two pipelined round trips: every job's reads, then every
+        claimable job's compare-and-set (:data:`_CLAIM`). A job that changed between the two
+        (another execution of it) is claimed again on its own, so the answers are those of
+        :meth:`claim` in every case.
+
+        Returns:
+            One :class:`Claim` per id, in order.
+        """
+        if len(set(job_ids)) != len(job_ids) or len(job_ids) < 2:
+            return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+        with _redis_errors():
+            reads = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                _read_for_claim(reads, job_id)
+            replies = reads.execute()
+            steps = [
+                self._claim_step(job_id, replies[3 * n : 3 * n + 3], token, lock_ttl_s, max_attempts)
+                for n, job_id in enumerate(job_ids)
+            ]
+            writes = [step for step in steps if isinstance(step, _ClaimWrite)]
+            written: list[Any] = []
+            if writes:
+                pipe = self.redis.pipeline(transaction=False)
+                for step in writes:
+                    self._claim(keys=step.keys, args=step.args, client=pipe)
+                written = pipe.execute()
+        settled = iter(written)
+        claims = [step if isinstance(step, Claim) else step.settle(next(settled)) for step in steps]
+        return [
+            self._dead_lettered(job_id, c, max_attempts)
+            if c is not None
+            else self.claim(job_id, token, lock_ttl_s, max_attempts)
+            for job_id, c in zip(job_ids, claims, strict=True)
+        ]
+
+    def _claim_step(
+        self, job_id: str, read: list[Any], token: str, lock_ttl_s: float, max_attempts: int
+    ) -> Claim | _ClaimWrite:
+        """Decide a claim from what :func:`_read_for_claim` read: an answer already (missing,
+        done, busy), or the compare-and-set that starts the job if nothing changed meanwhile."""
+        (raw, holder, count), held_ms, held_features = read
         if raw is None:
             return Claim(ClaimOutcome.MISSING)
         doc = JobDocument.from_json(raw)
@@ -460,15 +511,19 @@ class JobStore:
         if holder is not None and not holder_is_dead(holder):
             return Claim(ClaimOutcome.BUSY, doc, max(int(held_ms), 1000) / 1000)
         attempts = int(count or 0) + 1
-        exhausted = attempts > max_attempts
         running = (
             None
-            if exhausted
+            if attempts > max_attempts
             else doc.running(attempts).with_features({_text(k): _text(v) for k, v in held_features.items()})
         )
         raw_bytes = raw if isinstance(raw, bytes) else raw.encode()
-        written = self._claim(
-            keys=[doc_key, lock_key, count_key, keys.jobs_unstarted_key()],
+        return _ClaimWrite(
+            keys=[
+                keys.job_key(job_id),
+                keys.job_lock_key(job_id),
+                keys.job_attempts_key(job_id),
+                keys.jobs_unstarted_key(),
+            ],
             args=[
                 hashlib.sha1(raw_bytes).hexdigest(),  # what Redis compares: a change detector, not a signature
                 holder or "",
@@ -480,72 +535,19 @@ class JobStore:
                 int(lock_ttl_s * 1000),
                 running.to_json() if running is not None else "",
             ],
+            claim=(
+                Claim(ClaimOutcome.CLAIMED, running)
+                if running is not None
+                else Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
+            ),
         )
-        if not written:
-            return None
-        if running is None:
-            return Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
-        return Claim(ClaimOutcome.CLAIMED, running)
 
-    def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
-        """:meth:`claim` for a batch, in three round trips: the probes held beside the jobs, one
-        ``MGET`` of every document, lock and attempt count, then one ``MULTI`` that starts every
-        claimable job, under ``WATCH`` on all of them.
-
-        A watched key that changed (another execution of one of these jobs), a job past its
-        attempts, or a repeated id falls back to :meth:`claim` one job at a time, so the answers
-        are those of :meth:`claim` in every case.
-
-        Returns:
-            One :class:`Claim` per id, in order.
-        """
-        if len(set(job_ids)) != len(job_ids) or len(job_ids) < 2:
-            return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
-        per_job = [(keys.job_key(i), keys.job_lock_key(i), keys.job_attempts_key(i)) for i in job_ids]
-        watched = [k for triple in per_job for k in triple]
-        # The probes held beside the documents (as claim reads them: not watched, never rewritten).
-        with _redis_errors():
-            reads = self.redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                reads.hgetall(keys.job_features_key(job_id))
-            held_all = [{_text(k): _text(v) for k, v in found.items()} for found in reads.execute()]
-
-        def start(pipe: Pipeline) -> list[Claim | None]:
-            values = pipe.mget(watched)
-            claims: list[Claim | None] = []
-            writes: list[tuple[str, tuple[str, str, str], int, JobDocument]] = []
-            for n, (job_id, triple) in enumerate(zip(job_ids, per_job, strict=True)):
-                raw, holder, count = values[3 * n : 3 * n + 3]
-                if raw is None:
-                    claims.append(Claim(ClaimOutcome.MISSING))
-                    continue
-                doc = JobDocument.from_json(raw)
-                attempts = int(count or 0) + 1
-                if doc.status.terminal:
-                    claims.append(Claim(ClaimOutcome.DONE, doc))
-                elif (holder is not None and not holder_is_dead(holder)) or attempts > max_attempts:
-                    claims.append(None)  # busy or exhausted: the single-job path says which
-                else:
-                    running = doc.running(attempts).with_features(held_all[n])
-                    writes.append((job_id, triple, attempts, running))
-                    claims.append(Claim(ClaimOutcome.CLAIMED, running))
-            pipe.multi()
-            for job_id, (doc_key, lock_key, count_key), attempts, running in writes:
-                pipe.zrem(keys.jobs_unstarted_key(), job_id)
-                pipe.set(count_key, attempts, ex=self.ttl_s)
-                pipe.set(lock_key, token, px=int(lock_ttl_s * 1000))
-                pipe.set(doc_key, running.to_json(), keepttl=True)
-            return claims
-
-        def one_by_one() -> list[Claim | None]:
-            return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
-
-        with _redis_errors():
-            found = self._atomic(start, *watched, fallback=one_by_one)
-        return [
-            c if c is not None else self.claim(i, token, lock_ttl_s, max_attempts)
-            for i, c in zip(job_ids, found, strict=True)
-        ]
+    def _dead_lettered(self, job_id: str, claim: Claim, max_attempts: int) -> Claim:
+        """``claim``, with the dead-letter document written when the job ran out of attempts."""
+        if claim.outcome is ClaimOutcome.EXHAUSTED and claim.doc is not None:
+            log.error("job %s dead-lettered after %d attempts", job_id, max_attempts)
+            return Claim(ClaimOutcome.EXHAUSTED, self.finish(dead_letter(claim.doc, max_attempts), token=None))
+        return claim
 
     def finish_many(self, docs: list[JobDocument], token: str) -> list[JobDocument]:
         """:meth:`finish` for a batch of terminal documents: each job's own transition script
@@ -592,10 +594,9 @@ class JobStore:
             doc = self.archive.write_once(doc)
         return self._transition(doc, token, final=True, archived=archived)
 
-    def _atomic(self, fn: Callable[[Pipeline], T], *watch: str, fallback: Callable[[], T] | None = None) -> T:
+    def _atomic(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
         """Run ``fn`` under WATCH on ``watch``; it reads, calls ``multi()`` and queues writes.
-        Re-run from the start whenever a watched key changed before EXEC; with ``fallback``, run
-        once and let ``fallback()`` answer instead (nothing of ``fn`` was written)."""
+        Re-run from the start whenever a watched key changed before EXEC."""
         with self.redis.pipeline() as pipe:
             while True:
                 try:
@@ -604,9 +605,7 @@ class JobStore:
                     pipe.execute()
                     return value
                 except redis.exceptions.WatchError:
-                    if fallback is not None:
-                        break
-        return fallback()
+                    continue
 
     def _transition_keys(self, doc: JobDocument, final: bool) -> list[str]:
         """The keys of :data:`_TRANSITION` for ``doc``: its document, lock and held probe, and the

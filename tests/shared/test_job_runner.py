@@ -3,6 +3,7 @@ decisions, on the real engine with the in-memory image and job stores (no Redis,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from shared.jobs.context import JobContext
 from shared.jobs.inputs import FeaturesInput, ImageRef, InputType
 from shared.jobs.registry import HEAVY_QUEUE, JobInputs, Registry, job_kind
 from shared.jobs.resources import Resources
-from shared.jobs.runner import execute
+from shared.jobs.runner import execute, execute_many
 from shared.jobs.stub import StubJobStore
 from shared.schemas import FacesResult, InvalidImageResult, MatchResult, to_dict
 from shared.storage.refs import Ref
@@ -209,11 +210,11 @@ def test_every_finish_reaches_the_hook_and_a_failed_hook_retries(engine: KYCDeep
     document; when it fails, the message comes back and the redelivery calls it again."""
     jobs = StubJobStore()
     res = resources(engine, images, jobs)
-    seen: list[tuple[str, str]] = []
+    seen: list[list[tuple[str, str]]] = []
     failures = [RuntimeError("redis down")]
 
-    def hook(doc: JobDocument) -> None:
-        seen.append((doc.job_id, doc.status.value))
+    def hook(docs: Sequence[JobDocument]) -> None:
+        seen.append([(doc.job_id, doc.status.value) for doc in docs])
         if failures:
             raise failures.pop()
 
@@ -223,5 +224,31 @@ def test_every_finish_reaches_the_hook_and_a_failed_hook_retries(engine: KYCDeep
     assert first.status == "succeeded" and first.retry  # stored, but the hook failed: retry
     again = execute("hook-1", res, LOCK_TTL_S)  # the redelivery: the job is done, the hook runs
     assert again.status == "succeeded" and not again.retry
-    assert seen == [("hook-1", "succeeded"), ("hook-1", "succeeded")]
+    assert seen == [[("hook-1", "succeeded")], [("hook-1", "succeeded")]]
     assert jobs.attempts("hook-1") == 1  # the job itself ran once
+
+
+def test_a_chunks_finishes_reach_the_hook_together(engine: KYCDeepFace, images: StubImageStore) -> None:
+    """One hook call for a chunk's terminal documents (one round trip for their events); when it
+    fails, every job of the chunk is retried, and each redelivery calls it again for its job."""
+    jobs = StubJobStore()
+    res = resources(engine, images, jobs)
+    seen: list[list[str]] = []
+    failures = [RuntimeError("redis down")]
+
+    def hook(docs: Sequence[JobDocument]) -> None:
+        seen.append([doc.job_id for doc in docs])
+        if failures:
+            raise failures.pop()
+
+    res.on_terminal = hook
+    ids = ["chunk-1", "chunk-2", "chunk-3"]
+    for job_id, ref in zip(ids, [OBAMA, OBAMA2, "s3://kyc-images/missing.jpg"], strict=True):
+        submit(jobs, "faces", {"image": ref}, job_id)
+    outcomes = execute_many(ids, res, LOCK_TTL_S)
+    assert [(o.status, o.retry) for o in outcomes] == [("succeeded", True), ("succeeded", True), ("failed", True)]
+    assert seen == [ids]
+    again = execute_many(ids, res, LOCK_TTL_S)  # the redelivered chunk: done, the hook runs once more
+    assert [(o.status, o.retry) for o in again] == [("succeeded", False), ("succeeded", False), ("failed", False)]
+    assert seen == [ids, [ids[0]], [ids[1]], [ids[2]]]  # a finished job's redelivery is answered alone
+    assert [jobs.attempts(j) for j in ids] == [1, 1, 1]

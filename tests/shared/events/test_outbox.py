@@ -13,7 +13,7 @@ from shared.config import Settings
 from shared.events.callbacks import check_callback
 from shared.events.consumer import Consumer
 from shared.events.model import CallbackRefusedError
-from shared.events.outbox import EVENT_FIELDS, publish_completion
+from shared.events.outbox import EVENT_FIELDS
 from shared.events.webhooks import Status, WebhookDelivery, backoff_s, deliver, on_terminal
 from shared.jobs import JobDocument
 from shared.jobs.store import JobStore
@@ -33,14 +33,18 @@ def finished(job_id: str = "case-1:verify", tenant: Tenant = DEFAULT_TENANT) -> 
     return doc.running(1).succeeded(result)
 
 
+def no_webhook(delivery: WebhookDelivery) -> None:
+    raise AssertionError(f"{delivery.msg_id}: a job without a callback has no webhook")
+
+
 def test_a_completion_event_is_read_once_per_consumer_group(client: redis.Redis, ev_settings: Settings) -> None:
     stream = ev_settings.events_completed_stream
     for group in ("onboarding", "analytics"):
         client.xgroup_create(stream, group, id="0", mkstream=True)
     doc = finished()
-    published = publish_completion(client, ev_settings, doc)
+    [published] = on_terminal(client, ev_settings, [doc], schedule=no_webhook)
     assert published is not None
-    assert publish_completion(client, ev_settings, doc) is None  # a re-run finish publishes nothing
+    assert on_terminal(client, ev_settings, [doc], schedule=no_webhook) == [None]  # a re-run finish publishes nothing
     for group in ("onboarding", "analytics"):
         [(_, entries)] = client.xreadgroup(group, "c1", {stream: ">"}, count=10)
         assert len(entries) == 1
@@ -57,7 +61,7 @@ def test_a_completion_event_is_read_once_per_consumer_group(client: redis.Redis,
 def test_the_events_tenant_is_the_jobs_own(client: redis.Redis, ev_settings: Settings) -> None:
     # A job submitted through the producer library or the CLI leaves no meta beside its document.
     for tenant in ("acme", "beta"):
-        assert publish_completion(client, ev_settings, finished("case-1:verify", Tenant(tenant))) is not None
+        assert on_terminal(client, ev_settings, [finished("case-1:verify", Tenant(tenant))], no_webhook) != [None]
     entries = client.xrange(ev_settings.events_completed_stream)
     assert [(f[b"job_id"], f[b"tenant"]) for _, f in entries] == [
         (b"case-1:verify", b"acme"),
@@ -67,18 +71,20 @@ def test_the_events_tenant_is_the_jobs_own(client: redis.Redis, ev_settings: Set
 
 def test_the_stream_is_trimmed_by_length(client: redis.Redis, redis_url: str, s3: S3Endpoint) -> None:
     settings = make_settings(redis_url, s3, events_stream_max_len=100)
-    for n in range(1000):
-        publish_completion(client, settings, finished(f"job-{n}"))
+    for n in range(0, 1000, 10):
+        on_terminal(client, settings, [finished(f"job-{m}") for m in range(n, n + 10)], schedule=no_webhook)
     assert 100 <= client.xlen(settings.events_completed_stream) < 1000
 
 
-def submit_with_callback(client: redis.Redis, settings: Settings, consumer: Consumer, url: str) -> JobDocument:
+def submit_with_callback(
+    client: redis.Redis, settings: Settings, consumer: Consumer, url: str, job_id: str = "case-1:verify"
+) -> JobDocument:
     """A verify request with a callback through the intake, finished as a worker would."""
     fields = {"kind": "verify", "selfie": "s3://kyc-images/s.jpg", "document": "s3://kyc-images/d.jpg",
-              "job_id": "case-1:verify", "tenant": "acme", "callback_url": url}  # fmt: skip
+              "job_id": job_id, "tenant": "acme", "callback_url": url}  # fmt: skip
     client.xadd(settings.events_intake_stream, fields)
     consumer.run(max_batches=1)
-    doc = JobStore(settings, client).get("acme/case-1:verify")
+    doc = JobStore(settings, client).get(f"acme/{job_id}")
     assert doc is not None
     return doc.running(1).succeeded({"code": "SUCCESS", "verified": False, "confidence": 0.12, "features": FEATURES})
 
@@ -88,8 +94,8 @@ def test_the_receiver_gets_a_valid_signature(
 ) -> None:
     doc = submit_with_callback(client, ev_settings, consumer, receiver.url)
     scheduled: list[WebhookDelivery] = []
-    assert on_terminal(client, ev_settings, doc, schedule=scheduled.append) is not None
-    assert on_terminal(client, ev_settings, doc, schedule=scheduled.append) is None
+    assert on_terminal(client, ev_settings, [doc], schedule=scheduled.append) != [None]
+    assert on_terminal(client, ev_settings, [doc], schedule=scheduled.append) == [None]
     assert len(scheduled) == 1 and receiver.calls == []  # scheduled, not sent from the worker
     assert scheduled[0].event == publish_event_of(client, ev_settings)
     result = deliver(ev_settings, client, scheduled[0])
@@ -116,11 +122,32 @@ def test_a_webhook_the_broker_could_not_take_is_scheduled_by_the_retry(
         raise ConnectionError("broker away")
 
     with pytest.raises(ConnectionError):
-        on_terminal(client, ev_settings, doc, schedule=broker_down)
+        on_terminal(client, ev_settings, [doc], schedule=broker_down)
     scheduled: list[WebhookDelivery] = []
-    on_terminal(client, ev_settings, doc, schedule=scheduled.append)  # the worker's retry
-    on_terminal(client, ev_settings, doc, schedule=scheduled.append)
+    on_terminal(client, ev_settings, [doc], schedule=scheduled.append)  # the worker's retry
+    on_terminal(client, ev_settings, [doc], schedule=scheduled.append)
     assert len(scheduled) == 1 and client.xlen(ev_settings.events_completed_stream) == 1
+
+
+def test_a_chunks_webhooks_the_broker_stopped_taking_are_scheduled_by_the_retry(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer, receiver: Receiver
+) -> None:
+    """A chunk's completions in one call: when the broker fails on the second webhook, the
+    retry schedules the second and third, and the first is not scheduled twice."""
+    docs = [submit_with_callback(client, ev_settings, consumer, receiver.url, f"case-{n}:verify") for n in (1, 2, 3)]
+    scheduled: list[WebhookDelivery] = []
+
+    def broker_fails_on_second(delivery: WebhookDelivery) -> None:
+        if scheduled:
+            raise ConnectionError("broker away")
+        scheduled.append(delivery)
+
+    with pytest.raises(ConnectionError):
+        on_terminal(client, ev_settings, docs, schedule=broker_fails_on_second)
+    assert [d.msg_id for d in scheduled] == ["msg_case-1:verify"]
+    assert on_terminal(client, ev_settings, docs, schedule=scheduled.append) == [None, None, None]  # published once
+    assert [d.msg_id for d in scheduled] == [f"msg_case-{n}:verify" for n in (1, 2, 3)]
+    assert client.xlen(ev_settings.events_completed_stream) == 3
 
 
 def test_a_forged_signature_is_refused_by_the_receiver(
