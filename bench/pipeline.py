@@ -148,17 +148,18 @@ def _runner_process(
     warm: list[str], mine: list[str], settings: Settings, barrier: Any, out: Any, redis_pid: int
 ) -> None:  # pragma: no cover - runs in a child process
     from shared.jobs.resources import Resources
-    from shared.jobs.runner import execute
+    from shared.jobs.runner import execute_many
     from workers.process import finish_hook
 
     resources = Resources(settings.model_copy(update={"intra_op_threads": 1}))
     resources.on_terminal = finish_hook(resources)  # the worker's hook: completion event, review queue
-    for job_id in warm:
-        execute(job_id, resources, 600)
+    chunk = settings.backlog_chunk  # as a chunk message of a backlog carries them
+    for n in range(0, len(warm), chunk):
+        execute_many(warm[n : n + chunk], resources, 600)
     barrier.wait()
     start, cpu, redis_cpu = time.perf_counter(), time.process_time(), cpu_s(redis_pid)
-    for job_id in mine:
-        execute(job_id, resources, 600)
+    for n in range(0, len(mine), chunk):
+        execute_many(mine[n : n + chunk], resources, 600)
     out.put((start, time.perf_counter(), time.process_time() - cpu, redis_cpu, cpu_s(redis_pid)))
 
 
@@ -166,8 +167,9 @@ def in_process_runner(
     producer: Producer, refs: list[str], settings: Settings, processes: int, redis_pid: int
 ) -> tuple[float, float]:
     """images/s and CPU ms per job of the job code without Celery: ``processes`` processes each
-    run ``shared.jobs.runner.execute`` (claim, fetch, describe, finish, the completion event) on
-    its share of ``faces`` jobs stored in Redis, no message involved. The CPU counts the processes
+    run ``shared.jobs.runner.execute_many`` (claim, fetch, describe, finish, the completion events)
+    on its share of ``faces`` jobs stored in Redis, ``KYC_BACKLOG_CHUNK`` at a time as a chunk
+    message carries them, no message involved. The CPU counts the processes
     and redis-server. Between the engine and the pipeline: what the job plumbing costs, and so
     what is left for Celery."""
     tag = f"{time.time_ns():x}"
@@ -282,11 +284,12 @@ def run_batch(
     before = command_counts(redis_client)
     cpu_before = cpu_by_process(pids)
     start = time.perf_counter()
-    if chunk > 1:  # as a queued backlog sends them: stored one by one, `chunk` jobs per message
-        docs = [producer.store("faces", {"image": ref})[0] for ref in items]
-        for n in range(0, len(docs), chunk):
-            producer.send(docs[n : n + chunk])
-        ids = [d.job_id for d in docs]
+    if chunk > 1:  # as a queued backlog sends them: each `chunk` jobs stored, then sent in one message
+        ids = []
+        for n in range(0, len(items), chunk):
+            docs = [producer.store("faces", {"image": ref})[0] for ref in items[n : n + chunk]]
+            producer.send(docs)
+            ids += [d.job_id for d in docs]
     else:
         submit = submit or (lambda ref: producer.submit_faces(ref).job_id)
         ids = [submit(item) for item in items]
@@ -529,7 +532,13 @@ def main() -> int:
                     started, pids = start_workers(pool, b)
                     workers.extend(started)
                     logs = [w.log_path for w in started]
-                    for c in [c for p, bb, c in runs if (p, bb) == (pool, b)]:
+                    chunk_sizes = [c for p, bb, c in runs if (p, bb) == (pool, b)]
+                    for c in chunk_sizes:  # warm, as the baselines are: each photo, each chunk size
+                        for store in stores:
+                            run_batch(
+                                producer, list(dict.fromkeys(refs[store])) * args.concurrency, logs, pids, chunk=c
+                            )
+                    for c in chunk_sizes:
                         for store in stores:
                             got[column_name(store, pool, b, c)] = run_batch(producer, refs[store], logs, pids, chunk=c)
                 rounds.append(got)
@@ -625,7 +634,7 @@ def render(report: dict[str, Any]) -> str:
     if all("runner" in r for r in rounds):
         rows += [
             f"| in-process job runner, {cores} processes x 1 onnx thread (claim, fetch, run, finish on Redis, the "
-            f"completion event; no Celery; local files) | {spread([r['runner'] for r in rounds], '{:.1f}')} images/s |",
+            f"completion events; a chunk's jobs at a time; no Celery; local files) | {spread([r['runner'] for r in rounds], '{:.1f}')} images/s |",
             f"| **ratio runner / in-process {cores}x1** | **{spread([r['runner'] / r['processes'] for r in rounds])}** |",
         ]
     for b in report.get("batch_sizes", []):
