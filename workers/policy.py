@@ -9,17 +9,20 @@
   same for every task; a job records either as ``TimeLimitExceeded``, final. The hard limit kills
   the pool process, so the worker's main process records it (:class:`KYCRequest`): retrying
   would only hit the same wall again. A solo worker (``--pool solo``) has no pool to enforce
-  either: there the soft limit is a timer in the process itself (:func:`soft_limit`), and no
-  hard limit applies.
+  either: there the soft limit is a signal timer in the process itself (:func:`soft_limit`), and
+  the hard limit a watchdog thread that records it the same way and ends the process
+  (:func:`hard_limit`), for its supervisor to start a new one.
 - A retry that cannot be published is requeued rather than dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -105,7 +108,12 @@ class KYCTask(Task):
 
         try:
             if process.is_solo():
-                with soft_limit(self.settings().task_soft_time_limit_s):
+                settings = self.settings()
+                limit_s = settings.task_time_limit_s
+                with (
+                    hard_limit(limit_s, lambda: self.on_hard_time_limit(args, limit_s)),
+                    soft_limit(settings.task_soft_time_limit_s),
+                ):
                     return super().__call__(*args, **kwargs)
             return super().__call__(*args, **kwargs)
         except KYCFaceError as exc:
@@ -134,3 +142,38 @@ def soft_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# The exit status of a solo worker ended at the hard time limit (EX_SOFTWARE).
+HARD_LIMIT_EXIT = 70
+
+
+@contextmanager
+def hard_limit(seconds: float, record: Callable[[], None]) -> Iterator[None]:
+    """End this process after ``seconds``, as a prefork pool kills its child at the hard limit:
+    ``record`` first (the task's :meth:`KYCTask.on_hard_time_limit`: its jobs fail, final), then
+    ``os._exit``. The process's supervisor (compose's restart policy, systemd) starts a new
+    worker; the message, never acknowledged, comes back after the visibility timeout and finds
+    its jobs done.
+
+    A thread, not a signal: it fires while the task's thread is stuck in a native call, as long
+    as that call released the GIL (onnxruntime, OpenCV's decoders and socket reads do).
+    """
+
+    def expired() -> None:
+        log.error("hard time limit (%g s) exceeded: recording it and ending this solo worker", seconds)
+        try:
+            record()
+        except Exception:
+            # Nothing recorded (the job store is down): the redelivery runs the jobs again, and
+            # their attempt count dead-letters them after KYC_MAX_ATTEMPTS.
+            log.exception("the hard time limit could not be recorded")
+        os._exit(HARD_LIMIT_EXIT)
+
+    watchdog = threading.Timer(seconds, expired)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()

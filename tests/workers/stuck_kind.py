@@ -1,9 +1,10 @@
 """Test only: a job kind that the soft time limit cannot stop, and one that it can, for a worker
 started with ``-I tests.workers.stuck_kind``.
 
-It stands for a C decoder holding the process: Celery's soft limit is a signal (SIGUSR1) that
-Python only acts on between bytecodes, so a long C call runs on to the hard limit. The handler
-blocks that signal and sleeps, which does the same without burning a core for it.
+It stands for a C decoder holding the process: the soft limit is a signal (Celery's SIGUSR1 in a
+prefork child, SIGALRM in a solo worker) that Python only acts on between bytecodes, so a long C
+call runs on to the hard limit. The handler blocks both signals and sleeps, which does the same
+without burning a core for it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class StuckInputs(JobInputs):
 
 @job_kind(KIND, queue=HEAVY_QUEUE, help="test only: runs past the hard time limit")
 def stuck(inputs: StuckInputs, job: JobContext) -> MatchResult:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGALRM})
     time.sleep(STUCK_S)
     raise AssertionError("the hard time limit should have killed this process")
 

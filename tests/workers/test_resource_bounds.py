@@ -22,6 +22,7 @@ from shared.jobs.model import utcnow
 from shared.producer import Producer
 from tests.conftest import S3Endpoint, celery_worker, features_of, pipeline_env
 from tests.reliability.conftest import wait_terminal
+from workers.policy import HARD_LIMIT_EXIT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services, pytest.mark.slow]
 
@@ -81,6 +82,38 @@ def test_a_job_killed_at_the_hard_time_limit_fails_once_with_a_typed_code(
     log = worker.log()
     assert len(re.findall(r"Hard time limit \(\d+(\.\d+)?s\) exceeded for kyc\.jobs\." + STUCK, log)) == 1, log[-3000:]
     assert len(pools - worker.pool_pids()) == 1  # the one killed process, replaced
+
+
+def test_a_solo_worker_at_the_hard_time_limit_fails_the_job_once_and_ends(
+    producer: Producer, broker_url: str, photos_s3: S3Endpoint, tmp_path: Path
+) -> None:
+    """No pool kills a solo worker's stuck call: its watchdog records the limit as prefork's main
+    process does, then ends the process; the worker started in its place finds the redelivered
+    message's job done."""
+    env = pipeline_env(broker_url, photos_s3, KYC_TASK_SOFT_TIME_LIMIT_S=str(SOFT_LIMIT_S),
+                       KYC_TASK_TIME_LIMIT_S=str(HARD_LIMIT_S), KYC_LOCK_MARGIN_S="2", KYC_REDELIVERY_MARGIN_S="2",
+                       KYC_UNACKED_RESTORE_INTERVAL_S="1", KYC_RETRY_BACKOFF_MAX_S="1")  # fmt: skip
+    options = {"pool": "solo", "extra_args": ["-I", "tests.workers.stuck_kind"], "queues": "kyc.solo-limit"}
+    doc = JobDocument(job_id="solo-stuck-1", kind=STUCK, status=JobStatus.QUEUED, created_at=utcnow(), inputs={})
+    client = producer.jobs.redis
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with celery_worker(env, tmp_path / "first", 1, **options) as solo:
+        send_as_stored(producer, doc, f"kyc.jobs.{STUCK}", queue="kyc.solo-limit")
+        final = wait_terminal(client, [doc.job_id], timeout_s=HARD_LIMIT_S + 30)[doc.job_id]
+        assert final.status is JobStatus.FAILED and final.error is not None, final
+        assert final.error.type == "TimeLimitExceeded" and f"{HARD_LIMIT_S}s hard time limit" in final.error.message
+        assert solo.proc is not None and solo.proc.wait(timeout=10) == HARD_LIMIT_EXIT
+    with celery_worker(env, tmp_path / "second", 1, **options) as again:
+        # Past the visibility timeout the unacknowledged message is back: a no-op on a done job.
+        answered = re.compile(r"Task kyc\.jobs\." + STUCK + r"\[solo-stuck-1\] succeeded in [0-9.]+s: 'failed'")
+        deadline = time.monotonic() + 60
+        while not answered.search(again.log()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert answered.search(again.log()), again.log()[-3000:]
+        assert again.proc is not None and again.proc.poll() is None
+    assert int(client.get(keys.job_attempts_key(doc.job_id)) or 0) == 1
+    assert producer.get_job(doc.job_id) == final
 
 
 def clients_on(client: redis.Redis, url: str) -> int:
