@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
 
 from shared.config import Settings
 from shared.errors import KYCFaceError, ModelError
@@ -70,14 +71,15 @@ class EmbeddedRunner:
         self._futures[job.job_id] = self._pool.submit(_run, job)
         return None
 
-    def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
-        """The documents of the jobs among ``job_ids`` that finished, waiting up to ``poll_s`` for one.
+    def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
+        """The documents of the jobs among ``job_ids`` that finished; with ``wait``, waiting up to
+        ``poll_s`` for one.
 
         Raises:
             ModelError: the engine could not be built (missing or corrupt models).
         """
         futures = [self._futures[j] for j in job_ids]
-        done, _ = wait(futures, timeout=self.poll_s, return_when=FIRST_COMPLETED)
+        done, _ = wait_for(futures, timeout=self.poll_s if wait else 0, return_when=FIRST_COMPLETED)
         docs = [f.result() for f in futures if f in done]
         for doc in docs:
             del self._futures[doc.job_id]

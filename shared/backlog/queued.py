@@ -18,7 +18,7 @@ class QueuedRunner:
 
     Args:
         producer: where to submit and poll.
-        poll_s: pause before each poll round.
+        poll_s: the shortest time between two waiting poll rounds (time spent submitting counts).
         result_ttl_s: once read, a terminal document's Redis TTL is cut to this (None: it keeps
             ``KYC_JOB_TTL_S``). The backlog has it on disk, so a short value keeps Redis flat
             over a manifest of any length.
@@ -34,6 +34,7 @@ class QueuedRunner:
         self.result_ttl_s = result_ttl_s
         self.chunk = chunk if chunk is not None else producer.settings.backlog_chunk
         self._span = MIN_POLL_SPAN
+        self._polled_at = 0.0
         self._unsent: list[JobDocument] = []
 
     def start(self, job: JobDocument) -> JobDocument | None:
@@ -59,9 +60,10 @@ class QueuedRunner:
         for start in range(0, len(unsent), self.chunk):
             self.producer.send(unsent[start : start + self.chunk])
 
-    def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
-        """The terminal documents among the oldest of ``job_ids``, read in pipelined MGETs after a
-        pause.
+    def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
+        """The terminal documents among the oldest of ``job_ids``, read in pipelined MGETs; with
+        ``wait``, no sooner than ``poll_s`` after the last read (a window that spent that long
+        submitting reads at once).
 
         The workers take a queue's jobs in order and a window hands its answers out in row
         order, so only the oldest pending jobs are read: as many as finished in the last round,
@@ -72,14 +74,16 @@ class QueuedRunner:
             JobError: a job expired before it was read.
         """
         self.flush()  # a window waiting on its answers must have sent every job first
-        time.sleep(self.poll_s)
+        if wait:
+            time.sleep(max(0.0, self._polled_at + self.poll_s - time.monotonic()))
+        self._polled_at = time.monotonic()
         polled = job_ids[: self._span]
         done, unknown = self.producer.jobs.finished_many(polled)
         if unknown:
             raise JobError(f"job {unknown[0]} disappeared before it finished (expired? see KYC_JOB_TTL_S)")
         self._span = 2 * self._span if len(done) == len(polled) else max(MIN_POLL_SPAN, 2 * len(done))
         if done and self.result_ttl_s is not None:
-            self.producer.jobs.expire_soon([doc.job_id for doc in done], self.result_ttl_s)
+            self.producer.jobs.expire_soon(done, self.result_ttl_s)
         return done
 
     def close(self) -> None:

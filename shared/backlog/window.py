@@ -4,6 +4,11 @@ At most ``size`` manifest rows are submitted and not yet answered at any time, s
 at most ``size`` queued jobs and this process at most ``size`` rows, whatever the manifest's
 length. Answers come out in manifest order; a slow row holds back the rows after it (and new
 submissions) until it is answered, which is what bounds the window.
+
+Freed slots are refilled a quarter of the window at a time, with a read of the answers (no wait)
+in between: refilled whole,
+a window whose submissions take about as long as the workers' answers ran in lock-step (submit
+``size`` rows, find all answered, submit ``size`` again), answers coming in bursts of ``size``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ class Runner(Protocol):
         """Start the job; its terminal document if it already has one."""
         ...
 
-    def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
-        """The terminal documents among ``job_ids``; may wait a little for them."""
+    def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
+        """The terminal documents among ``job_ids``; with ``wait``, may wait a little for them
+        (without, the window has rows to submit meanwhile)."""
         ...
 
     def close(self) -> None: ...
@@ -63,8 +69,10 @@ def run_window(
     # job id -> (the job, its answer or None while pending, rows of the window that share it)
     jobs: dict[str, tuple[JobDocument, JobDocument | None, int]] = {}
     exhausted = False
+    refill = max(1, size // 4)
     while True:
-        while not exhausted and len(window) < size:
+        started = 0
+        while not exhausted and len(window) < size and started < refill:
             row = next(source, None)
             if row is None:
                 exhausted = True
@@ -78,6 +86,7 @@ def run_window(
                 jobs[job_id] = (job, answer, refs + 1)
                 continue
             answer = known(row.job) or runner.start(row.job)
+            started += 1
             jobs[job_id] = (row.job, answer, 1)
             if answer is not None and on_result is not None:
                 on_result(answer, True)
@@ -85,7 +94,8 @@ def run_window(
             return
         pending = [job_id for job_id, (_, answer, _) in jobs.items() if answer is None]
         if pending:
-            for doc in runner.poll(pending):
+            room = not exhausted and len(window) < size  # more rows to submit: read, do not wait
+            for doc in runner.poll(pending, wait=not room):
                 job, _, refs = jobs[doc.job_id]
                 jobs[doc.job_id] = (job, doc, refs)
                 if on_result is not None:

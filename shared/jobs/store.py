@@ -346,16 +346,26 @@ class JobStore:
                 done.append(doc)
         return done, unknown
 
-    def expire_soon(self, job_ids: Sequence[str], ttl_s: int) -> None:
-        """Cut the documents' TTL to ``ttl_s`` (never lengthen it), in one pipelined round trip:
-        for a reader that keeps the documents elsewhere (a backlog's directory)."""
+    def expire_soon(self, docs: Sequence[JobDocument], ttl_s: int) -> None:
+        """Cut the TTL of terminal documents to ``ttl_s`` (never lengthen it), in one pipelined
+        round trip: for a reader that keeps the documents elsewhere (a backlog's directory).
+
+        With each document go the keys kept beside it for as long, and its entries in the erasure
+        index: a backlog of a million jobs, each with its own templates, would otherwise leave a
+        million index entries for the week the documents no longer live. An erasure in the
+        seconds left misses such a document; it is gone within ``ttl_s``.
+        """
         with _redis_errors():
             pipe = self.redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                # With the document go the keys kept beside it for as long: its attempt count and
-                # its completion event's once-only marker (a redelivery then finds no job at all).
-                for key in (keys.job_key(job_id), keys.job_attempts_key(job_id), keys.job_published_key(job_id)):
+            for doc in docs:
+                address, tenant = doc.address, Tenant(doc.tenant)
+                # Its attempt count and its completion event's once-only marker: a redelivery then
+                # finds no job at all.
+                for key in (keys.job_key(address), keys.job_attempts_key(address), keys.job_published_key(address)):
                     pipe.expire(key, ttl_s, lt=True)
+                probes = {value for value in doc.inputs.values() if features.is_digest(value)}
+                for digest in sorted(probes | result_digests(doc.result)):
+                    pipe.srem(keys.features_jobs_key(scoped(tenant, digest)), address)
             pipe.execute()
 
     def _document(self, job_id: str, raw: bytes | str | None) -> JobDocument | None:

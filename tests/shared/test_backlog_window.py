@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from harness import S3Endpoint
-from shared import keys
+from shared import features, keys
 from shared.backlog.manifest import ManifestRow, iter_manifest
 from shared.backlog.output import STATE_FILE, SUMMARY_FIELDS
 from shared.backlog.queued import QueuedRunner
@@ -27,17 +27,20 @@ from shared.config import Settings
 from shared.errors import JobError
 from shared.jobs import JobDocument
 from shared.producer import Producer
+from shared.tenants import DEFAULT_TENANT, scoped
 from tests.conftest import FACES_DIR, celery_worker, features_of, need, pipeline_env
 
 
 class StubRunner:
-    """Answers a job ``lag`` polls after it started, and records the most jobs ever in flight."""
+    """Answers a job ``lag`` waiting polls after it started, and records the most jobs ever in
+    flight and how full the window was at each poll."""
 
     def __init__(self, lag: int = 2) -> None:
         self.lag = lag
         self.started: list[str] = []
         self.in_flight: dict[str, int] = {}
         self.most_in_flight = 0
+        self.polls: list[tuple[int, bool]] = []
         self._jobs: dict[str, JobDocument] = {}
 
     def start(self, job: JobDocument) -> JobDocument | None:
@@ -47,10 +50,11 @@ class StubRunner:
         self._jobs[job.job_id] = job
         return None
 
-    def poll(self, job_ids: Sequence[str]) -> list[JobDocument]:
+    def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
+        self.polls.append((len(self.in_flight), wait))
         done = []
         for job_id in job_ids:
-            self.in_flight[job_id] += 1
+            self.in_flight[job_id] += wait  # jobs advance while the window waits, not when it only reads
             if self.in_flight[job_id] >= self.lag:
                 del self.in_flight[job_id]
                 job = self._jobs.pop(job_id)
@@ -79,6 +83,8 @@ def test_the_window_bounds_the_jobs_in_flight(tmp_path: Path) -> None:
     rows = iter_manifest(manifest(tmp_path / "m.csv", 500))
     answered = list(run_window(rows, runner, size=7))
     assert runner.most_in_flight == 7
+    # Filled a quarter at a time, reading answers in between without waiting, until full.
+    assert runner.polls[:7] == [(1, False), (2, False), (3, False), (4, False), (5, False), (6, False), (7, True)]
     assert [row.columns["case_id"] for row, _ in answered] == [f"case-{i}" for i in range(500)]
 
 
@@ -206,6 +212,10 @@ def test_the_window_holds_in_redis(broker_url: str, s3_server: S3Endpoint, tmp_p
     # And so do the keys kept beside each job for as long: nothing of a read answer stays a week.
     assert 0 < client.ttl(keys.job_attempts_key("w-0")) <= 60
     assert 0 < client.ttl(keys.job_published_key("w-0")) <= 60
+    # Nor their entries in the erasure index (the probes' digests): it kept one per job for a week.
+    for probe in (a, b):
+        index = keys.features_jobs_key(scoped(DEFAULT_TENANT, features.digest(features.decode(probe))))
+        assert not any(client.smismember(index, [f"w-{i}" for i in range(200)]))
 
 
 def _finish(producer: Producer, job: JobDocument) -> None:
