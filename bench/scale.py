@@ -121,10 +121,9 @@ def run_phase(
     """Run a phase; per tenth of ``total`` answers: answers/s, Redis used_memory, this process's RSS.
 
     ``drive`` runs the jobs and calls its argument with each terminal document as it arrives.
-    The first answer comes only after the window's first fill (``--window`` jobs submitted one
-    by one before the first poll): that wait is reported on its own (``first_answer_s``) and the
-    first tenth's rate runs from the first answer, so that the tenths compare throughput, not the
-    start-up.
+    The first answer comes only after the window's first submissions and the worker's first
+    chunk: that wait is reported on its own (``first_answer_s``) and the first tenth's rate runs
+    from the first answer, so that the tenths compare throughput, not the start-up.
     """
     tenth = max(1, total // 10)
     start = time.perf_counter()

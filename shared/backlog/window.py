@@ -6,9 +6,9 @@ length. Answers come out in manifest order; a slow row holds back the rows after
 submissions) until it is answered, which is what bounds the window.
 
 Freed slots are refilled a quarter of the window at a time, with a read of the answers (no wait)
-in between: refilled whole,
-a window whose submissions take about as long as the workers' answers ran in lock-step (submit
-``size`` rows, find all answered, submit ``size`` again), answers coming in bursts of ``size``.
+in between: refilled whole, a window whose submissions take about as long as the workers' answers
+ran in lock-step (submit ``size`` rows, find all answered, submit ``size`` again), answers coming
+in bursts of ``size``.
 """
 
 from __future__ import annotations

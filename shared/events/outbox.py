@@ -116,8 +116,8 @@ def publish_completions(pipe: Pipeline, settings: Settings, docs: Sequence[JobDo
     Raises:
         ValueError: a job is not terminal (nothing was queued).
     """
-    if any(not doc.status.terminal for doc in docs):
-        bad = next(doc for doc in docs if not doc.status.terminal)
+    bad = next((doc for doc in docs if not doc.status.terminal), None)
+    if bad is not None:
         raise ValueError(f"job {bad.job_id} is {bad.status.value}, not terminal")
     # EVALSHA, loading the script only when Redis does not know it: its text is not sent per job.
     publish_once = pipe.register_script(_PUBLISH_ONCE)
