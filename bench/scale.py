@@ -67,6 +67,7 @@ from shared.producer import Producer  # noqa: E402
 from shared.schemas import FacesResult  # noqa: E402
 
 FACES_DIR = ROOT.parent / "shared" / "faces"
+NOISE_BANKS = (997, 1009)
 
 
 def rss_mb() -> float:
@@ -95,11 +96,19 @@ def two_features(settings: Settings) -> tuple[str, str]:
 def match_rows(a: str, b: str, start: int, stop: int) -> Iterator[ManifestRow]:
     """Match rows whose two templates are their own (``a`` and ``b``, each moved a little, the
     same for the same row): as in production, no two jobs share a template, so whatever Redis
-    keeps per template (the erasure index) shows up per job."""
+    keeps per template (the erasure index) shows up per job.
+
+    Row ``i`` moves a template by two noise vectors, ``i`` modulo each of two primes (distinct
+    for the first million rows): drawing fresh noise per row cost this process, the backlog's
+    producer, more than submitting the row.
+    """
     fa, fb = features.decode(a), features.decode(b)
+    rng = np.random.default_rng(0)
+    banks = [rng.normal(0, 0.007, (n, fa.vector.size)).astype(np.float32) for n in NOISE_BANKS]
     for i in range(start, stop):
-        rng = np.random.default_rng(i)
-        one, two = (features.encode(f.model_id, f.vector + rng.normal(0, 0.01, f.vector.shape)) for f in (fa, fb))
+        moved = [f.vector + banks[0][(i + k) % NOISE_BANKS[0]] + banks[1][(i + k) % NOISE_BANKS[1]]
+                 for k, f in enumerate((fa, fb))]  # fmt: skip
+        one, two = (features.encode(f.model_id, v) for f, v in zip((fa, fb), moved, strict=True))
         yield ManifestRow(i, JobDocument.new("match", {"features1": one, "features2": two}, f"scale-m-{i}"))
 
 

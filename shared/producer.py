@@ -25,6 +25,7 @@ from shared.config import Settings, get_settings
 from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError, UnreadableJobError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType, parse_probe
+from shared.jobs.model import utcnow
 from shared.jobs.registry import CHUNK_TASK, QUEUES
 from shared.storage import store_for
 from shared.storage.redis_client import redis_client
@@ -148,31 +149,57 @@ class Producer:
         Raises:
             As :meth:`submit`.
         """
-        doc = JobDocument.new(kind, inputs, job_id, tenant)
-        wire = doc.run_inputs()  # a features probe is a digest in the document
-        for name, input_type in REGISTRY.get(doc.kind).fields().items():
-            if input_type is InputType.REF:
-                self._check_image(self.images.validate(wire[name]), tenant)
-            elif input_type is InputType.PROBE and isinstance(probe := parse_probe(wire[name]), Ref):
-                self._check_image(probe, tenant)
-        stored, created = self.jobs.create(doc)
-        if not created and not stored.same_request(doc):
-            raise JobError(f"job id {doc.job_id!r} was already used for a different {stored.kind} job")
-        return stored, created
+        return self.store_many([JobDocument.new(kind, inputs, job_id, tenant)])[0]
 
-    def send(self, docs: Sequence[JobDocument]) -> None:
-        """Send the messages of jobs :meth:`store` created: one per job, or with several, one
-        chunk message per queue (:data:`shared.jobs.registry.CHUNK_TASK`).
+    def store_many(self, docs: Sequence[JobDocument]) -> list[tuple[JobDocument, bool]]:
+        """:meth:`store` for new documents (made by :meth:`JobDocument.new`, which parsed their
+        inputs), in pipelined round trips: a backlog stores a window's new rows at once.
+
+        All or nothing: when one id was already used for different work, the jobs this call
+        created are removed again before the error is raised.
 
         Raises:
-            StorageUnavailableError: the broker is unreachable; the jobs are discarded, so the
-                caller's retry can submit them again.
+            JobError: an id already used for different work (named in the message).
+            ReferenceRejectedError: an image reference that workers would refuse.
+            StorageUnavailableError: Redis is unreachable.
+        """
+        now = utcnow()  # submitted now, whenever the documents were made
+        docs = [doc.model_copy(update={"created_at": now}) for doc in docs]
+        for doc in docs:
+            wire = doc.run_inputs()  # a features probe is a digest in the document
+            for name, input_type in REGISTRY.get(doc.kind).fields().items():
+                if input_type is InputType.REF:
+                    self._check_image(self.images.validate(wire[name]), Tenant(doc.tenant))
+                elif input_type is InputType.PROBE and isinstance(probe := parse_probe(wire[name]), Ref):
+                    self._check_image(probe, Tenant(doc.tenant))
+        stored = self.jobs.create_many(docs)
+        reused = next(((doc, s) for doc, (s, created) in zip(docs, stored, strict=True)
+                       if not created and not s.same_request(doc)), None)  # fmt: skip
+        if reused is not None:
+            for doc, created in stored:
+                if created:
+                    self.jobs.discard(doc.address)
+            raise JobError(f"job id {reused[0].job_id!r} was already used for a different {reused[1].kind} job")
+        return stored
+
+    def send(self, docs: Sequence[JobDocument], per_message: int | None = None) -> None:
+        """Send the messages of jobs :meth:`store` created: one per job, or with several, chunk
+        messages (:data:`shared.jobs.registry.CHUNK_TASK`) of at most ``per_message`` jobs
+        (default: all of a queue's in one) per queue.
+
+        Raises:
+            StorageUnavailableError: the broker is unreachable; the jobs not sent are discarded,
+                so the caller's retry can submit them again.
         """
         by_queue: dict[str, list[JobDocument]] = {}
         for doc in docs:
             by_queue.setdefault(REGISTRY.get(doc.kind).queue, []).append(doc)
-        groups = list(by_queue.items())
-        for n, (queue, members) in enumerate(groups):
+        messages = [
+            (queue, members[start : start + (per_message or len(members))])
+            for queue, members in by_queue.items()
+            for start in range(0, len(members), per_message or len(members))
+        ]
+        for n, (queue, members) in enumerate(messages):
             try:
                 if len(members) == 1:
                     self._send(members[0])
@@ -181,7 +208,7 @@ class Producer:
                     self.app.send_task(CHUNK_TASK, args=[addresses], queue=queue, task_id=uuid.uuid4().hex)
             except Exception as exc:
                 # Nothing will ever run these jobs: free the ids so the caller can submit again.
-                for _, unsent in groups[n:]:
+                for _, unsent in messages[n:]:
                     for doc in unsent:
                         self.jobs.discard(doc.address)
                 raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None

@@ -60,16 +60,17 @@ class EmbeddedRunner:
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future[JobDocument]] = {}
 
-    def start(self, job: JobDocument) -> JobDocument | None:
-        """Hand the job to the pool; never terminal at once."""
+    def start_many(self, jobs: Sequence[JobDocument]) -> list[JobDocument | None]:
+        """Hand the jobs to the pool; never terminal at once."""
         if self._pool is None:
             # spawn, not fork: the parent may run threads (tqdm's monitor), and forking those is unsafe.
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
                 self.size, mp_context=context, initializer=_start_process, initargs=(self.settings,)
             )
-        self._futures[job.job_id] = self._pool.submit(_run, job)
-        return None
+        for job in jobs:
+            self._futures[job.job_id] = self._pool.submit(_run, job)
+        return [None] * len(jobs)
 
     def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
         """The documents of the jobs among ``job_ids`` that finished; with ``wait``, waiting up to

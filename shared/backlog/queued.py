@@ -22,8 +22,7 @@ class QueuedRunner:
         result_ttl_s: once read, a terminal document's Redis TTL is cut to this (None: it keeps
             ``KYC_JOB_TTL_S``). The backlog has it on disk, so a short value keeps Redis flat
             over a manifest of any length.
-        chunk: jobs per broker message (default ``KYC_BACKLOG_CHUNK``): new jobs are stored at
-            once and sent in chunks as they fill, the rest before each poll.
+        chunk: jobs per broker message (default ``KYC_BACKLOG_CHUNK``).
     """
 
     def __init__(
@@ -35,30 +34,18 @@ class QueuedRunner:
         self.chunk = chunk if chunk is not None else producer.settings.backlog_chunk
         self._span = MIN_POLL_SPAN
         self._polled_at = 0.0
-        self._unsent: list[JobDocument] = []
 
-    def start(self, job: JobDocument) -> JobDocument | None:
-        """Submit the job under its own id; its document if it is already terminal (an earlier run's).
-
-        Raises:
-            JobError: the id was used for different work.
-        """
-        stored, created = self.producer.store(job.kind, job.run_inputs(), job.job_id)  # probes held beside
-        if created:
-            self._unsent.append(stored)
-            if len(self._unsent) >= self.chunk:
-                self.flush()
-        return stored if stored.status.terminal else None
-
-    def flush(self) -> None:
-        """Send the jobs stored and not yet sent, ``chunk`` per message.
+    def start_many(self, jobs: Sequence[JobDocument]) -> list[JobDocument | None]:
+        """Submit the jobs under their own ids, stored in pipelined round trips and sent ``chunk``
+        per message; per job, its document if it is already terminal (an earlier run's).
 
         Raises:
-            StorageUnavailableError: the broker is down (the unsent jobs were discarded).
+            JobError: an id was used for different work (none of the jobs is then submitted).
+            StorageUnavailableError: Redis or the broker is down (the jobs not sent were discarded).
         """
-        unsent, self._unsent = self._unsent, []
-        for start in range(0, len(unsent), self.chunk):
-            self.producer.send(unsent[start : start + self.chunk])
+        stored = self.producer.store_many(jobs)
+        self.producer.send([doc for doc, created in stored if created], per_message=self.chunk)
+        return [doc if doc.status.terminal else None for doc, _ in stored]
 
     def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
         """The terminal documents among the oldest of ``job_ids``, read in pipelined MGETs; with
@@ -73,7 +60,6 @@ class QueuedRunner:
         Raises:
             JobError: a job expired before it was read.
         """
-        self.flush()  # a window waiting on its answers must have sent every job first
         if wait:
             time.sleep(max(0.0, self._polled_at + self.poll_s - time.monotonic()))
         self._polled_at = time.monotonic()
@@ -87,7 +73,4 @@ class QueuedRunner:
         return done
 
     def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.producer.close()
+        self.producer.close()

@@ -26,8 +26,8 @@ from shared.jobs import JobDocument
 class Runner(Protocol):
     """Where a window's jobs run: the Celery workers or a local process pool."""
 
-    def start(self, job: JobDocument) -> JobDocument | None:
-        """Start the job; its terminal document if it already has one."""
+    def start_many(self, jobs: Sequence[JobDocument]) -> list[JobDocument | None]:
+        """Start the jobs; per job, its terminal document if it already has one."""
         ...
 
     def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
@@ -71,8 +71,8 @@ def run_window(
     exhausted = False
     refill = max(1, size // 4)
     while True:
-        started = 0
-        while not exhausted and len(window) < size and started < refill:
+        starting: list[JobDocument] = []
+        while not exhausted and len(window) < size and len(starting) < refill:
             row = next(source, None)
             if row is None:
                 exhausted = True
@@ -85,11 +85,17 @@ def run_window(
                     raise JobError(f"line {row.line}: job id {job_id!r} is already used for other images")
                 jobs[job_id] = (job, answer, refs + 1)
                 continue
-            answer = known(row.job) or runner.start(row.job)
-            started += 1
+            answer = known(row.job)
             jobs[job_id] = (row.job, answer, 1)
-            if answer is not None and on_result is not None:
+            if answer is None:
+                starting.append(row.job)
+            elif on_result is not None:
                 on_result(answer, True)
+        for job, answer in zip(starting, runner.start_many(starting) if starting else [], strict=True):
+            if answer is not None:
+                jobs[job.job_id] = (job, answer, jobs[job.job_id][2])
+                if on_result is not None:
+                    on_result(answer, True)
         if not window:
             return
         pending = [job_id for job_id, (_, answer, _) in jobs.items() if answer is None]

@@ -263,18 +263,38 @@ class JobStore:
         Returns:
             ``(doc, True)`` if stored, ``(existing, False)`` if the id was taken.
         """
+        return self.create_many([doc])[0]
+
+    def create_many(self, docs: Sequence[JobDocument]) -> list[tuple[JobDocument, bool]]:
+        """:meth:`create` for each document, in one pipelined round trip (and one more to read
+        the documents of the ids already taken).
+
+        Returns:
+            ``(doc, created)`` per document, in order; the existing document where the id was
+            taken (the same one for an id given twice in ``docs``).
+        """
         with _redis_errors():
-            held_features = doc.held_features
-            address, tenant = doc.address, Tenant(doc.tenant)
-            job_keys = [keys.job_key(address), keys.jobs_unstarted_key(), keys.job_features_key(address)]
-            job_keys += [keys.features_jobs_key(scoped(tenant, found)) for found in held_features]
-            held = [part for pair in held_features.items() for part in pair]
-            if self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), address, *held]):
-                return doc, True
-        existing = self.get(doc.address)
-        if existing is None:  # expired between the two calls; extremely unlikely, try once more
-            return self.create(doc)
-        return existing, False
+            pipe = self.redis.pipeline(transaction=False)
+            for doc in docs:
+                held_features = doc.held_features
+                address, tenant = doc.address, Tenant(doc.tenant)
+                job_keys = [keys.job_key(address), keys.jobs_unstarted_key(), keys.job_features_key(address)]
+                job_keys += [keys.features_jobs_key(scoped(tenant, found)) for found in held_features]
+                held = [part for pair in held_features.items() for part in pair]
+                self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), address, *held], client=pipe)
+            created = [bool(stored) for stored in pipe.execute()]
+            taken = [doc.address for doc, new in zip(docs, created, strict=True) if not new]
+            raws = self.redis.mget([keys.job_key(address) for address in taken]) if taken else []
+        existing = dict(zip(taken, raws, strict=True))
+        results = []
+        for doc, new in zip(docs, created, strict=True):
+            if new:
+                results.append((doc, True))
+                continue
+            found = self._document(doc.address, existing[doc.address])
+            # None: expired between the two round trips; extremely unlikely, try once more.
+            results.append((found, False) if found is not None else self.create(doc))
+        return results
 
     def discard(self, job_id: str) -> None:
         """Remove a ``queued`` document whose task could not be sent, so the id can be reused."""

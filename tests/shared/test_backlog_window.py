@@ -43,12 +43,13 @@ class StubRunner:
         self.polls: list[tuple[int, bool]] = []
         self._jobs: dict[str, JobDocument] = {}
 
-    def start(self, job: JobDocument) -> JobDocument | None:
-        self.started.append(job.job_id)
-        self.in_flight[job.job_id] = 0
+    def start_many(self, jobs: Sequence[JobDocument]) -> list[JobDocument | None]:
+        for job in jobs:
+            self.started.append(job.job_id)
+            self.in_flight[job.job_id] = 0
+            self._jobs[job.job_id] = job
         self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
-        self._jobs[job.job_id] = job
-        return None
+        return [None] * len(jobs)
 
     def poll(self, job_ids: Sequence[str], wait: bool = True) -> list[JobDocument]:
         self.polls.append((len(self.in_flight), wait))

@@ -15,8 +15,8 @@ from harness import free_port
 from shared import features
 from shared.config import Settings
 from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError
-from shared.jobs import JobStatus
-from shared.producer import Producer
+from shared.jobs import JobDocument, JobStatus
+from shared.producer import Producer, _task_ids
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.services
@@ -94,3 +94,41 @@ def test_broker_down_frees_the_job_id(redis_url: str) -> None:
 def test_no_broker_configured() -> None:
     with pytest.raises(JobError, match="KYC_BROKER_URL"):
         Producer(Settings(broker_url=None))
+
+
+def test_a_batch_is_stored_in_a_few_round_trips_and_sent_in_chunks(
+    producer: Producer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sends = 0
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: redis.connection.AbstractConnection, command: object, check_health: bool = True) -> None:
+        nonlocal sends
+        sends += 1
+        real(self, command, check_health)  # type: ignore[arg-type]
+
+    earlier = producer.submit_faces("s3://kyc-images/0.jpg", job_id="batch-0")
+    docs = [JobDocument.new("faces", {"image": f"s3://kyc-images/{i}.jpg"}, f"batch-{i}") for i in range(100)]
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    stored = producer.store_many(docs)
+    assert sends <= 3  # the scripts' check, the creates, the reads of the ids already taken
+    monkeypatch.undo()
+    assert stored[0] == (earlier, False)
+    assert all(created for _, created in stored[1:]) and [d.job_id for d, _ in stored] == [d.job_id for d in docs]
+    producer.send([doc for doc, created in stored if created], per_message=8)
+    messages = queued_messages(redis_url, "kyc.heavy")  # newest first
+    assert [len(_task_ids([json.dumps(m)])) for m in messages] == [3] + [8] * 12 + [1]  # 99 new, then batch-0
+    assert sorted(_task_ids(json.dumps(m) for m in messages)) == sorted(f"batch-{i}" for i in range(100))
+
+
+def test_a_batch_with_a_reused_id_stores_nothing(producer: Producer) -> None:
+    producer.submit_faces("s3://kyc-images/a.jpg", job_id="taken")
+    docs = [
+        JobDocument.new("faces", {"image": "s3://kyc-images/new.jpg"}, "fresh"),
+        JobDocument.new("faces", {"image": "s3://kyc-images/b.jpg"}, "taken"),
+    ]
+    with pytest.raises(JobError, match="'taken' was already used"):
+        producer.store_many(docs)
+    assert producer.get_job("fresh") is None
+    taken = producer.get_job("taken")
+    assert taken is not None and taken.inputs == {"image": "s3://kyc-images/a.jpg"}
