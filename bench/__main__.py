@@ -134,6 +134,11 @@ def compose(results: dict[str, Any], cores: int) -> str:
 
         throughput(f"in-process engine, {cores} proc x 1 thread (core-ms)", [r["processes"] for r in rounds])
         throughput(f"in-process engine, 1 proc x {cores} threads (core-ms)", [r["threads"] for r in rounds])
+        if all("processes s3" in r for r in rounds):
+            throughput(
+                f"in-process engine, {cores} proc x 1 thread, reading from S3 (core-ms)",
+                [r["processes s3"] for r in rounds],
+            )
         if all("runner" in r for r in rounds):
             throughput(
                 f"in-process job runner, {cores} proc x 1 thread, no Celery (core-ms)", [r["runner"] for r in rounds]
@@ -204,6 +209,14 @@ def compose(results: dict[str, Any], cores: int) -> str:
                 f"- CPU overhead per job ({store}): all processes' CPU per job minus the in-process engine's per "
                 f"image, {statistics.median(cpu):.1f} ms (rounds: {', '.join(f'{x:.1f}' for x in cpu)})."
             )
+            if store.startswith("s3") and all("processes s3" in r for r in rounds):
+                same = [r[store]["images_per_s"] / r["processes s3"] for r in rounds]
+                cpu_same = [sum(r[store]["cpu_ms_per_job"].values()) - r["processes_cpu_ms s3"] for r in rounds]
+                notes.append(
+                    f"- pipeline ({store}) / in-process engine reading the same S3 objects from the same server: "
+                    f"{statistics.median(same):.2f} (rounds: {', '.join(f'{x:.2f}' for x in same)}); CPU overhead "
+                    f"per job against it {statistics.median(cpu_same):.1f} ms."
+                )
         mem = pipeline["worker_memory"]
         main = next((m for m in mem if m["process"] == "celery main"), None)
         children = [m for m in mem if m["process"] == "pool child"]

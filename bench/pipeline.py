@@ -130,18 +130,57 @@ def in_process_processes(
     return len(blobs) / (end - start), sum(s[2] for s in spans) / len(blobs), spans[0][3]
 
 
-def _together(target: Callable[..., None], shares: list[tuple[Any, ...]], *common: Any) -> list[Any]:
+def _together(
+    target: Callable[..., None], shares: list[tuple[Any, ...]], *common: Any, parent_cpu: bool = False
+) -> list[Any]:
     """Run ``target(*share, barrier, out, *common)`` in one process per share, started together
-    after each has warmed up (the barrier); what each puts on ``out``, in arrival order."""
+    after each has warmed up (the barrier); what each puts on ``out``, in arrival order.
+
+    ``parent_cpu``: this process waits at the barrier too, and the CPU seconds it spends from
+    there to the last share's answer (moto's server thread, for shares that read from it) come
+    last in the list.
+    """
     ctx = mp.get_context("spawn")  # no fork after onnxruntime's thread pools exist in this process
-    barrier, out = ctx.Barrier(len(shares)), ctx.Queue()
+    barrier, out = ctx.Barrier(len(shares) + parent_cpu), ctx.Queue()
     procs = [ctx.Process(target=target, args=(*share, barrier, out, *common)) for share in shares]
     for proc in procs:
         proc.start()
+    if parent_cpu:
+        barrier.wait(timeout=600)
+        cpu = time.process_time()
     spans = [out.get(timeout=600) for _ in procs]
+    if parent_cpu:
+        spans.append(time.process_time() - cpu)
     for proc in procs:
         proc.join()
     return spans
+
+
+def _engine_fetch_process(
+    refs: list[str], share: slice, settings: Settings, barrier: Any, out: Any
+) -> None:  # pragma: no cover - runs in a child process
+    from shared.engine import KYCDeepFace
+    from shared.storage import store_for
+
+    engine = KYCDeepFace(settings=settings.model_copy(update={"intra_op_threads": 1}))
+    store = store_for(settings)
+    for ref in dict.fromkeys(refs):
+        engine.get_faces(store.get(ref))
+    barrier.wait()
+    start, cpu = time.perf_counter(), time.process_time()
+    for ref in refs[share]:
+        engine.get_faces(store.get(ref))
+    out.put((start, time.perf_counter(), time.process_time() - cpu))
+
+
+def in_process_fetching(refs: list[str], settings: Settings, processes: int) -> tuple[float, float]:
+    """As :func:`in_process_processes`, each process reading its images from the store first
+    (``store.get``, as a worker does): the baseline of the pipeline on the same store. Returns the
+    rate and the CPU seconds per image of the processes and of this one (moto's server runs here)."""
+    shares = [(refs, slice(i, None, processes), settings) for i in range(processes)]
+    *spans, server_cpu = _together(_engine_fetch_process, shares, parent_cpu=True)
+    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+    return len(refs) / (end - start), (sum(s[2] for s in spans) + server_cpu) / len(refs)
 
 
 def _runner_process(
@@ -284,10 +323,11 @@ def run_batch(
     before = command_counts(redis_client)
     cpu_before = cpu_by_process(pids)
     start = time.perf_counter()
-    if chunk > 1:  # as a queued backlog sends them: each `chunk` jobs stored, then sent in one message
+    if chunk > 1:  # as a queued backlog sends them: `chunk` jobs stored in one pipeline, sent in one message
         ids = []
         for n in range(0, len(items), chunk):
-            docs = [producer.store("faces", {"image": ref})[0] for ref in items[n : n + chunk]]
+            stored = producer.store_many([JobDocument.new("faces", {"image": ref}) for ref in items[n : n + chunk]])
+            docs = [doc for doc, _ in stored]
             producer.send(docs)
             ids += [d.job_id for d in docs]
     else:
@@ -519,6 +559,9 @@ def main() -> int:
                 got["threads"] = in_process_threads(images, settings, cores)
                 got["processes"], cpu_per_image, baseline_memory = in_process_processes(images, settings, cores)
                 got["processes_cpu_ms"] = 1000 * cpu_per_image
+                if "s3" in stores:
+                    got["processes s3"], cpu_s3 = in_process_fetching(refs["s3"], settings, cores)
+                    got["processes_cpu_ms s3"] = 1000 * cpu_s3
                 if "file" in refs:
                     got["runner"], got["runner_cpu_ms"] = in_process_runner(
                         producer, refs["file"], settings, cores, redis_server.pid
@@ -631,6 +674,11 @@ def render(report: dict[str, Any]) -> str:
         f"| in-process engine, {cores} processes x 1 onnx thread (the baseline) | "
         f"{spread([r['processes'] for r in rounds], '{:.1f}')} images/s |",
     ]
+    if all("processes s3" in r for r in rounds):
+        rows.append(
+            f"| in-process engine, {cores}x1, each process reading its images from S3 (moto) first, as a "
+            f"worker does (the baseline of the s3 columns) | {spread([r['processes s3'] for r in rounds], '{:.1f}')} images/s |"
+        )
     if all("runner" in r for r in rounds):
         rows += [
             f"| in-process job runner, {cores} processes x 1 onnx thread (claim, fetch, run, finish on Redis, the "
@@ -657,6 +705,11 @@ def render(report: dict[str, Any]) -> str:
             f"| ratio pipeline ({store}) / in-process 1x{cores} | "
             f"{spread([r[store]['images_per_s'] / r['threads'] for r in rounds])} |",
         ]
+        if store.startswith("s3") and all("processes s3" in r for r in rounds):
+            rows.append(
+                f"| **ratio pipeline ({store}) / in-process {cores}x1 reading the same S3** | "
+                f"**{spread([r[store]['images_per_s'] / r['processes s3'] for r in rounds])}** |"
+            )
     last = rounds[-1][report["stores"][0]]
     rows.append(f"| submit {last['jobs']} jobs (producer) | {last['submit_s']:.2f} s |")
     rows.append(f"| failed jobs | {sum(r[s]['failed'] for r in rounds for s in report['stores'])} |")
@@ -704,6 +757,22 @@ def render(report: dict[str, Any]) -> str:
         + " | ".join(f"**{t - engine_cpu:.1f}**" for t in totals)
         + " |"
     )
+    if all("processes_cpu_ms s3" in r for r in rounds):
+        s3_cpu = statistics.median(r["processes_cpu_ms s3"] for r in rounds)
+        own = [
+            (s3_cpu, t) if s.startswith("s3") else (engine_cpu, t)
+            for s, t in zip(report["stores"], totals, strict=True)
+        ]
+        rows.append(
+            "| in-process engine reading the same store, per image (s3: its processes and moto's server) | "
+            + " | ".join(f"{base:.1f}" for base, _ in own)
+            + " |"
+        )
+        rows.append(
+            "| **CPU overhead per job against the same store** | "
+            + " | ".join(f"**{t - base:.1f}**" for base, t in own)
+            + " |"
+        )
     rows.append(
         "| CPU ratio in-process / pipeline (load-independent) | "
         + " | ".join(f"{engine_cpu / t:.2f}" for t in totals)
@@ -744,7 +813,8 @@ def render(report: dict[str, Any]) -> str:
         f"The baseline is the engine at the worker's parallelism: {cores} processes x 1 onnxruntime thread on "
         "the same images, no queue. Caveat: moto's S3 server is Python running in the bench process on the "
         "same cores as the worker (a real S3 or MinIO is another machine), so the `s3` rows pay for the "
-        "server's CPU too; the `file` rows isolate the queue's own overhead.\n\n"
+        "server's CPU too; the `file` rows isolate the queue's own overhead, and the `s3` rows are also "
+        "compared with the engine reading the same objects from the same server.\n\n"
         + "\n".join(rows)
         + fixed_line
         + f"\n\nRedis commands per job (submit, claim, finish and Celery's own; the bench's polling excluded): "
