@@ -1,4 +1,4 @@
-"""The engine's tuning knobs, measured: working image size, onnxruntime threads, embedding batches.
+"""The engine's tuning knobs, measured: working image size, onnxruntime threads.
 
 Usage::
 
@@ -14,8 +14,8 @@ One process; every figure is measured in this run on the photos of ``../shared/f
   a table): their faces are small in the frame, so a small working image loses them.
 * onnxruntime intra-op threads (``KYC_INTRA_OP_THREADS``): single-image latency with 1 and 2
   threads. For throughput see ``bench/pipeline.py`` (processes beat threads).
-* Embedding batch: ms per face when N aligned faces go through one ``session.run`` against N
-  calls of one face (the engine always batches the faces of one image).
+
+Faces per embedder call are measured by ``bench/embed_batch.py``.
 """
 
 from __future__ import annotations
@@ -103,30 +103,6 @@ def time_set(engine: KYCDeepFace, blobs: list[bytes], expected: list[int], repea
     }
 
 
-def embed_batches(engine: KYCDeepFace, sizes: list[int], repeat: int) -> dict[int, dict[str, float]]:
-    """ms per face: N faces in one call against N calls of one face."""
-    face = np.full((1, 112, 112, 3), 128, np.uint8)
-    face[0, 30:80, 20:90] = 60  # any content: inference time does not depend on the pixels
-    out: dict[int, dict[str, float]] = {}
-    for n in sizes:
-        batch = np.repeat(face, n, axis=0)
-        engine.embedder.embed(batch)
-        one, many = [], []
-        for _ in range(repeat * 10):
-            start = time.perf_counter()
-            engine.embedder.embed(batch)
-            many.append((time.perf_counter() - start) / n)
-            start = time.perf_counter()
-            for i in range(n):
-                engine.embedder.embed(batch[i : i + 1])
-            one.append((time.perf_counter() - start) / n)
-        out[n] = {
-            "batched_ms_per_face": 1000 * statistics.median(many),
-            "single_ms_per_face": 1000 * statistics.median(one),
-        }
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "faces")
@@ -166,12 +142,6 @@ def main() -> int:
             got = time_set(engine, blobs, expected, args.repeat)
             report["threads"][threads][name] = got
             print(f"| {threads} | {name} | {got['median_ms']:.1f} | {got['p95_ms']:.1f} | {got['mean_ms']:.1f} |")
-    engine = KYCDeepFace(settings=Settings(intra_op_threads=1))
-    report["embed_batch"] = embed_batches(engine, [1, 2, 4, 8], args.repeat)
-    print("\n| faces per image | one batched call, ms/face | one call per face, ms/face |")
-    print("|---:|---:|---:|")
-    for n, got in report["embed_batch"].items():
-        print(f"| {n} | {got['batched_ms_per_face']:.2f} | {got['single_ms_per_face']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

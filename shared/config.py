@@ -392,14 +392,20 @@ class Settings(BaseSettings):
         return max(1, (os.cpu_count() or 1) // self.worker_processes())
 
     def ort_batch_faces(self) -> int:
-        """Faces per embedder call: explicit, or sized for the first provider (a GPU wants
-        large batches; on a CPU a long batch only adds latency)."""
+        """Faces per embedder call: explicit, or sized for the first provider and, on the CPU,
+        for the threads. One onnxruntime thread gains nothing from a batch and pays for it in
+        cache: fr_feature cost 7.5 ms per face alone and 9.2 in calls of 32 (bench/RESULTS.md,
+        "Faces per embedder call"), so a worker process with one thread embeds face by face;
+        with several threads a batch is what keeps them busy (6.6 -> 4.7 ms per face on two)."""
         if self.ort_batch_faces_max:
             return self.ort_batch_faces_max
-        return _ORT_BATCH_FACES.get(self.ort_providers[0], 32)
+        provider = self.ort_providers[0]
+        if provider == "CPUExecutionProvider" and self.onnx_threads() == 1:
+            return 1
+        return _ORT_BATCH_FACES.get(provider, 32)
 
 
-# Faces per embedder call by execution provider (only the CPU figure is measured here).
+# Faces per embedder call by execution provider (only the CPU figures are measured here).
 _ORT_BATCH_FACES = {"CPUExecutionProvider": 32, "CUDAExecutionProvider": 128, "OpenVINOExecutionProvider": 64}
 
 

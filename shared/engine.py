@@ -257,7 +257,7 @@ class KYCDeepFace:
         return results
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Unit embeddings of aligned crops, in runs of at most ``KYC_ORT_BATCH_FACES`` per call."""
+        """Unit embeddings of aligned crops, in runs of :meth:`Settings.ort_batch_faces` per call."""
         if not crops:
             return np.zeros((0, self.embedder.spec.dim), np.float32)
         step = self.settings.ort_batch_faces()

@@ -164,10 +164,20 @@ def test_batch_on_and_off_give_identical_documents(engine: KYCDeepFace, local: L
     assert [o.status for o in again] == [o.status for o in outcomes]
 
 
-def test_describe_many_equals_describe(engine: KYCDeepFace) -> None:
+@pytest.mark.parametrize("faces_per_call", [1, 32])
+def test_describe_many_equals_describe(engine: KYCDeepFace, faces_per_call: int) -> None:
+    # 32: every face of the batch in one embedder call (a GPU's way, or a CPU's with threads).
+    engine = KYCDeepFace(settings=engine.settings.model_copy(update={"ort_batch_faces_max": faces_per_call}))
     images = [(FACES_DIR / name).read_bytes() for name in FACES] + [b"not an image"]
     many = engine.describe_many([(b, None, False) for b in images])
     assert many == [engine.describe(b) for b in images]
+
+
+def test_faces_per_embedder_call_follow_the_provider_and_the_threads() -> None:
+    assert Settings(intra_op_threads=1).ort_batch_faces() == 1  # one thread: a batch only costs
+    assert Settings(intra_op_threads=2).ort_batch_faces() == 32
+    assert Settings(ort_providers=["CUDAExecutionProvider"], intra_op_threads=1).ort_batch_faces() == 128
+    assert Settings(intra_op_threads=1, ort_batch_faces_max=8).ort_batch_faces() == 8
 
 
 def test_unavailable_provider_is_a_typed_error_naming_the_installed(settings: Settings) -> None:
