@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -38,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.results import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = ("engine", "pipeline", "gallery")
@@ -246,26 +247,6 @@ def compose(results: dict[str, Any], cores: int) -> str:
         "numpy's float32 matrix product (gallery @ query) over the same gallery."
     )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kib = next(
-        (
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        0,
-    )
-    return f"{os.cpu_count()} cores ({model}), {mem_kib / 2**20:.0f} GiB, Python {platform.python_version()}"
 
 
 def append_run(path: Path, text: str) -> None:

@@ -20,8 +20,6 @@ column alike.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.results import write_section  # noqa: E402
+from bench.results import machine, write_section  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 
@@ -107,13 +105,10 @@ def main() -> int:
     lines += ["", "| fr_feature, 1 thread, photos of ../shared/faces | CPU ms per image | x one at a time |",
               "|---|---:|---:|"]  # fmt: skip
     lines += [f"| {label} | {ms:.2f} | {ms / base:.2f} |" for label, ms in rows.items()]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
     text = (
-        f"`python bench/embed_batch.py {' '.join(sys.argv[1:])}` on {os.cpu_count()} cores ({cpu}), Python "
-        f"{platform.python_version()}; load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])} at "
-        f"the end. Per face, median of {args.repeat} passes of {FACES} crops; in brackets, against one face per call.\n\n"
-        + "\n".join(lines)
+        f"`python bench/embed_batch.py {' '.join(sys.argv[1:])}` on {machine()}; load average "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at the end. Per face, median of "
+        f"{args.repeat} passes of {FACES} crops; in brackets, against one face per call.\n\n" + "\n".join(lines)
     )
     print(text)
     if args.results:

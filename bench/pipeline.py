@@ -95,22 +95,26 @@ def in_process_threads(blobs: list[bytes], settings: Settings, threads: int) -> 
 
 
 def _engine_process(
-    blobs: list[bytes], share: slice, settings: Settings, barrier: Any, out: Any, batch: int = 1
+    items: list[Any], share: slice, settings: Settings, barrier: Any, out: Any, batch: int = 1, from_store: bool = False
 ) -> None:  # pragma: no cover - runs in a child process
+    """The engine on its share of ``items``: image bytes, or with ``from_store`` references each
+    read from the store first (``store.get``, as a worker does)."""
     from shared.engine import KYCDeepFace
+    from shared.storage import store_for
 
     engine = KYCDeepFace(settings=settings.model_copy(update={"intra_op_threads": 1}))
-    for data in set(blobs):
-        engine.get_faces(data)
+    read: Callable[[Any], bytes] = store_for(settings).get if from_store else (lambda data: data)
+    for item in dict.fromkeys(items):
+        engine.get_faces(read(item))
     barrier.wait()
     start, cpu = time.perf_counter(), time.process_time()
-    mine = blobs[share]
+    mine = items[share]
     if batch == 1:
-        for data in mine:
-            engine.get_faces(data)
+        for item in mine:
+            engine.get_faces(read(item))
     else:  # what a worker with KYC_BATCH_SIZE=batch runs: the faces of `batch` images in one call
         for i in range(0, len(mine), batch):
-            engine.describe_many([(data, None, False) for data in mine[i : i + batch]])
+            engine.describe_many([(read(item), None, False) for item in mine[i : i + batch]])
     out.put((start, time.perf_counter(), time.process_time() - cpu, proc_memory(os.getpid())))
 
 
@@ -156,29 +160,12 @@ def _together(
     return spans
 
 
-def _engine_fetch_process(
-    refs: list[str], share: slice, settings: Settings, barrier: Any, out: Any
-) -> None:  # pragma: no cover - runs in a child process
-    from shared.engine import KYCDeepFace
-    from shared.storage import store_for
-
-    engine = KYCDeepFace(settings=settings.model_copy(update={"intra_op_threads": 1}))
-    store = store_for(settings)
-    for ref in dict.fromkeys(refs):
-        engine.get_faces(store.get(ref))
-    barrier.wait()
-    start, cpu = time.perf_counter(), time.process_time()
-    for ref in refs[share]:
-        engine.get_faces(store.get(ref))
-    out.put((start, time.perf_counter(), time.process_time() - cpu))
-
-
 def in_process_fetching(refs: list[str], settings: Settings, processes: int) -> tuple[float, float]:
     """As :func:`in_process_processes`, each process reading its images from the store first
     (``store.get``, as a worker does): the baseline of the pipeline on the same store. Returns the
     rate and the CPU seconds per image of the processes and of this one (moto's server runs here)."""
     shares = [(refs, slice(i, None, processes), settings) for i in range(processes)]
-    *spans, server_cpu = _together(_engine_fetch_process, shares, parent_cpu=True)
+    *spans, server_cpu = _together(_engine_process, shares, 1, True, parent_cpu=True)
     start, end = min(s[0] for s in spans), max(s[1] for s in spans)
     return len(refs) / (end - start), (sum(s[2] for s in spans) + server_cpu) / len(refs)
 

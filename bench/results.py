@@ -1,7 +1,10 @@
-"""Writing a benchmark's section of ``bench/RESULTS.md``: the one place that edits that file."""
+"""Writing a benchmark's section of ``bench/RESULTS.md`` (the one place that edits that file), and
+the machine line a result records."""
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -14,3 +17,24 @@ def write_section(path: Path, heading: str, text: str) -> None:
     found = pattern.search(old)
     new = pattern.sub(lambda _: section + "\n", old) if found else old.rstrip("\n") + "\n\n" + section
     path.write_text(new)
+
+
+def machine() -> str:
+    """Cores, CPU model, memory and Python of this machine, for a result's heading."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kib = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return f"{os.cpu_count()} cores ({model}), {mem_kib / 2**20:.0f} GiB, Python {platform.python_version()}"
