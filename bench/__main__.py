@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.results import machine
+from bench.results import baseline, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = ("engine", "pipeline", "gallery")
@@ -198,14 +198,15 @@ def compose(results: dict[str, Any], cores: int) -> str:
     if pipeline:
         rounds = pipeline["rounds"]
         for store in pipeline["stores"]:
-            ratios = [r[store]["images_per_s"] / r["processes"] for r in rounds]
-            steady = [r[store]["steady_images_per_s"] / r["processes"] for r in rounds]
+            ratios = [r[store]["images_per_s"] / baseline(r, store)[0] for r in rounds]
+            steady = [r[store]["steady_images_per_s"] / baseline(r, store)[0] for r in rounds]
             notes.append(
-                f"- pipeline ({store}) / in-process engine at the same parallelism ({cores} x 1 thread): "
+                f"- pipeline ({store}) / in-process engine at the same parallelism ({cores} x 1 thread, run just "
+                "before and after the layout): "
                 f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}); steady state "
                 f"after the submit burst {statistics.median(steady):.2f}."
             )
-            cpu = [sum(r[store]["cpu_ms_per_job"].values()) - r["processes_cpu_ms"] for r in rounds]
+            cpu = [sum(r[store]["cpu_ms_per_job"].values()) - baseline(r, store)[1] for r in rounds]
             notes.append(
                 f"- CPU overhead per job ({store}): all processes' CPU per job minus the in-process engine's per "
                 f"image, {statistics.median(cpu):.1f} ms (rounds: {', '.join(f'{x:.1f}' for x in cpu)})."

@@ -21,7 +21,10 @@ Each round measures, back to back so that a ratio compares runs made under the s
   over the same images (the baseline), and 1 process x ``cores`` threads (for reference);
 * per store, ``--jobs`` faces jobs submitted at once through the producer. Throughput is jobs /
   (last ``finished_at`` - first ``created_at``); "steady state" counts only the jobs finished after
-  the last submit, over that window (in production the producer is another host).
+  the last submit, over that window (in production the producer is another host);
+* after each worker layout, the workers stopped, the engine baseline again: each layout's ratio
+  and CPU overhead are against the mean of the engine runs just before and just after it (on a
+  shared VM the engine's own rate moved by up to 12 % over one round, more than the gap measured).
 
 Per-stage times come from the job documents (``queue_s``, ``fetch_s``, ``compute_s``) and the
 worker's log (``write_s``: the terminal document's Redis transaction). CPU time per job of every
@@ -55,7 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import write_section  # noqa: E402
+from bench.results import baseline, write_section  # noqa: E402
 from harness import (  # noqa: E402
     AWS_TEST_CREDENTIALS,
     TEST_FEATURES_KEY,
@@ -557,8 +560,8 @@ def main() -> int:
                     if b > 1:
                         got[f"processes b={b}"], cpu_b, _ = in_process_processes(images, settings, cores, b)
                         got[f"processes_cpu_ms b={b}"] = 1000 * cpu_b
+                before = [got["processes"], got["processes_cpu_ms"]]
                 for pool, b in layouts:
-                    stop_all()
                     started, pids = start_workers(pool, b)
                     workers.extend(started)
                     logs = [w.log_path for w in started]
@@ -571,6 +574,17 @@ def main() -> int:
                     for c in chunk_sizes:
                         for store in stores:
                             got[column_name(store, pool, b, c)] = run_batch(producer, refs[store], logs, pids, chunk=c)
+                    memory = worker_memory(workers)
+                    stop_all()
+                    # The engine again, the workers stopped: each layout is compared with the engine
+                    # run just before and just after it, not with the round's first run minutes
+                    # earlier, so that a shared VM's drift over a round stays out of the ratio.
+                    rate, cpu_after, _ = in_process_processes(images, settings, cores)
+                    after = [rate, 1000 * cpu_after]
+                    for c in chunk_sizes:
+                        for store in stores:
+                            got[column_name(store, pool, b, c)]["engine_near"] = [before, after]
+                    before = after
                 rounds.append(got)
                 print(
                     f"round {r + 1}: load {got['load_1m']:.2f}, in-process {got['threads']:.1f} (1x{cores} threads) "
@@ -578,13 +592,15 @@ def main() -> int:
                     + ", ".join(f"pipeline {c} {got[c]['images_per_s']:.1f}" for c in columns),
                     file=sys.stderr,
                 )
-            assert workers
+            if args.latency or args.fixed_cost:  # on the last layout, started again
+                started, pids = start_workers(*layouts[-1])
+                workers.extend(started)
+                logs = [w.log_path for w in started]
             for i in range(args.latency):
                 t0 = time.perf_counter()
                 producer.wait_for(producer.submit_faces(refs[stores[-1]][i]).job_id, poll_s=0.005)
                 latency.append(time.perf_counter() - t0)
             fixed = fixed_cost(producer, files, logs, pids, args.fixed_cost) if args.fixed_cost else None
-            memory = worker_memory(workers)
             producer.close()
         finally:
             stop_all()
@@ -685,10 +701,12 @@ def render(report: dict[str, Any]) -> str:
             f"last result | {spread([x['images_per_s'] for x in runs], '{:.1f}')} images/s |",
             f"| same, steady state (after the last submit) | "
             f"{spread([x['steady_images_per_s'] for x in runs], '{:.1f}')} images/s |",
+            f"| in-process engine, {cores}x1, run just before and after this layout (mean) | "
+            f"{spread([baseline(r, store)[0] for r in rounds], '{:.1f}')} images/s |",
             f"| **ratio pipeline ({store}) / in-process {cores}x1** (first submit to last result) | "
-            f"**{spread([r[store]['images_per_s'] / r['processes'] for r in rounds])}** |",
+            f"**{spread([r[store]['images_per_s'] / baseline(r, store)[0] for r in rounds])}** |",
             f"| ratio, steady state / in-process {cores}x1 | "
-            f"{spread([r[store]['steady_images_per_s'] / r['processes'] for r in rounds])} |",
+            f"{spread([r[store]['steady_images_per_s'] / baseline(r, store)[0] for r in rounds])} |",
             f"| ratio pipeline ({store}) / in-process 1x{cores} | "
             f"{spread([r[store]['images_per_s'] / r['threads'] for r in rounds])} |",
         ]
@@ -726,11 +744,13 @@ def render(report: dict[str, Any]) -> str:
     for name in rounds[0][report["stores"][0]]["cpu_ms_per_job"]:
         cells = [statistics.median(r[s]["cpu_ms_per_job"][name] for r in rounds) for s in report["stores"]]
         rows.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
-    engine_cpu = statistics.median(r["processes_cpu_ms"] for r in rounds)
+    engine_cpu = [statistics.median(baseline(r, s)[1] for r in rounds) for s in report["stores"]]
     totals = [statistics.median(sum(r[s]["cpu_ms_per_job"].values()) for r in rounds) for s in report["stores"]]
     rows.append("| **all processes** | " + " | ".join(f"**{t:.1f}**" for t in totals) + " |")
     rows.append(
-        f"| in-process engine ({cores}x1), per image | " + " | ".join(f"{engine_cpu:.1f}" for _ in totals) + " |"
+        f"| in-process engine ({cores}x1, just before and after the layout), per image | "
+        + " | ".join(f"{e:.1f}" for e in engine_cpu)
+        + " |"
     )
     if all("runner_cpu_ms" in r for r in rounds):
         runner_cpu = statistics.median(r["runner_cpu_ms"] for r in rounds)
@@ -741,14 +761,14 @@ def render(report: dict[str, Any]) -> str:
         )
     rows.append(
         "| **CPU overhead per job** (all processes - in-process per image) | "
-        + " | ".join(f"**{t - engine_cpu:.1f}**" for t in totals)
+        + " | ".join(f"**{t - e:.1f}**" for t, e in zip(totals, engine_cpu, strict=True))
         + " |"
     )
     if all("processes_cpu_ms s3" in r for r in rounds):
         s3_cpu = statistics.median(r["processes_cpu_ms s3"] for r in rounds)
         own = [
-            (s3_cpu, t) if s.startswith("s3") else (engine_cpu, t)
-            for s, t in zip(report["stores"], totals, strict=True)
+            (s3_cpu, t) if s.startswith("s3") else (e, t)
+            for s, t, e in zip(report["stores"], totals, engine_cpu, strict=True)
         ]
         rows.append(
             "| in-process engine reading the same store, per image (s3: its processes and moto's server) | "
@@ -762,7 +782,7 @@ def render(report: dict[str, Any]) -> str:
         )
     rows.append(
         "| CPU ratio in-process / pipeline (load-independent) | "
-        + " | ".join(f"{engine_cpu / t:.2f}" for t in totals)
+        + " | ".join(f"{e / t:.2f}" for t, e in zip(totals, engine_cpu, strict=True))
         + " |"
     )
     fixed = report.get("fixed_cost")
@@ -798,7 +818,8 @@ def render(report: dict[str, Any]) -> str:
         f"parallelisms, then {report['jobs']} `faces` jobs per store over {report['photos']} photos of "
         f"`../shared/faces` ({report.get('image_set', 'as they are')}, cycled), submitted at once to one worker (private redis-server, loopback). "
         f"The baseline is the engine at the worker's parallelism: {cores} processes x 1 onnxruntime thread on "
-        "the same images, no queue. Caveat: moto's S3 server is Python running in the bench process on the "
+        "the same images, no queue, run again after each worker layout (the workers stopped): a layout is "
+        "compared with the mean of the engine runs just before and just after it. Caveat: moto's S3 server is Python running in the bench process on the "
         "same cores as the worker (a real S3 or MinIO is another machine), so the `s3` rows pay for the "
         "server's CPU too; the `file` rows isolate the queue's own overhead, and the `s3` rows are also "
         "compared with the engine reading the same objects from the same server.\n\n"

@@ -1,12 +1,14 @@
-"""Writing a benchmark's section of ``bench/RESULTS.md`` (the one place that edits that file), and
-the machine line a result records."""
+"""Writing a benchmark's section of ``bench/RESULTS.md`` (the one place that edits that file), the
+machine line a result records, and which engine run a pipeline column is compared with."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import statistics
 from pathlib import Path
+from typing import Any
 
 
 def write_section(path: Path, heading: str, text: str) -> None:
@@ -38,3 +40,13 @@ def machine() -> str:
         0,
     )
     return f"{os.cpu_count()} cores ({model}), {mem_kib / 2**20:.0f} GiB, Python {platform.python_version()}"
+
+
+def baseline(rnd: dict[str, Any], column: str) -> tuple[float, float]:
+    """The in-process engine's images/s and CPU ms per image to compare ``column`` of one pipeline
+    round with: the mean of the engine runs just before and just after its layout, where the round
+    recorded them, else the round's first engine run."""
+    near = rnd[column].get("engine_near")
+    if not near:
+        return rnd["processes"], rnd["processes_cpu_ms"]
+    return statistics.fmean(rate for rate, _ in near), statistics.fmean(cpu for _, cpu in near)
