@@ -257,9 +257,8 @@ def worker_memory(workers: list[CeleryWorker]) -> list[dict[str, Any]]:
 
 def wait_all(producer: Producer, job_ids: list[str], timeout_s: float) -> tuple[list[JobDocument], int]:
     """Poll as a queued backlog does: every 0.25 s one MGET of only the oldest pending jobs, as
-    many as finished in the last round twice over (``MIN_POLL_SPAN`` at least). Reading every
-    pending document each round cost ~11 ms of CPU per round for 600 jobs on two cores, half a
-    millisecond per job, which the bench then counted as the pipeline's.
+    many as finished in the last round twice over (``MIN_POLL_SPAN`` at least), rather than every
+    pending document (~11 ms of CPU per round for 600 jobs on two cores, on the bench's account).
 
     Returns the documents and the number of MGETs it sent (not the pipeline's cost).
     """
