@@ -68,7 +68,7 @@ from harness import (  # noqa: E402
     S3Endpoint,
     worker_env,
 )
-from shared.backlog.queued import MIN_POLL_SPAN  # noqa: E402
+from shared.backlog.queued import MIN_POLL_SPAN, next_poll_span  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.jobs import JobDocument, JobStatus  # noqa: E402
 from shared.producer import Producer  # noqa: E402
@@ -256,9 +256,9 @@ def worker_memory(workers: list[CeleryWorker]) -> list[dict[str, Any]]:
 
 
 def wait_all(producer: Producer, job_ids: list[str], timeout_s: float) -> tuple[list[JobDocument], int]:
-    """Poll as a queued backlog does: every 0.25 s one MGET of only the oldest pending jobs, as
-    many as finished in the last round twice over (``MIN_POLL_SPAN`` at least), rather than every
-    pending document (~11 ms of CPU per round for 600 jobs on two cores, on the bench's account).
+    """Poll as a queued backlog does: every 0.25 s one MGET of only the oldest pending jobs
+    (``next_poll_span`` of them), rather than every pending document (~11 ms of CPU per round
+    for 600 jobs on two cores, on the bench's account).
 
     Returns the documents and the number of MGETs it sent (not the pipeline's cost).
     """
@@ -271,7 +271,7 @@ def wait_all(producer: Producer, job_ids: list[str], timeout_s: float) -> tuple[
         polled = pending[:span]
         finished, _ = producer.jobs.finished_many(polled, per_round_trip=len(polled))
         polls += 1
-        span = 2 * span if len(finished) == len(polled) else max(MIN_POLL_SPAN, 2 * len(finished))
+        span = next_poll_span(span, len(polled), len(finished))
         done.update((doc.job_id, doc) for doc in finished)
         pending = [j for j in pending if j not in done]
         if pending:

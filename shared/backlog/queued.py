@@ -13,6 +13,13 @@ from shared.producer import Producer
 MIN_POLL_SPAN = 64
 
 
+def next_poll_span(span: int, polled: int, done: int) -> int:
+    """How many of the oldest pending jobs the next poll round reads, after one that read
+    ``polled`` of them (``span`` asked for) and found ``done`` finished: twice as many as finished,
+    at least :data:`MIN_POLL_SPAN`, or twice ``span`` when every one read had finished."""
+    return 2 * span if done == polled else max(MIN_POLL_SPAN, 2 * done)
+
+
 class QueuedRunner:
     """Runs a backlog's jobs on the Celery workers.
 
@@ -67,7 +74,7 @@ class QueuedRunner:
         done, unknown = self.producer.jobs.finished_many(polled)
         if unknown:
             raise JobError(f"job {unknown[0]} disappeared before it finished (expired? see KYC_JOB_TTL_S)")
-        self._span = 2 * self._span if len(done) == len(polled) else max(MIN_POLL_SPAN, 2 * len(done))
+        self._span = next_poll_span(self._span, len(polled), len(done))
         if done and self.result_ttl_s is not None:
             self.producer.jobs.expire_soon(done, self.result_ttl_s)
         return done
