@@ -44,9 +44,6 @@ def machine() -> str:
 
 def baseline(rnd: dict[str, Any], column: str) -> tuple[float, float]:
     """The in-process engine's images/s and CPU ms per image to compare ``column`` of one pipeline
-    round with: the mean of the engine runs just before and just after its layout, where the round
-    recorded them, else the round's first engine run."""
-    near = rnd[column].get("engine_near")
-    if not near:
-        return rnd["processes"], rnd["processes_cpu_ms"]
+    round with: the mean of the engine runs just before and just after its layout."""
+    near = rnd[column]["engine_near"]
     return statistics.fmean(rate for rate, _ in near), statistics.fmean(cpu for _, cpu in near)
