@@ -3,7 +3,9 @@ SIGKILLed mid-job again and again, and whose main process is SIGKILLed once and 
 
 Every job must end ``succeeded`` with exactly the engine's in-process answer, in Redis and in the
 S3 archive (``KYC_RESULT_STORE=both``, written once with ``If-None-Match``), and no message may be
-left on the broker.
+left on the broker. The restarted worker runs beside the beat sweeper, as a deployment does: a
+main process killed between kombu's pop of a message and its unacked record loses that message,
+and re-sending it is the sweeper's job (docs/OPERATIONS.md, "Sweeper").
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from shared.engine import KYCDeepFace
 from shared.jobs import JobDocument, JobStatus
 from shared.schemas import to_dict
 from tests.reliability.conftest import (
+    beat_running,
     busy_pool_pids,
     fault_env,
     kill_quietly,
@@ -86,10 +89,14 @@ def test_every_job_succeeds_once_through_repeated_worker_crashes(
             first.proc.wait(timeout=10)
             kills["main"] += 1
             wait_gone(orphans, timeout_s=15)
+            # The loss that kill can cause, made certain: a message popped and never recorded.
+            assert client.rpop("kyc.heavy") is not None
         done_before_restart = sum(1 for d in _docs(client, job_ids) if d is not None and d.status.terminal)
         assert done_before_restart < JOBS, "the backlog finished before the main process was killed"
 
-        with worker_running(env, tmp_path / "worker-2.log") as second:
+        # The sweep runs on the worker, so both processes read its settings.
+        env = {**env, "KYC_SWEEP_INTERVAL_S": "2", "KYC_SWEEP_STALE_S": "5"}
+        with worker_running(env, tmp_path / "worker-2.log") as second, beat_running(env, tmp_path):
             # Phase 3: a new worker (no manual recovery step) under more child kills.
             def more_kills() -> None:
                 if kills["child"] < CHILD_KILLS:
