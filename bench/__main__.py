@@ -283,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(BENCHES))
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if "pipeline" in only:  # checked here too: the pipeline runs after the engine's minutes
+        from bench.pipeline import unknown_layout
+
+        if wrong := unknown_layout(
+            *([v.strip() for v in a.split(",") if v.strip()] for a in (args.stores, args.pools))
+        ):
+            parser.error(wrong)
     sizes = [int(s) for s in args.gallery_sizes.split(",") if s.strip()]
     if args.full_gallery and 1_000_000 not in sizes:
         sizes.append(1_000_000)

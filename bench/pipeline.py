@@ -73,6 +73,19 @@ from shared.config import Settings  # noqa: E402
 from shared.jobs import JobDocument, JobStatus  # noqa: E402
 from shared.producer import Producer  # noqa: E402
 
+STORES = ("file", "s3")
+POOLS = ("prefork", "solo")
+
+
+def unknown_layout(stores: list[str], pools: list[str]) -> str | None:
+    """What is wrong with the stores and pools asked for, if anything: checked before any
+    measurement, as a typo would otherwise end a run minutes in."""
+    for option, given, known in (("--stores", stores, STORES), ("--pools", pools, POOLS)):
+        if wrong := [g for g in given if g not in known]:
+            return f"{option}: unknown {', '.join(wrong)}: choose from {', '.join(known)}"
+    return None
+
+
 # Before any settings are read: the features this process seals verify in the workers it starts.
 os.environ.setdefault("KYC_FEATURES_KEY", TEST_FEATURES_KEY)
 
@@ -465,6 +478,8 @@ def main() -> int:
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    if wrong := unknown_layout(stores, pools):
+        parser.error(wrong)
     # One worker layout per (pool, batch size), one column per layout and store: "file b=8",
     # "s3 solo b=1".
     layouts = [(pool, b) for pool in pools for b in batch_sizes]
