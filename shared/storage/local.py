@@ -49,8 +49,11 @@ class LocalStore:
             if size > self.max_bytes:
                 raise ObjectTooLargeError(f"{ref}: {size} bytes exceeds the {self.max_bytes}-byte limit")
             with path.open("rb") as fh:
-                # Read one byte past the cap: the file may have grown since stat().
-                data = fh.read(self.max_bytes + 1)
+                # A buffer of the stat'd size (not of the cap: 25 MiB per read), one byte more to
+                # see a file that grew since stat(); a grown one is read on to one byte past the cap.
+                data = fh.read(size + 1)
+                if len(data) > size:
+                    data += fh.read(self.max_bytes + 1 - len(data))
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{ref}: no such file") from None
         except PermissionError:

@@ -79,6 +79,30 @@ def test_local_roundtrip_and_errors(tmp_path: Path) -> None:
         store.get(str(tmp_path / "big.bin"))
 
 
+@pytest.mark.parametrize(("grown_to", "refused"), [(8, False), (10, False), (11, True), (10_000, True)])
+def test_local_file_that_grows_after_stat_is_read_whole_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grown_to: int, refused: bool
+) -> None:
+    """A file appended to between stat() and the read: read past its stat'd size, up to the cap."""
+    target = tmp_path / "growing.bin"
+    target.write_bytes(b"12345")
+    real_open = Path.open
+
+    def open_after_growth(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == target and args[:1] == ("rb",):
+            with real_open(target, "wb") as fh:
+                fh.write(b"x" * grown_to)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_after_growth)
+    store = LocalStore(max_bytes=10)
+    if refused:
+        with pytest.raises(ObjectTooLargeError):
+            store.get(str(target))
+    else:
+        assert store.get(str(target)) == b"x" * grown_to
+
+
 def test_local_root_confines_reads(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
