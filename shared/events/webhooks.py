@@ -31,6 +31,7 @@ from shared.events.callbacks import Callback, check_callback
 from shared.events.model import CallbackRefusedError
 from shared.events.outbox import JobMeta, Published, completion_event, meta_of, publish_completions, published
 from shared.jobs.model import JobDocument
+from shared.storage.redis_client import execute_scripted
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = "job.completed"
@@ -230,7 +231,7 @@ def on_terminal(
     events = publish_completions(pipe, settings, docs)
     for doc in docs:
         pipe.get(keys.job_meta_key(doc.address))
-    replies = pipe.execute()
+    replies = execute_scripted(pipe)
     metas = [meta_of(raw) for raw in replies[len(docs) :]]
     deliveries = [(doc, d) for doc, m in zip(docs, metas, strict=True) if (d := WebhookDelivery.for_job(doc, m))]
     if deliveries:

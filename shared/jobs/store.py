@@ -24,7 +24,7 @@ from shared.errors import FeaturesError, JobError, MaxAttemptsExceeded, StorageU
 from shared.jobs.archive import ResultArchive
 from shared.jobs.model import JobDocument, JobFailure, JobStatus
 from shared.jobs.owner import holder_is_dead
-from shared.storage.redis_client import redis_client
+from shared.storage.redis_client import execute_scripted, redis_client
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class JobStore:
                 job_keys += [keys.features_jobs_key(scoped(tenant, found)) for found in held_features]
                 held = [part for pair in held_features.items() for part in pair]
                 self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), address, *held], client=pipe)
-            created = [bool(stored) for stored in pipe.execute()]
+            created = [bool(stored) for stored in execute_scripted(pipe)]
             taken = [doc.address for doc, new in zip(docs, created, strict=True) if not new]
             raws = self.redis.mget([keys.job_key(address) for address in taken]) if taken else []
         existing = dict(zip(taken, raws, strict=True))
@@ -517,7 +517,7 @@ class JobStore:
                 pipe = self.redis.pipeline(transaction=False)
                 for step in writes:
                     self._claim(keys=step.keys, args=step.args, client=pipe)
-                written = pipe.execute()
+                written = execute_scripted(pipe)
         settled = iter(written)
         claims = [step if isinstance(step, Claim) else step.settle(next(settled)) for step in steps]
         return [
@@ -597,7 +597,7 @@ class JobStore:
             for doc in docs:
                 self._write(keys=self._transition_keys(doc, final=True), args=self._transition_args(doc, doc, True, token),
                             client=pipe)  # fmt: skip
-            replies = pipe.execute()
+            replies = execute_scripted(pipe)
         return [
             doc if current is None else JobDocument.from_json(current)
             for doc, current in zip(docs, replies, strict=True)

@@ -3,8 +3,11 @@ at a time does, on the real engine and the sample photos."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
+from redis.client import Pipeline
 
 from shared import keys
 from shared.config import Settings
@@ -92,37 +95,29 @@ def test_claim_many_of_a_changed_job_falls_back_to_single_claims(store: JobStore
     """A watched key written between the MGET and the EXEC (another worker) must not be lost."""
     for n in range(2):
         store.create(faces_job(f"w{n}"))
-    real_mget = store.redis.pipeline
+    real_pipeline = store.redis.pipeline
     raced: list[bool] = []
 
-    class Racing:
+    def racing_pipeline(*args: Any, **kwargs: Any) -> Pipeline:
         """A pipeline whose first MGET is followed by another client's write to a watched key."""
+        pipe = real_pipeline(*args, **kwargs)
+        mget = pipe.mget
 
-        def __init__(self) -> None:
-            self.pipe = real_mget()
-
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            self.pipe.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.pipe.__exit__(*exc)
-
-        def mget(self, *args: object) -> list[object]:
-            values = self.pipe.mget(*args)
+        def racing_mget(*keys_: Any) -> Any:
+            queued = mget(*keys_)
             if not raced:
                 raced.append(True)
                 redis.Redis(connection_pool=store.redis.connection_pool).set(keys.job_attempts_key("w0"), 1)
-            return values
+            return queued
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.pipe, name)
+        pipe.mget = racing_mget  # type: ignore[method-assign, assignment]
+        return pipe
 
-    store.redis.pipeline = lambda *a, **k: Racing()  # type: ignore[method-assign, assignment]
+    store.redis.pipeline = racing_pipeline  # type: ignore[method-assign]
     try:
         claims = store.claim_many(["w0", "w1"], execution_token(), 60, 3)
     finally:
-        store.redis.pipeline = real_mget  # type: ignore[method-assign]
+        store.redis.pipeline = real_pipeline  # type: ignore[method-assign]
     assert [c.outcome for c in claims] == [ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED]
     assert store.attempts("w0") == 2  # the other client's attempt counted, then ours
     assert store.attempts("w1") == 1
