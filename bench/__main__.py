@@ -286,11 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     if "pipeline" in only:  # checked here too: the pipeline runs after the engine's minutes
-        from bench.pipeline import unknown_layout
+        from bench.pipeline import option_values, unknown_layout
 
-        if wrong := unknown_layout(
-            *([v.strip() for v in a.split(",") if v.strip()] for a in (args.stores, args.pools))
-        ):
+        if wrong := unknown_layout(option_values(args.stores), option_values(args.pools)):
             parser.error(wrong)
     sizes = [int(s) for s in args.gallery_sizes.split(",") if s.strip()]
     if args.full_gallery and 1_000_000 not in sizes:

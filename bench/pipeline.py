@@ -77,6 +77,11 @@ STORES = ("file", "s3")
 POOLS = ("prefork", "solo")
 
 
+def option_values(text: str) -> list[str]:
+    """The values of a comma-separated option (``"file, s3"``), blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def unknown_layout(stores: list[str], pools: list[str]) -> str | None:
     """What is wrong with the stores and pools asked for, if anything: checked before any
     measurement, as a typo would otherwise end a run minutes in."""
@@ -475,9 +480,9 @@ def main() -> int:
     if shutil.which("redis-server") is None:
         print("redis-server is not installed", file=sys.stderr)
         return 1
-    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    stores = option_values(args.stores)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    pools = option_values(args.pools)
     if wrong := unknown_layout(stores, pools):
         parser.error(wrong)
     # One worker layout per (pool, batch size), one column per layout and store: "file b=8",
@@ -515,7 +520,7 @@ def main() -> int:
         s3 = moto.fresh(S3Endpoint(moto.url, bucket=BUCKET, results_bucket=None),
                         {f"bench/{name}": data for name, data in blobs.items()})  # fmt: skip
         broker = redis_server.url
-        providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+        providers = option_values(args.providers)
         settings = Settings(
             broker_url=broker,
             s3_endpoint_url=s3.url,
