@@ -142,8 +142,23 @@ DIGEST_PREFIX = "sha256:"
 def digest(decoded: Features) -> str:
     """A reference to a template that does not reveal it (``sha256:<hex>`` of its model id and
     vector): the same for every seal of the same vector, so erasure finds it under any key."""
-    body = decoded.model_id.encode("ascii") + b"\0" + decoded.vector.astype("<f4").tobytes()
-    return DIGEST_PREFIX + hashlib.sha256(body).hexdigest()
+    return _digest_body(decoded.model_id, decoded.vector.astype("<f4").tobytes())
+
+
+def digest_of_string(features: str) -> str:
+    """:func:`digest` of a features string, hashed from its vector bytes without decoding them
+    (a finish indexes every template of its result). The layout is checked; the seal and the
+    norm are not, as for templates read back with ``decode(..., sealed=False)``.
+
+    Raises:
+        FeaturesError: the string is not a features blob.
+    """
+    blob, model_id, at, dim = _unpack(features)
+    return _digest_body(model_id, blob[at : at + 4 * dim])
+
+
+def _digest_body(model_id: str, vector_bytes: bytes) -> str:
+    return DIGEST_PREFIX + hashlib.sha256(model_id.encode("ascii") + b"\0" + vector_bytes).hexdigest()
 
 
 def is_digest(value: str) -> bool:
@@ -183,13 +198,24 @@ def decode(features: str | bytes | Features, ring: KeyRing | None = None, *, sea
     """
     if isinstance(features, Features):
         return features
-    text = features if isinstance(features, str) else ""
-    if isinstance(features, str):
-        features = features.encode("ascii", errors="replace")
-    if not isinstance(features, bytes) or not features:
+    blob, model_id, at, dim = _unpack(features)
+    if sealed:
+        kid_at = at + 4 * dim + 1
+        _check_seal(blob, blob[kid_at : kid_at + blob[kid_at - 1]], ring or key_ring())
+    vector = np.frombuffer(blob, dtype="<f4", count=dim, offset=at).astype(np.float32)
+    if not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > _NORM_TOLERANCE:
+        raise FeaturesError("features vector is not a finite unit vector")
+    text = features if isinstance(features, str) else features.decode("ascii")
+    return Features(model_id=model_id, vector=vector, text=text)
+
+
+def _unpack(features: str | bytes) -> tuple[bytes, str, int, int]:
+    """The blob, its model id, where its vector starts and its dimension, with the layout checked."""
+    raw = features.encode("ascii", errors="replace") if isinstance(features, str) else features
+    if not isinstance(raw, bytes) or not raw:
         raise FeaturesError("features must be a non-empty base64 string")
     try:
-        blob = base64.b64decode(features, validate=True)
+        blob = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise FeaturesError("features are not valid base64") from None
     if len(blob) < 6 or blob[:2] != _MAGIC:
@@ -208,15 +234,9 @@ def decode(features: str | bytes | Features, ring: KeyRing | None = None, *, sea
     end = head + 2 + 4 * dim
     if not 0 < dim <= _MAX_DIM or len(blob) < end + 1:
         raise FeaturesError("features blob length does not match its dimension")
-    kid_len = blob[end]
-    if len(blob) != end + 1 + kid_len + _TAG_BYTES:
+    if len(blob) != end + 1 + blob[end] + _TAG_BYTES:
         raise FeaturesError("features blob length does not match its dimension")
-    if sealed:
-        _check_seal(blob, blob[end + 1 : end + 1 + kid_len], ring or key_ring())
-    vector = np.frombuffer(blob, dtype="<f4", count=dim, offset=head + 2).astype(np.float32)
-    if not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > _NORM_TOLERANCE:
-        raise FeaturesError("features vector is not a finite unit vector")
-    return Features(model_id=model_id, vector=vector, text=text or features.decode("ascii"))
+    return blob, model_id, head + 2, dim
 
 
 def _check_seal(blob: bytes, kid: bytes, ring: KeyRing) -> None:

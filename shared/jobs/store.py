@@ -181,7 +181,7 @@ TEMPLATE_FIELDS = ("features", "probe_features")
 
 def _digest_of(text: str) -> str | None:
     try:
-        return features.digest(features.decode(text, sealed=False))
+        return features.digest_of_string(text)
     except FeaturesError:
         return None
 

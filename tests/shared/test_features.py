@@ -128,6 +128,24 @@ def test_digest_names_the_vector_not_the_seal() -> None:
     assert features.digest(one).startswith("sha256:") and one.text not in features.digest(one)
 
 
+def test_digest_of_a_string_equals_the_digest_of_its_decoded_vector(engine: KYCDeepFace) -> None:
+    ours = engine.get_faces(OBAMA.read_bytes()).faces[0].features  # type: ignore[union-attr]
+    other_key = features.key_ring_from(Settings(features_key="k2:" + "b" * 40))
+    for text in [ours, GOOD, features.encode("m@2", RNG.normal(size=512), other_key)]:
+        assert features.digest_of_string(text) == features.digest(features.decode(text, sealed=False))
+    assert features.digest_of_string(GOOD) != features.digest_of_string(ours)
+
+
+# What passes the layout check: a finish indexes it whatever its seal or norm, as a read-back does.
+LAYOUT_ONLY = {"not_unit", "nan"}
+
+
+@pytest.mark.parametrize("name", sorted(set(GARBAGE) - LAYOUT_ONLY))
+def test_digest_of_a_string_refuses_what_is_not_a_features_blob(name: str) -> None:
+    with pytest.raises(FeaturesError):
+        features.digest_of_string(GARBAGE[name])  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", list(GARBAGE))
 def test_garbage_is_refused_with_a_reason(name: str) -> None:
     with pytest.raises(FeaturesError) as err:

@@ -71,7 +71,7 @@ def erase(gallery: KYCDeepFaceDB, face_id: str) -> tuple[DeleteResult, set[str]]
     removed = gallery.remove(face_id)
     if held is None:
         return removed, set()
-    return removed, {features.digest(features.decode(held, sealed=False))}
+    return removed, {features.digest_of_string(held)}
 
 
 def erase_documents(job: JobContext, digests: set[str]) -> int:
