@@ -29,8 +29,10 @@ Each round measures, back to back so that a ratio compares runs made under the s
 Per-stage times come from the job documents (``queue_s``, ``fetch_s``, ``compute_s``) and the
 worker's log (``write_s``: the terminal document's Redis transaction). CPU time per job of every
 process involved (pool children, Celery's main process, redis-server, this process: producer and
-moto) comes from ``/proc``, and Redis commands per job from ``INFO commandstats``: unlike
-throughput, neither depends on what else the machine is running. Memory of the worker's processes
+moto) comes from ``/proc``, and Redis commands per job from ``INFO commandstats``. The commands do
+not depend on what else the machine runs; CPU time depends on it less than throughput does, but a
+shared VM's speed still moves it (on 2026-12-03 the engine's CPU per image moved by 10 % between
+the runs bracketing one layout). Memory of the worker's processes
 (RSS, peak RSS, PSS) is read from ``/proc`` at the end. ``--latency`` runs that many single jobs one
 after another (submit, poll every 5 ms) for the unloaded round trip.
 """
@@ -803,7 +805,7 @@ def render(report: dict[str, Any]) -> str:
             + " |"
         )
     rows.append(
-        "| CPU ratio in-process / pipeline (load-independent) | "
+        "| CPU ratio in-process / pipeline | "
         + " | ".join(f"{e / t:.2f}" for t, e in zip(totals, engine_cpu, strict=True))
         + " |"
     )
