@@ -109,10 +109,18 @@ def test_local_root_confines_reads(tmp_path: Path) -> None:
     (root / "in.jpg").write_bytes(b"ok")
     (tmp_path / "out.jpg").write_bytes(b"secret")
     (root / "link.jpg").symlink_to(tmp_path / "out.jpg")
+    (tmp_path / "root2").mkdir()  # a sibling whose name starts with the root's
+    (tmp_path / "root2" / "in.jpg").write_bytes(b"secret")
     store = LocalStore(max_bytes=100, root=root)
     assert store.get("in.jpg") == b"ok"
     assert store.get(str(root / "in.jpg")) == b"ok"
-    for ref in ("../out.jpg", str(tmp_path / "out.jpg"), "link.jpg"):
+    for ref in (
+        "../out.jpg",
+        str(tmp_path / "out.jpg"),
+        "link.jpg",
+        "../root2/in.jpg",
+        str(tmp_path / "root2" / "in.jpg"),
+    ):
         with pytest.raises(ReferenceRejectedError):
             store.get(ref)
 
