@@ -31,8 +31,7 @@ worker's log (``write_s``: the terminal document's Redis transaction). CPU time 
 process involved (pool children, Celery's main process, redis-server, this process: producer and
 moto) comes from ``/proc``, and Redis commands per job from ``INFO commandstats``. The commands do
 not depend on what else the machine runs; CPU time depends on it less than throughput does, but a
-shared VM's speed still moves it (on 2026-12-03 the engine's CPU per image moved by 10 % between
-the runs bracketing one layout). Memory of the worker's processes
+shared VM's speed still moves it (bench/RESULTS.md, the runs of 2026-12-03). Memory of the worker's processes
 (RSS, peak RSS, PSS) is read from ``/proc`` at the end. ``--latency`` runs that many single jobs one
 after another (submit, poll every 5 ms) for the unloaded round trip.
 """

@@ -153,8 +153,8 @@ def digest_of_string(features: str) -> str:
     Raises:
         FeaturesError: the string is not a features blob.
     """
-    blob, model_id, at, dim = _unpack(features)
-    return _digest_body(model_id, blob[at : at + 4 * dim])
+    _, model_id, vector_bytes, _ = _unpack(features)
+    return _digest_body(model_id, vector_bytes)
 
 
 def _digest_body(model_id: str, vector_bytes: bytes) -> str:
@@ -198,19 +198,18 @@ def decode(features: str | bytes | Features, ring: KeyRing | None = None, *, sea
     """
     if isinstance(features, Features):
         return features
-    blob, model_id, at, dim = _unpack(features)
+    blob, model_id, vector_bytes, kid = _unpack(features)
     if sealed:
-        kid_at = at + 4 * dim + 1
-        _check_seal(blob, blob[kid_at : kid_at + blob[kid_at - 1]], ring or key_ring())
-    vector = np.frombuffer(blob, dtype="<f4", count=dim, offset=at).astype(np.float32)
+        _check_seal(blob, kid, ring or key_ring())
+    vector = np.frombuffer(vector_bytes, dtype="<f4").astype(np.float32)
     if not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > _NORM_TOLERANCE:
         raise FeaturesError("features vector is not a finite unit vector")
     text = features if isinstance(features, str) else features.decode("ascii")
     return Features(model_id=model_id, vector=vector, text=text)
 
 
-def _unpack(features: str | bytes) -> tuple[bytes, str, int, int]:
-    """The blob, its model id, where its vector starts and its dimension, with the layout checked."""
+def _unpack(features: str | bytes) -> tuple[bytes, str, bytes, bytes]:
+    """The blob, its model id, its vector's bytes and its key id, with the layout checked."""
     raw = features.encode("ascii", errors="replace") if isinstance(features, str) else features
     if not isinstance(raw, bytes) or not raw:
         raise FeaturesError("features must be a non-empty base64 string")
@@ -234,9 +233,10 @@ def _unpack(features: str | bytes) -> tuple[bytes, str, int, int]:
     end = head + 2 + 4 * dim
     if not 0 < dim <= _MAX_DIM or len(blob) < end + 1:
         raise FeaturesError("features blob length does not match its dimension")
-    if len(blob) != end + 1 + blob[end] + _TAG_BYTES:
+    kid_len = blob[end]
+    if len(blob) != end + 1 + kid_len + _TAG_BYTES:
         raise FeaturesError("features blob length does not match its dimension")
-    return blob, model_id, head + 2, dim
+    return blob, model_id, blob[head + 2 : end], blob[end + 1 : end + 1 + kid_len]
 
 
 def _check_seal(blob: bytes, kid: bytes, ring: KeyRing) -> None:

@@ -22,21 +22,20 @@ class LocalStore:
 
     def __init__(self, max_bytes: int, root: Path | None = None) -> None:
         self.max_bytes = max_bytes
-        self.root = root.resolve() if root is not None else None
-        # String forms for path_of: os.path resolves a path in about half of pathlib's time, and
-        # every job's reference is checked twice (when submitted, when fetched).
-        self._root = str(self.root) if self.root is not None else ""
-        self._under_root = os.path.join(self._root, "")
+        # A string for path_of (os.path resolves a path in about half of pathlib's time, and every
+        # job's reference is checked twice: when submitted, when fetched), ending in a separator
+        # so that a sibling whose name starts with the root's is outside it.
+        self._root = os.path.join(root.resolve(), "") if root is not None else None
 
     def path_of(self, ref: str | Ref) -> Path:
         """The filesystem path a reference names, after the confinement check."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
         if parsed.scheme != "file":
             raise ReferenceRejectedError(f"{parsed} is not a local file reference")
-        if self.root is None:
+        if self._root is None:
             return Path(parsed.key)
         resolved = os.path.realpath(os.path.join(self._root, parsed.key))
-        if resolved != self._root and not resolved.startswith(self._under_root):
+        if not os.path.join(resolved, "").startswith(self._root):
             raise ReferenceRejectedError(f"{parsed} is outside the local storage root")
         return Path(resolved)
 
