@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.results import baseline, machine
+from bench.results import baseline, command_line, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = ("engine", "pipeline", "gallery")
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = json.loads(out[name].read_text())
     cores = os.cpu_count() or 1
     table = compose(results, cores)
-    command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("-m", "bench", argv=argv)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"### {when}\n\nCommand: `{command.strip()}`. Machine: {machine()}. 1-minute load average "

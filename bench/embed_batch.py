@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.results import machine, write_section  # noqa: E402
+from bench.results import command_line, machine, write_section  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> int:
               "|---|---:|---:|"]  # fmt: skip
     lines += [f"| {label} | {ms:.2f} | {ms / base:.2f} |" for label, ms in rows.items()]
     text = (
-        f"`python bench/embed_batch.py {' '.join(sys.argv[1:])}` on {machine()}; load average "
+        f"`{command_line('bench/embed_batch.py')}` on {machine()}; load average "
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at the end. Per face, median of "
         f"{args.repeat} passes of {FACES} crops; in brackets, against one face per call.\n\n" + "\n".join(lines)
     )

@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import command_line  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 
@@ -193,7 +194,7 @@ def main() -> int:
         report = {
             "bench": "engine",
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": "python bench/engine.py " + " ".join(sys.argv[1:]),
+            "command": command_line("bench/engine.py"),
             "peak_rss_mib": rss_mib,
             "sets": measured,
             "other_models": others,

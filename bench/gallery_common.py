@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.results import write_section
+from bench.results import command_line, write_section
 
 
 def machine() -> str:
     """Date, command, core count and the head of ``lscpu``, as a Markdown paragraph and block."""
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()[:20]
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python " + " ".join(sys.argv)
+    command = command_line(sys.argv[0])
     # The machine is shared: the load average says how much else ran during the measurement.
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (

@@ -59,7 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import baseline, write_section  # noqa: E402
+from bench.results import baseline, command_line, write_section  # noqa: E402
 from harness import (  # noqa: E402
     AWS_TEST_CREDENTIALS,
     TEST_FEATURES_KEY,
@@ -631,7 +631,7 @@ def main() -> int:
     report = {
         "bench": "pipeline",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python bench/pipeline.py " + shlex.join(sys.argv[1:]),
+        "command": command_line("bench/pipeline.py"),
         "cores": cores,
         "concurrency": args.concurrency,
         "jobs": args.jobs,

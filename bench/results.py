@@ -1,12 +1,15 @@
 """Writing a benchmark's section of ``bench/RESULTS.md`` (the one place that edits that file), the
-machine line a result records, and which engine run a pipeline column is compared with."""
+machine and command lines a result records, and which engine run a pipeline column is compared with."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import shlex
 import statistics
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,21 @@ def write_section(path: Path, heading: str, text: str) -> None:
     found = pattern.search(old)
     new = pattern.sub(lambda _: section + "\n", old) if found else old.rstrip("\n") + "\n\n" + section
     path.write_text(new)
+
+
+def command_line(*program: str, argv: Sequence[str] | None = None) -> str:
+    """How a benchmark was started, for its result: ``python <program> <its options>``, without
+    ``--json PATH``: where one run left its measurements is a path of that machine (``python -m
+    bench`` hands its scripts a temporary one), not part of repeating the run."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    kept: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg == "--json":
+            args[:1] = []
+        elif not arg.startswith("--json="):
+            kept.append(arg)
+    return shlex.join(["python", *program, *kept])
 
 
 def machine() -> str:

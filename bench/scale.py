@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from bench.results import write_section  # noqa: E402
+from bench.results import command_line, write_section  # noqa: E402
 from harness import TEST_FEATURES_KEY, CeleryWorker, RedisServer, S3Endpoint, worker_env  # noqa: E402
 from shared import features, keys  # noqa: E402
 from shared.backlog.manifest import ManifestRow, iter_manifest  # noqa: E402
@@ -234,7 +234,7 @@ def main() -> int:
             runner.close()
     report["machine"] = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     report["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
-    text = render(report, " ".join(["python", "bench/scale.py", *sys.argv[1:]]))
+    text = render(report, command_line("bench/scale.py"))
     print(text)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

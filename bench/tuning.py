@@ -39,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import command_line  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.schemas import FacesResult  # noqa: E402
@@ -115,7 +116,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "bench": "tuning",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python bench/tuning.py " + " ".join(sys.argv[1:]),
+        "command": command_line("bench/tuning.py"),
         "load_1m": os.getloadavg()[0],
         "working_size": {},
         "threads": {},
