@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse
 
 from api_stub import review
 from api_stub.auth import KeyRing, Principal, check_scope, require
-from api_stub.limits import BodySizeLimitMiddleware, FixedWindow
+from api_stub.limits import BodySizeLimitMiddleware
+from api_stub.quotas import Admission, check_quota_names
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
 from shared.config import Settings, get_settings
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         openapi_url=None,
     )
     app.state.keyring = KeyRing(settings.api_keys)
+    check_quota_names(settings)  # a misspelt bucket stops the API here, not on a request
 
     @app.exception_handler(KYCFaceError)
     async def on_kyc_error(request: Request, exc: KYCFaceError) -> JSONResponse:
@@ -148,7 +150,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
             **_ERROR_RESPONSES,
             409: {"description": "job_id already used for different work"},
             422: {"description": "Invalid request, a bucket not allowed, or a callback_url refused"},
-            429: {"description": "Too many search jobs for this API key; see Retry-After"},
+            429: {"description": "Over a quota of the key or tenant, or the live-job cap; see Retry-After"},
         },
     )
     def submit_job(
@@ -163,22 +165,15 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         With a ``callback_url`` (its host on the tenant's allow-list, never a private address)
         the job's completion event is POSTed there, signed, once it finishes.
         """
-        scope = REGISTRY.get(job.kind).scope
-        check_scope(caller, scope)
+        check_scope(caller, REGISTRY.get(job.kind).scope)
         _check_buckets(job, producer)
-        if scope is Scope.GALLERY_SEARCH:
-            limiter = FixedWindow(producer.jobs.redis, settings.api_search_limit, settings.api_search_window_s)
-            wait_s = limiter.retry_after_s(caller.key_id)
-            if wait_s is not None:
-                raise HTTPException(
-                    status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-                    detail="too many search jobs for this API key",
-                    headers={"Retry-After": str(wait_s)},
-                )
+        admission = Admission(settings, producer.jobs.redis)
+        admission.admit(caller, job.kind, job.inputs())
         if job.callback_url is None:
             doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
         else:
             doc = _submit_with_callback(job, job.callback_url, caller, producer, settings)
+        admission.live.add(caller.tenant, doc.address)
         if api_metrics is not None:
             api_metrics.submitted.labels(doc.kind).inc()
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
