@@ -26,13 +26,14 @@ from api_stub.quotas import Admission, check_quota_names
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
 from shared.config import Settings, get_settings
-from shared.errors import JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
+from shared.errors import ForeignFeaturesError, JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
 from shared.events.callbacks import check_callback
 from shared.events.model import CallbackRefusedError
 from shared.events.outbox import JobMeta, forget_unless_submitted, remember
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.jobs.registry import QUEUES
+from shared.jobs.sealing import for_tenant
 from shared.metrics import ApiMetrics
 from shared.producer import Producer
 from shared.storage.redis_client import redis_client
@@ -51,7 +52,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _error_status(exc: KYCFaceError) -> int:
     if exc.transient:
         return status.HTTP_503_SERVICE_UNAVAILABLE
-    if isinstance(exc, (ReferenceRejectedError, CallbackRefusedError)):
+    if isinstance(exc, (ReferenceRejectedError, CallbackRefusedError, ForeignFeaturesError)):
         return status.HTTP_422_UNPROCESSABLE_CONTENT
     if isinstance(exc, UnreadableJobError):
         return status.HTTP_410_GONE  # stored, but no longer readable: a retry will not help
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         else:
             doc = _submit_with_callback(job, job.callback_url, caller, producer, settings)
         admission.live.add(caller.tenant, doc.address)
+        doc = for_tenant(doc)  # a resubmitted finished job: its templates sealed for the caller
         if api_metrics is not None:
             api_metrics.submitted.labels(doc.kind).inc()
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
@@ -196,7 +198,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         doc = producer.get_job(job_id, caller.tenant)
         if doc is None:
             raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="no such job")
-        return doc
+        return for_tenant(doc)  # templates sealed for the caller's tenant, unlinkable to others
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require())])
     def openapi() -> JSONResponse:

@@ -302,6 +302,12 @@ class Settings(BaseSettings):
     features_keys_accepted: list[SecretStr] = Field(default_factory=list)
     features_ephemeral_key: bool = False
 
+    # --- tenant-bound features (docs/OPERATIONS.md, "Tenant-bound features") --------------------
+    # A tenant's features are sealed for it (keys derived per tenant); strings sealed before that
+    # (format 2, the default tenant's) are refused by every other tenant unless this is on, for
+    # the migration only: such strings are linkable across tenants.
+    features_untenanted_accepted: bool = False
+
     # --- events (docs/EVENTS.md) ----------------------------------------------------------------
     # Bucket notifications -> jobs: which object keys start which job (see EventRule).
     event_rules: list[EventRule] = Field(default_factory=list)

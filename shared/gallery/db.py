@@ -32,6 +32,7 @@ from shared.schemas import (
     FindResult,
     TemplateResult,
 )
+from shared.tenants import DEFAULT_TENANT
 
 DEFAULT_GALLERY = "default"
 
@@ -131,6 +132,10 @@ class KYCDeepFaceDB:
                 raise GalleryError(
                     f"gallery holds templates of model {bound!r}; refusing features of {decoded.model_id!r}"
                 )
+        if decoded.tenant != DEFAULT_TENANT:
+            # Stored as the service's own string: a gallery's templates load without a tenant's
+            # keys, and survive a retired key as before (docs/OPERATIONS.md, "Tenant-bound features").
+            text = features.encode(decoded.model_id, decoded.vector)
         self._store_of(face_id).put(face_id, decoded.model_id, text)
         return EnrolResult(gallery=self.gallery, face_id=face_id)
 
