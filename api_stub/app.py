@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from api_stub import review
 from api_stub.auth import KeyRing, Principal, check_scope, require
 from api_stub.limits import BodySizeLimitMiddleware
+from api_stub.probe_patterns import ProbePatterns
 from api_stub.quotas import Admission, check_quota_names
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
     api_metrics = _metrics_route(app, settings) if settings.api_metrics else None
+    patterns = ProbePatterns(settings.api_probe_ring, settings.api_probe_near_bits)
 
     @app.post(
         "/v1/jobs",
@@ -168,8 +170,9 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         """
         check_scope(caller, REGISTRY.get(job.kind).scope)
         _check_buckets(job, producer)
-        admission = Admission(settings, producer.jobs.redis)
-        admission.admit(caller, job.kind, job.inputs())
+        admission = Admission(settings, producer.jobs.redis, patterns, api_metrics)
+        address = None if job.job_id is None else scoped(caller.tenant, job.job_id)
+        admission.admit(caller, job.kind, job.inputs(), address)
         if job.callback_url is None:
             doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
         else:

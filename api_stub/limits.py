@@ -174,8 +174,9 @@ class LiveJobs:
         self.cap = cap
         self.ttl_s = ttl_s
 
-    def retry_after_s(self, tenant: str) -> int | None:
-        """None while ``tenant`` is under its cap, else whole seconds until its oldest job expires.
+    def retry_after_s(self, tenant: str, address: str | None = None) -> int | None:
+        """None while ``tenant`` is under its cap (or ``address`` is one of its live jobs), else
+        whole seconds until its oldest job expires.
 
         Raises:
             StorageUnavailableError: Redis is unreachable.
@@ -187,10 +188,11 @@ class LiveJobs:
                 pipe.zremrangebyscore(key, "-inf", now)
                 pipe.zcard(key)
                 pipe.zrange(key, 0, 0, withscores=True)
-                _, live, oldest = pipe.execute()
+                pipe.zscore(key, address or "")
+                _, live, oldest, known = pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise StorageUnavailableError(f"job cap unavailable ({type(exc).__name__})") from None
-        if int(live) < self.cap:
+        if int(live) < self.cap or known is not None:
             return None
         return max(1, math.ceil(float(oldest[0][1]) - now)) if oldest else 1
 

@@ -266,6 +266,10 @@ class Settings(BaseSettings):
     # Job documents a tenant may have live (submitted through the API within KYC_JOB_TTL_S), so
     # that one tenant cannot fill a noeviction Redis for the others: ~1.3-4 kB each.
     api_tenant_max_live_jobs: int = Field(default=100_000, ge=1)
+    # Probe patterns (api_stub/probe_patterns.py): per key, the last api_probe_ring features probes
+    # of searches as 64-bit sketches; one within api_probe_near_bits of them is counted and logged.
+    api_probe_ring: int = Field(default=32, ge=1, le=4096)
+    api_probe_near_bits: int = Field(default=8, ge=0, le=32)
 
     # --- gallery ------------------------------------------------------------------------------
     gallery_store: Literal["auto", "redis", "file"] = "auto"

@@ -240,13 +240,16 @@ def encode(model_id: str, vector: np.ndarray, ring: KeyRing | None = None, tenan
 def seal_for(features: str, tenant: str, ring: KeyRing | None = None) -> str:
     """``features`` (sealed by this service, for any tenant) as sealed for ``tenant``: the
     service's own string is re-sealed for a tenant where the tenant reads it, and a tenant's
-    string back for the service (``tenant`` default) where it is stored.
+    string back for the service (``tenant`` default) where it is stored. A string sealed under an
+    older key is re-sealed under the current one (rotation); one already sealed for ``tenant``
+    under the current key is returned as it is.
 
     Raises:
         FeaturesError: the string is malformed or not sealed by this service.
     """
+    ring = ring or key_ring()
     decoded = decode(features, ring)
-    if decoded.tenant == tenant:
+    if decoded.tenant == tenant and _unpack(decoded.text).key_id == ring.current.encode("ascii"):
         return decoded.text
     return encode(decoded.model_id, decoded.vector, ring, tenant)
 

@@ -180,6 +180,14 @@ class ApiMetrics:
         self.registry.register(QueueDepthCollector(broker, queues))
         self.submitted = Counter("kyc_api_jobs_submitted", "Jobs submitted through the API", ["kind"],
                                  registry=self.registry)  # fmt: skip
+        # Refusals (429) by reason, and searches whose probe nearly repeats one of the same key's
+        # last few (a hill-climb or a rebuild probing around one face): counts only.
+        self.refused = Counter("kyc_api_jobs_refused", "Job requests refused over a quota or cap", ["kind", "reason"],
+                               registry=self.registry)  # fmt: skip
+        self.probe_near_duplicates = Counter(
+            "kyc_api_probe_near_duplicates", "Search probes near-duplicating a recent probe of the same key",
+            registry=self.registry,
+        )  # fmt: skip
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
