@@ -220,10 +220,15 @@ def encode(model_id: str, vector: np.ndarray, ring: KeyRing | None = None, tenan
     norm = float(np.linalg.norm(v))
     if not np.isfinite(norm) or norm == 0.0 or not 0 < v.size <= _MAX_DIM:
         raise FeaturesError("cannot encode a zero, non-finite or oversized embedding")
-    plain = (v / norm).astype("<f4").tobytes()
+    return _seal(mid, (v / norm).astype("<f4").tobytes(), ring, tenant)
+
+
+def _seal(mid: bytes, plain: bytes, ring: KeyRing, tenant: str) -> str:
+    """The sealed string of a vector's exact bytes (never normalised again: a reseal keeps the
+    digest)."""
     kid = ring.current.encode("ascii")
     head = _MAGIC + struct.pack("<BB", _VERSION if tenant == DEFAULT_TENANT else _TENANT_VERSION, len(mid)) + mid
-    head += struct.pack("<H", v.size)
+    head += struct.pack("<H", len(plain) // 4)
     if tenant == DEFAULT_TENANT:
         body = head + plain + struct.pack("<B", len(kid)) + kid
         return base64.b64encode(body + ring.tag(ring.current, body)).decode("ascii")
@@ -251,7 +256,7 @@ def seal_for(features: str, tenant: str, ring: KeyRing | None = None) -> str:
     decoded = decode(features, ring)
     if decoded.tenant == tenant and _unpack(decoded.text).key_id == ring.current.encode("ascii"):
         return decoded.text
-    return encode(decoded.model_id, decoded.vector, ring, tenant)
+    return _seal(decoded.model_id.encode("ascii"), decoded.vector.astype("<f4").tobytes(), ring, tenant)
 
 
 def check_tenant(decoded: Features, tenant: str, settings: Settings | None = None) -> None:

@@ -135,7 +135,7 @@ class KYCDeepFaceDB:
         if decoded.tenant != DEFAULT_TENANT:
             # Stored as the service's own string: a gallery's templates load without a tenant's
             # keys, and survive a retired key as before (docs/OPERATIONS.md, "Tenant-bound features").
-            text = features.encode(decoded.model_id, decoded.vector)
+            text = features.seal_for(text, DEFAULT_TENANT)  # the same vector bytes: the same digest
         self._store_of(face_id).put(face_id, decoded.model_id, text)
         return EnrolResult(gallery=self.gallery, face_id=face_id)
 

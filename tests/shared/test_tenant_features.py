@@ -16,8 +16,12 @@ from shared.features import key_ring_from
 from shared.gallery import KYCDeepFaceDB
 from shared.gallery.stub import StubGalleryStore
 from shared.jobs.model import JobDocument
+from shared.jobs.resources import Resources
 from shared.tenants import DEFAULT_TENANT, Tenant
-from tests.conftest import features_of
+from tests.conftest import S3Endpoint, features_of
+from tests.shared.test_erasure import run, stack  # noqa: F401  (stack: the erasure tests' fixture)
+
+pytestmark = pytest.mark.services
 
 OLD_KEY = "k-old:" + "o" * 40
 NEW_KEY = "k-new:" + "n" * 40
@@ -107,3 +111,22 @@ def test_a_gallery_stores_the_services_own_string_and_matches_every_tenants(own:
         assert features.decode(stored, sealed=False).tenant == DEFAULT_TENANT  # loads without a tenant key
         found = db.find_face(acme)
         assert found.model_dump() == {"code": "SUCCESS", "found": "p-1", "confidence": 0.99, "verified": True}
+
+
+def test_forget_in_a_tenant_redacts_the_templates_it_sealed_for_that_tenant(
+    stack: Resources,  # noqa: F811  (the fixture imported above)
+    s3: S3Endpoint,
+    own: str,
+) -> None:
+    """A tenant's results hold strings sealed for it; their digest is the service string's, so a
+    forget finds them (the gallery holds the service's own string)."""
+    acme = Tenant("acme")
+    sealed = features.seal_for(own, acme)
+    enrol = {"gallery": "watch", "face_id": "subject-1", "probe": sealed, "include_features": "true"}
+    enrolled = run(stack, "enroll", enrol, "t:enroll", acme)
+    assert enrolled.result is not None and enrolled.result["features"] == sealed
+    forgot = run(stack, "forget", {"face_id": "subject-1"}, "t:forget", acme)
+    assert forgot.result is not None and forgot.result["galleries"] == ["watch"]
+    assert forgot.result["documents_redacted"] == 1
+    redacted = stack.jobs.get(enrolled.address)
+    assert redacted is not None and redacted.result is not None and redacted.result["features"] is None
