@@ -206,7 +206,8 @@ class LiveJobs:
         try:
             with self.client.pipeline() as pipe:
                 pipe.zadd(key, {address: time.time() + self.ttl_s})
-                pipe.expire(key, self.ttl_s + 1)
+                # Gone a second before the last document it counts: never outlives the jobs.
+                pipe.expire(key, max(1, self.ttl_s - 1))
                 pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise StorageUnavailableError(f"job cap unavailable ({type(exc).__name__})") from None
