@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse
 from api_stub import review
 from api_stub.auth import KeyRing, Principal, check_scope, require
 from api_stub.limits import BodySizeLimitMiddleware
-from api_stub.probe_patterns import ProbePatterns
 from api_stub.quotas import Admission, check_quota_names
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
@@ -31,6 +30,7 @@ from shared.errors import ForeignFeaturesError, JobError, KYCFaceError, Referenc
 from shared.events.callbacks import check_callback
 from shared.events.model import CallbackRefusedError
 from shared.events.outbox import JobMeta, forget_unless_submitted, remember
+from shared.gallery.probe_patterns import ProbePatterns
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.jobs.registry import QUEUES

@@ -17,11 +17,11 @@ from fastapi import HTTPException, status
 
 from api_stub.auth import Principal, check_scope
 from api_stub.limits import Bucket, LiveJobs, TokenBuckets
-from api_stub.probe_patterns import ProbePatterns
 from shared import features, keys
 from shared.config import Settings
 from shared.errors import FeaturesError, SettingsError
 from shared.gallery.audit import audit_near_misses
+from shared.gallery.probe_patterns import ProbePatterns
 from shared.jobs.inputs import parse_flag
 from shared.jobs.registry import REGISTRY
 from shared.metrics import ApiMetrics
@@ -123,7 +123,7 @@ class Admission:
             decoded = features.decode(probe)
         except FeaturesError:
             return  # an image reference: its face is computed by the worker
-        if self.patterns.observe(caller.key_id, decoded) and self.metrics is not None:
+        if self.patterns.observe(f"key:{caller.key_id}", decoded) and self.metrics is not None:
             self.metrics.probe_near_duplicates.inc()
 
 

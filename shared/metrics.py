@@ -40,6 +40,7 @@ class Metrics:
     stage_seconds: Any  # Histogram kyc_job_stage_seconds{kind,stage}
     batch_size: Any  # Histogram kyc_batch_size{kind}
     model_info: Any  # Gauge kyc_model_info{detector,embedder,engine,version} = 1
+    probe_near_duplicates: Any  # Counter kyc_probe_near_duplicates_total{kind}
 
 
 _lock = threading.Lock()
@@ -64,6 +65,11 @@ def metrics() -> Metrics:
                     "The models and inference engine in use (value 1)",
                     ["detector", "embedder", "engine", "version"],
                     multiprocess_mode="max",
+                ),
+                probe_near_duplicates=Counter(
+                    "kyc_probe_near_duplicates",
+                    "Searches whose probe nearly repeats one of the tenant's last (per worker process)",
+                    ["kind"],
                 ),
             )
         return _metrics

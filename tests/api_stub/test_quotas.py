@@ -168,7 +168,7 @@ def test_near_duplicate_probes_of_one_key_are_counted(
         for name in ("fr_obama.jpg", "fr_obama2.jpg", "fr_biden.jpg")
     )
     search = {"kind": "search", "gallery": "g"}
-    with caplog.at_level(logging.WARNING, logger="api_stub.probe_patterns"):
+    with caplog.at_level(logging.WARNING, logger="shared.gallery.probe_patterns"):
         # Two people, another photo of one of them: no near-duplicate (a sketch is not a face match).
         for probe in (obama, biden):
             assert _post(client, ACME, {**search, "probe": probe}) == 202
@@ -178,7 +178,7 @@ def test_near_duplicate_probes_of_one_key_are_counted(
         # The same probe again from the same key: counted, and logged without the probe.
         assert _post(client, SECOND_ACME, {**search, "probe": obama2}) == 202
     assert "kyc_api_probe_near_duplicates_total 1.0" in client.get("/metrics").text
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "api_stub.probe_patterns"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "shared.gallery.probe_patterns"]
     assert "acme-second" in line and obama2[:40] not in caplog.text
 
 

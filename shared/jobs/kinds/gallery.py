@@ -14,9 +14,11 @@ from shared import features
 from shared.features import Features
 from shared.gallery.audit import audit_near_misses
 from shared.gallery.factory import gallery_names
+from shared.gallery.probe_patterns import process_patterns
 from shared.jobs.context import JobContext
 from shared.jobs.inputs import FaceId, Flag, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
+from shared.metrics import metrics
 from shared.schemas import DeleteResult, EnrolResult, FindManyResult, ForgetResult
 from shared.storage.refs import Ref
 from shared.tenants import Scope, scoped
@@ -70,6 +72,8 @@ class SearchInputs(JobInputs):
 )
 def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
     probe = probe_features(inputs.probe, job)
+    if process_patterns(job.settings).observe(f"tenant:{job.tenant}", probe):
+        metrics().probe_near_duplicates.labels("search").inc()
     gallery = job.gallery(inputs.gallery, create=False)
     found = job.compute(partial(gallery.search, near_misses=inputs.near_misses), probe, inputs.top_k)
     if inputs.near_misses:

@@ -1,13 +1,13 @@
-"""Probe patterns: many searches from one key whose probes are near-duplicates of each other.
+"""Probe patterns: many searches from one holder whose probes are near-duplicates of each other.
 
 A template rebuild or a hill-climb towards a victim searches with probe after probe around the
-same face (issue 29: 250-800 searches). Each API process keeps, per key, a ring of the last
+same face (issue 29: 250-800 searches). A process keeps, per holder, a ring of the last
 ``KYC_API_PROBE_RING`` probes as 64-bit sketches (the signs of 64 fixed random projections of the
 vector, SimHash) and counts a probe whose sketch is within ``KYC_API_PROBE_NEAR_BITS`` bits of
-one in the ring. Sketches stay in this process's memory; the log line and the metric carry the
-key id and counts only, never a probe, a sketch or a score.
-
-Only features probes are sketched here: an image probe's face is computed by the worker.
+one in the ring. The API observes the features probes of each key's searches (``key:<id>``); a
+worker observes every probe it searches with, images included, per tenant (``tenant:<name>``),
+since a job carries no key. Sketches stay in the process's memory; the log line and the metric
+carry the holder and counts only, never a probe, a sketch or a score.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from shared.config import Settings
 from shared.features import Features
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _planes(dim: int) -> np.ndarray:
 
 
 class ProbePatterns:
-    """Per key, the last ``ring`` probes' sketches, and how many near-duplicates were seen.
+    """Per holder, the last ``ring`` probes' sketches, and how many near-duplicates were seen.
 
     Args:
         ring: sketches kept per key.
@@ -57,26 +58,39 @@ class ProbePatterns:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def observe(self, key_id: str, probe: Features) -> bool:
-        """Record one search probe of ``key_id``; True when it near-duplicates a recent one."""
+    def observe(self, holder: str, probe: Features) -> bool:
+        """Record one search probe of ``holder``; True when it near-duplicates a recent one."""
         mark = sketch(probe.vector)
         with self._lock:
-            recent = self._rings.setdefault(key_id, deque(maxlen=self.ring))
+            recent = self._rings.setdefault(holder, deque(maxlen=self.ring))
             near = any((mark ^ seen).bit_count() <= self.near_bits for seen in recent)
             recent.append(mark)
             if near:
-                self._counts[key_id] = self._counts.get(key_id, 0) + 1
-            count = self._counts.get(key_id, 0)
+                self._counts[holder] = self._counts.get(holder, 0) + 1
+            count = self._counts.get(holder, 0)
         if near:
             log.warning(
-                "probe pattern: key %s searched a near-duplicate of one of its last %d probes (%d so far)",
-                key_id,
+                "probe pattern: %s searched a near-duplicate of one of its last %d probes (%d so far)",
+                holder,
                 self.ring,
                 count,
             )
         return near
 
-    def near_duplicates(self, key_id: str) -> int:
-        """Near-duplicate probes seen from ``key_id`` by this process."""
+    def near_duplicates(self, holder: str) -> int:
+        """Near-duplicate probes seen from ``holder`` by this process."""
         with self._lock:
-            return self._counts.get(key_id, 0)
+            return self._counts.get(holder, 0)
+
+
+_lock = threading.Lock()
+_process: ProbePatterns | None = None
+
+
+def process_patterns(settings: Settings) -> ProbePatterns:
+    """This process's rings (a worker's), built once from the settings."""
+    global _process
+    with _lock:
+        if _process is None:
+            _process = ProbePatterns(settings.api_probe_ring, settings.api_probe_near_bits)
+        return _process
