@@ -21,17 +21,20 @@ from fastapi.responses import JSONResponse
 
 from api_stub import review
 from api_stub.auth import KeyRing, Principal, check_scope, require
-from api_stub.limits import BodySizeLimitMiddleware, FixedWindow
+from api_stub.limits import BodySizeLimitMiddleware
+from api_stub.quotas import Admission, check_quota_names
 from api_stub.schemas import JobRequest, image_fields
 from shared import features
 from shared.config import Settings, get_settings
-from shared.errors import JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
+from shared.errors import ForeignFeaturesError, JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
 from shared.events.callbacks import check_callback
 from shared.events.model import CallbackRefusedError
 from shared.events.outbox import JobMeta, forget_unless_submitted, remember
+from shared.gallery.probe_patterns import ProbePatterns
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
 from shared.jobs.registry import QUEUES
+from shared.jobs.sealing import for_tenant
 from shared.metrics import ApiMetrics
 from shared.producer import Producer
 from shared.storage.redis_client import redis_client
@@ -50,7 +53,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _error_status(exc: KYCFaceError) -> int:
     if exc.transient:
         return status.HTTP_503_SERVICE_UNAVAILABLE
-    if isinstance(exc, (ReferenceRejectedError, CallbackRefusedError)):
+    if isinstance(exc, (ReferenceRejectedError, CallbackRefusedError, ForeignFeaturesError)):
         return status.HTTP_422_UNPROCESSABLE_CONTENT
     if isinstance(exc, UnreadableJobError):
         return status.HTTP_410_GONE  # stored, but no longer readable: a retry will not help
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         openapi_url=None,
     )
     app.state.keyring = KeyRing(settings.api_keys)
+    check_quota_names(settings)  # a misspelt bucket stops the API here, not on a request
 
     @app.exception_handler(KYCFaceError)
     async def on_kyc_error(request: Request, exc: KYCFaceError) -> JSONResponse:
@@ -140,6 +144,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.state.producer = producer
     api_metrics = _metrics_route(app, settings) if settings.api_metrics else None
+    patterns = ProbePatterns(settings.api_probe_ring, settings.api_probe_near_bits)
 
     @app.post(
         "/v1/jobs",
@@ -148,7 +153,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
             **_ERROR_RESPONSES,
             409: {"description": "job_id already used for different work"},
             422: {"description": "Invalid request, a bucket not allowed, or a callback_url refused"},
-            429: {"description": "Too many search jobs for this API key; see Retry-After"},
+            429: {"description": "Over a quota of the key or tenant, or the live-job cap; see Retry-After"},
         },
     )
     def submit_job(
@@ -163,22 +168,17 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         With a ``callback_url`` (its host on the tenant's allow-list, never a private address)
         the job's completion event is POSTed there, signed, once it finishes.
         """
-        scope = REGISTRY.get(job.kind).scope
-        check_scope(caller, scope)
+        check_scope(caller, REGISTRY.get(job.kind).scope)
         _check_buckets(job, producer)
-        if scope is Scope.GALLERY_SEARCH:
-            limiter = FixedWindow(producer.jobs.redis, settings.api_search_limit, settings.api_search_window_s)
-            wait_s = limiter.retry_after_s(caller.key_id)
-            if wait_s is not None:
-                raise HTTPException(
-                    status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-                    detail="too many search jobs for this API key",
-                    headers={"Retry-After": str(wait_s)},
-                )
+        admission = Admission(settings, producer.jobs.redis, patterns, api_metrics)
+        address = None if job.job_id is None else scoped(caller.tenant, job.job_id)
+        admission.admit(caller, job.kind, job.inputs(), address)
         if job.callback_url is None:
             doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
         else:
             doc = _submit_with_callback(job, job.callback_url, caller, producer, settings)
+        admission.live.add(caller.tenant, doc.address)
+        doc = for_tenant(doc)  # a resubmitted finished job: its templates sealed for the caller
         if api_metrics is not None:
             api_metrics.submitted.labels(doc.kind).inc()
         response.headers["Location"] = f"/v1/jobs/{doc.job_id}"
@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         doc = producer.get_job(job_id, caller.tenant)
         if doc is None:
             raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="no such job")
-        return doc
+        return for_tenant(doc)  # templates sealed for the caller's tenant, unlinkable to others
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require())])
     def openapi() -> JSONResponse:

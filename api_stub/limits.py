@@ -1,11 +1,12 @@
-"""Request limits: the body size cap, enforced before anything parses the body, and the
-per-key rate of search jobs."""
+"""Request limits: the body size cap, enforced before anything parses the body; the quotas per
+tenant and per key (token buckets in Redis); and the cap on a tenant's live job documents."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -83,37 +84,130 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class FixedWindow:
-    """At most ``limit`` events per key per ``window_s`` seconds, counted in Redis (shared by
-    every API process); a fixed window, so a key can burst ``2 * limit`` across a boundary.
+# Every bucket of one request in one script, with Redis's clock (the same for every API process):
+# refill each bucket by the time passed, then take one token from all of them, or from none when
+# any is short (a refused request costs nothing). Answers the longest wait in seconds, 0 if taken.
+# KEYS: the buckets; ARGV: per bucket, its capacity then its rate (tokens per second).
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local wait, tokens = 0, {}
+for i, key in ipairs(KEYS) do
+  local capacity, rate = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local have = tonumber(state[1]) or capacity
+  local at = tonumber(state[2]) or now
+  have = math.min(capacity, have + math.max(0, now - at) * rate)
+  tokens[i] = have
+  if have < 1 then wait = math.max(wait, (1 - have) / rate) end
+end
+for i, key in ipairs(KEYS) do
+  local capacity, rate = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local left = tokens[i]
+  if wait == 0 then left = left - 1 end
+  redis.call('HSET', key, 'tokens', tostring(left), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil((capacity - left) / rate) + 1)
+end
+return tostring(wait)
+"""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One token bucket: ``capacity`` tokens (the burst), refilled at ``per_s`` tokens a second."""
+
+    key: str
+    capacity: float
+    per_s: float
+
+    @classmethod
+    def per_minute(cls, key: str, rate: int) -> Bucket:
+        """A bucket of ``rate`` tokens a minute that holds one minute's worth."""
+        return cls(key, float(rate), rate / 60.0)
+
+
+class TokenBuckets:
+    """Token buckets in Redis, shared by every API process.
 
     Args:
         client: the job store's Redis.
-        limit: events allowed per window.
-        window_s: the window's length.
     """
 
-    def __init__(self, client: redis.Redis, limit: int, window_s: int) -> None:
-        self.client = client
-        self.limit = limit
-        self.window_s = window_s
+    def __init__(self, client: redis.Redis) -> None:
+        self._take = client.register_script(_TAKE)
 
-    def retry_after_s(self, key_id: str) -> int | None:
-        """Count one event for ``key_id``; None if allowed, else whole seconds until the next window.
+    def retry_after_s(self, buckets: list[Bucket]) -> int | None:
+        """Take one token from every bucket; None if they all had one, else whole seconds until
+        they will (nothing is taken then).
 
         Raises:
             StorageUnavailableError: Redis is unreachable (the caller answers 503, never lets it through).
         """
-        now = time.time()
-        window = int(now // self.window_s)
-        key = keys.search_rate_key(key_id, window)
+        if not buckets:
+            return None
+        args: list[float] = []
+        for bucket in buckets:
+            args += [bucket.capacity, bucket.per_s]
         try:
-            with self.client.pipeline() as pipe:
-                pipe.incr(key)
-                pipe.expire(key, self.window_s + 1)
-                count = int(pipe.execute()[0])
+            wait = float(self._take(keys=[b.key for b in buckets], args=args))
         except redis.exceptions.RedisError as exc:
             raise StorageUnavailableError(f"rate limiter unavailable ({type(exc).__name__})") from None
-        if count <= self.limit:
+        return None if wait <= 0 else max(1, math.ceil(wait))
+
+
+class LiveJobs:
+    """How many job documents a tenant has live (submitted within the job TTL), and a cap on it.
+
+    Job documents live ``ttl_s``; a tenant submitting without end would fill a ``noeviction``
+    Redis for every tenant. Each submission's address is kept in a sorted set scored by its
+    expiry, so the count is exact without scanning. Concurrent submissions may pass the cap by
+    the number of API processes at most.
+
+    Args:
+        client: the job store's Redis.
+        cap: live documents a tenant may hold.
+        ttl_s: the job documents' TTL (``KYC_JOB_TTL_S``).
+    """
+
+    def __init__(self, client: redis.Redis, cap: int, ttl_s: int) -> None:
+        self.client = client
+        self.cap = cap
+        self.ttl_s = ttl_s
+
+    def retry_after_s(self, tenant: str, address: str | None = None) -> int | None:
+        """None while ``tenant`` is under its cap (or ``address`` is one of its live jobs), else
+        whole seconds until its oldest job expires.
+
+        Raises:
+            StorageUnavailableError: Redis is unreachable.
+        """
+        key = keys.tenant_live_jobs_key(tenant)
+        now = time.time()
+        try:
+            with self.client.pipeline() as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+                pipe.zscore(key, address or "")
+                _, live, oldest, known = pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise StorageUnavailableError(f"job cap unavailable ({type(exc).__name__})") from None
+        if int(live) < self.cap or known is not None:
             return None
-        return max(1, math.ceil((window + 1) * self.window_s - now))
+        return max(1, math.ceil(float(oldest[0][1]) - now)) if oldest else 1
+
+    def add(self, tenant: str, address: str) -> None:
+        """Count the job ``address`` (a resubmission of the same id counts once).
+
+        Raises:
+            StorageUnavailableError: Redis is unreachable.
+        """
+        key = keys.tenant_live_jobs_key(tenant)
+        try:
+            with self.client.pipeline() as pipe:
+                pipe.zadd(key, {address: time.time() + self.ttl_s})
+                # Gone a second before the last document it counts: never outlives the jobs.
+                pipe.expire(key, max(1, self.ttl_s - 1))
+                pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise StorageUnavailableError(f"job cap unavailable ({type(exc).__name__})") from None

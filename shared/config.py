@@ -241,9 +241,35 @@ class Settings(BaseSettings):
     # JSON: key id -> {"sha256": hex of the key, "tenant": ..., "scopes": [...]}. Hashes only:
     # a leaked config or environment dump gives no usable key. None configured = all refused.
     api_keys: dict[str, ApiKey] = Field(default_factory=dict)
-    # Search jobs (kinds needing gallery:search) per key per fixed window; over it: 429.
+    # Search jobs (kinds needing gallery:search) per key: a token bucket of this many tokens,
+    # refilled at this many per window; over it: 429 with Retry-After.
     api_search_limit: int = Field(default=60, ge=1)
     api_search_window_s: int = Field(default=60, ge=1)
+
+    # --- quotas per tenant and per key (docs/OPERATIONS.md, "Quotas") -------------------------
+    # Token buckets in jobs per minute, each holding one minute's worth (the burst), per API key
+    # and per tenant: on the job kinds named, on near-miss searches ("search:candidates") and on
+    # every submission ("submit"). A request over any of its buckets: 429 + Retry-After, and it
+    # takes no token from the others. A kind not named counts only towards "submit".
+    api_key_quotas_per_min: dict[str, int] = Field(
+        default_factory=lambda: {
+            "submit": 600, "faces": 300, "verify": 300, "match": 300, "enroll": 120, "delete": 120,
+            "forget": 60, "search:candidates": 10,
+        }
+    )  # fmt: skip
+    api_tenant_quotas_per_min: dict[str, int] = Field(
+        default_factory=lambda: {
+            "submit": 1800, "faces": 900, "verify": 900, "match": 900, "enroll": 300, "search": 300,
+            "delete": 300, "forget": 120, "search:candidates": 30,
+        }
+    )  # fmt: skip
+    # Job documents a tenant may have live (submitted through the API within KYC_JOB_TTL_S), so
+    # that one tenant cannot fill a noeviction Redis for the others: ~1.3-4 kB each.
+    api_tenant_max_live_jobs: int = Field(default=100_000, ge=1)
+    # Probe patterns (api_stub/probe_patterns.py): per key, the last api_probe_ring features probes
+    # of searches as 64-bit sketches; one within api_probe_near_bits of them is counted and logged.
+    api_probe_ring: int = Field(default=32, ge=1, le=4096)
+    api_probe_near_bits: int = Field(default=8, ge=0, le=32)
 
     # --- gallery ------------------------------------------------------------------------------
     gallery_store: Literal["auto", "redis", "file"] = "auto"
@@ -279,6 +305,12 @@ class Settings(BaseSettings):
     features_key: SecretStr | None = None
     features_keys_accepted: list[SecretStr] = Field(default_factory=list)
     features_ephemeral_key: bool = False
+
+    # --- tenant-bound features (docs/OPERATIONS.md, "Tenant-bound features") --------------------
+    # A tenant's features are sealed for it (keys derived per tenant); strings sealed before that
+    # (format 2, the default tenant's) are refused by every other tenant unless this is on, for
+    # the migration only: such strings are linkable across tenants.
+    features_untenanted_accepted: bool = False
 
     # --- events (docs/EVENTS.md) ----------------------------------------------------------------
     # Bucket notifications -> jobs: which object keys start which job (see EventRule).
@@ -356,6 +388,14 @@ class Settings(BaseSettings):
             for key_id in value:
                 if not re.match(API_KEY_ID_PATTERN, str(key_id)):
                     raise SettingsError("KYC_API_KEYS: key ids must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("api_key_quotas_per_min", "api_tenant_quotas_per_min")
+    @classmethod
+    def _positive_quotas(cls, value: dict[str, int]) -> dict[str, int]:
+        # Which names are job kinds is the API's to check (the registry lives above this module).
+        if any(rate < 1 for rate in value.values()):
+            raise SettingsError("KYC_API_*_QUOTAS_PER_MIN: every quota is at least 1 job a minute")
         return value
 
     @model_validator(mode="before")

@@ -71,6 +71,11 @@ class FeaturesError(KYCFaceError):
     """A features string is malformed, or two features come from different models."""
 
 
+class ForeignFeaturesError(FeaturesError):
+    """A features string sealed for another tenant (or, for a tenant, one sealed before features
+    were bound to tenants): refused as not sealed for this one."""
+
+
 class CalibrationError(KYCFaceError):
     """No confidence map is available for the embedding model in use."""
 

@@ -115,9 +115,16 @@ def job_webhook_key(job_id: str) -> str:
 RATE_PREFIX = PREFIX + "rate:"
 
 
-def search_rate_key(key_id: str, window: int) -> str:
-    """Search jobs one API key submitted in fixed window number ``window`` (INCR, expires with it)."""
-    return f"{RATE_PREFIX}search:{key_id}:{window}"
+def quota_bucket_key(bucket: str, holder: str) -> str:
+    """Token bucket ``bucket`` (a job kind, ``submit``, ``search:candidates``) of one holder:
+    ``key:<API key id>`` or ``tenant:<tenant>`` (a hash of tokens and time; expires once full)."""
+    return f"{RATE_PREFIX}bucket:{bucket}:{holder}"
+
+
+def tenant_live_jobs_key(tenant: str) -> str:
+    """Sorted set of a tenant's job addresses submitted through the API, scored by the time their
+    documents expire: how many are live, for the per-tenant cap (job ids only)."""
+    return f"{RATE_PREFIX}live-jobs:{tenant}"
 
 
 # --- templates held for a job, and where results hold them (erasure) -------------------------

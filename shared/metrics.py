@@ -40,6 +40,7 @@ class Metrics:
     stage_seconds: Any  # Histogram kyc_job_stage_seconds{kind,stage}
     batch_size: Any  # Histogram kyc_batch_size{kind}
     model_info: Any  # Gauge kyc_model_info{detector,embedder,engine,version} = 1
+    probe_near_duplicates: Any  # Counter kyc_probe_near_duplicates_total{kind}
 
 
 _lock = threading.Lock()
@@ -64,6 +65,11 @@ def metrics() -> Metrics:
                     "The models and inference engine in use (value 1)",
                     ["detector", "embedder", "engine", "version"],
                     multiprocess_mode="max",
+                ),
+                probe_near_duplicates=Counter(
+                    "kyc_probe_near_duplicates",
+                    "Searches whose probe nearly repeats one of the tenant's last (per worker process)",
+                    ["kind"],
                 ),
             )
         return _metrics
@@ -180,6 +186,14 @@ class ApiMetrics:
         self.registry.register(QueueDepthCollector(broker, queues))
         self.submitted = Counter("kyc_api_jobs_submitted", "Jobs submitted through the API", ["kind"],
                                  registry=self.registry)  # fmt: skip
+        # Refusals (429) by reason, and searches whose probe nearly repeats one of the same key's
+        # last few (a hill-climb or a rebuild probing around one face): counts only.
+        self.refused = Counter("kyc_api_jobs_refused", "Job requests refused over a quota or cap", ["kind", "reason"],
+                               registry=self.registry)  # fmt: skip
+        self.probe_near_duplicates = Counter(
+            "kyc_api_probe_near_duplicates", "Search probes near-duplicating a recent probe of the same key",
+            registry=self.registry,
+        )  # fmt: skip
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""

@@ -168,12 +168,14 @@ class Candidate(_Doc):
 
     face_id: str
     rank: int = Field(ge=1)  # 1 = the most similar
-    confidence: float = Field(ge=0.0, le=1.0)  # rounded to two decimals
-    verified: bool  # its cosine reaches the gallery's 1:N threshold
+    # A match's band (0.99, 0.9 or 0.5: at least that); a near miss's, rounded to two decimals.
+    confidence: float = Field(ge=0.0, le=1.0)
+    verified: bool  # its cosine reaches the gallery's 1:N threshold (always, outside near misses)
 
 
 class FindManyResult(_Doc):
-    """Top-k candidates, best first, and the operating point that decided ``verified``."""
+    """The matches among the top-k (near misses too, when asked for), best first, and the
+    operating point that decided ``verified``. No candidate: no match."""
 
     code: Literal["SUCCESS"] = "SUCCESS"
     candidates: list[Candidate]

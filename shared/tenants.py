@@ -65,7 +65,11 @@ class Scope(str, Enum):
     JOBS_READ = "jobs:read"  # read the tenant's job documents
     GALLERY_ENROLL = "gallery:enroll"  # put templates into the tenant's galleries
     GALLERY_DELETE = "gallery:delete"  # erase templates from them
-    GALLERY_SEARCH = "gallery:search"  # 1:N searches (rate-limited per key)
+    GALLERY_SEARCH = "gallery:search"  # 1:N searches (rate-limited per key): matches only
+    # Near misses of a search (``near_misses=true``: every top-k candidate ranked, verified or
+    # not), for investigators. Ranks rebuild templates, so: off by default, granted on its own,
+    # audited and rate-limited on its own (docs/OPERATIONS.md, "Search answers").
+    SEARCH_CANDIDATES = "search:candidates"
     REVIEW = "review"  # the reviewer's pages and decisions
 
 

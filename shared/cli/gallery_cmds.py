@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from shared.cli.pipeline_cmds import add_tenant_option
 from shared.config import get_settings
-from shared.schemas import to_dict
+from shared.gallery.audit import audit_near_misses
+from shared.schemas import FindManyResult, to_dict
 from shared.tenants import scoped
 
 if TYPE_CHECKING:
@@ -60,7 +61,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         _emit(error)
         return 0
     with _db(args) as db:
-        _emit(db.find_faces(features, top_k=args.top_k) if args.top_k else db.find_face(features))
+        if args.near_misses:
+            found = db.find_faces(features, top_k=args.top_k or 10, near_misses=True)
+            listed = len(found.candidates) if isinstance(found, FindManyResult) else 0
+            audit_near_misses("cli", args.tenant, args.gallery, listed)
+            _emit(found)
+        else:
+            _emit(db.find_faces(features, top_k=args.top_k) if args.top_k else db.find_face(features))
     return 0
 
 
@@ -108,7 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     search = add("search", "best match at the gallery's 1:N operating point, or the top-k")
     search.add_argument("probe", metavar="IMAGE_OR_FEATURES")
-    search.add_argument("--top-k", type=int, default=0, help="list the K best candidates instead of find_face")
+    search.add_argument("--top-k", type=int, default=0, help="list the matches among the K best instead of find_face")
+    search.add_argument("--near-misses", action="store_true",
+                        help="list the K best ranked, matching or not (an investigator's search; audited)")  # fmt: skip
     search.set_defaults(func=cmd_search)
 
     delete = add("delete", "erase FACE_ID's template")

@@ -18,7 +18,7 @@ from redis import Redis
 from shared import calibration, features
 from shared.config import Settings, get_settings
 from shared.errors import FeaturesError, GalleryError, KYCFaceError, StorageUnavailableError
-from shared.gallery.answers import Scored, candidates, confidence_map_for, score
+from shared.gallery.answers import Scored, candidates, confidence_map_for, matches, score
 from shared.gallery.factory import open_store
 from shared.gallery.replica import Replica
 from shared.gallery.shards import FanOut, Partial, merge, search_replica, shard_names, shard_of
@@ -32,6 +32,7 @@ from shared.schemas import (
     FindResult,
     TemplateResult,
 )
+from shared.tenants import DEFAULT_TENANT
 
 DEFAULT_GALLERY = "default"
 
@@ -131,6 +132,10 @@ class KYCDeepFaceDB:
                 raise GalleryError(
                     f"gallery holds templates of model {bound!r}; refusing features of {decoded.model_id!r}"
                 )
+        if decoded.tenant != DEFAULT_TENANT:
+            # Stored as the service's own string: a gallery's templates load without a tenant's
+            # keys, and survive a retired key as before (docs/OPERATIONS.md, "Tenant-bound features").
+            text = features.seal_for(text, DEFAULT_TENANT)  # the same vector bytes: the same digest
         self._store_of(face_id).put(face_id, decoded.model_id, text)
         return EnrolResult(gallery=self.gallery, face_id=face_id)
 
@@ -212,8 +217,10 @@ class KYCDeepFaceDB:
         Returns:
             ``FindResult``: ``found`` is the best face id when it is ``verified`` (its cosine
             reaches the threshold for ``fpir`` at this gallery size, never below the 1:1
-            threshold), else None; ``confidence`` is the best candidate's, on the same map as
-            ``match_faces``. ``ErrorResult`` for malformed or other-model features.
+            threshold), and ``confidence`` its confidence's band (0.99, 0.9 or 0.5: at least
+            that, on the same map as ``match_faces``); below the operating point ``found`` is
+            None and ``confidence`` 0.0, whatever the nearest face (a near miss is no answer).
+            ``ErrorResult`` for malformed or other-model features.
         """
         many = self.find_faces(features, top_k=1)
         if isinstance(many, ErrorResult):
@@ -221,29 +228,36 @@ class KYCDeepFaceDB:
         if not many.candidates:
             return FindResult(found=None, confidence=0.0, verified=False)
         best = many.candidates[0]
-        found = best.face_id if best.verified else None
-        return FindResult(found=found, confidence=best.confidence, verified=best.verified)
+        return FindResult(found=best.face_id, confidence=best.confidence, verified=True)
 
-    def find_faces(self, features: Any, top_k: int = 10) -> FindManyResult | ErrorResult:
-        """The ``top_k`` most similar enrolled faces, best first, each with its ``verified`` verdict.
+    def find_faces(self, features: Any, top_k: int = 10, *, near_misses: bool = False) -> FindManyResult | ErrorResult:
+        """The enrolled faces at or above the operating point among the ``top_k`` most similar,
+        best first, each ``verified`` with its confidence's band; none when nothing matches.
+
+        ``near_misses=True`` (an investigator's search: the ``search:candidates`` scope of the API)
+        lists all ``top_k``, verified or not, ranked, with confidences to two decimals. Those
+        ranks rebuild templates (docs/OPERATIONS.md, "Search answers"): never hand them to a
+        caller who may also enrol.
 
         A search sees every ``set`` and ``delete`` that returned before it was issued.
         """
-        return self.find_faces_many([features], top_k)[0]
+        return self.find_faces_many([features], top_k, near_misses=near_misses)[0]
 
-    def find_faces_many(self, queries: Sequence[Any], top_k: int = 10) -> list[FindManyResult | ErrorResult]:
+    def find_faces_many(
+        self, queries: Sequence[Any], top_k: int = 10, *, near_misses: bool = False
+    ) -> list[FindManyResult | ErrorResult]:
         """:meth:`find_faces` for a batch of features (one index pass, several times faster per query).
 
         A malformed query gets its own ``ErrorResult``; the others are still answered.
         """
         try:
-            return self._search_many(queries, top_k)
+            return self._search_many(queries, top_k, near_misses)
         except StorageUnavailableError:
             raise
         except KYCFaceError as exc:
             return [ErrorResult.from_error(exc)] * len(queries)
 
-    def search(self, query: Any, top_k: int = 10) -> FindManyResult:
+    def search(self, query: Any, top_k: int = 10, *, near_misses: bool = False) -> FindManyResult:
         """:meth:`find_faces` for code that handles errors itself.
 
         Raises:
@@ -255,12 +269,12 @@ class KYCDeepFaceDB:
             raise errors[0]
         merged = merge(self._search_all(vectors, [_features_text(query)], top_k), top_k)
         # No refused query, so the one answer is a FindManyResult.
-        return cast(FindManyResult, self.answer(errors, merged)[0])
+        return cast(FindManyResult, self.answer(errors, merged, near_misses)[0])
 
-    def _search_many(self, queries: Sequence[Any], top_k: int) -> list[FindManyResult | ErrorResult]:
+    def _search_many(self, queries: Sequence[Any], top_k: int, near_misses: bool) -> list[FindManyResult | ErrorResult]:
         vectors, errors = self.prepare(queries, top_k)
         texts = [_features_text(q) for q, e in zip(queries, errors, strict=True) if e is None]
-        return self.answer(errors, merge(self._search_all(vectors, texts, top_k), top_k))
+        return self.answer(errors, merge(self._search_all(vectors, texts, top_k), top_k), near_misses)
 
     def prepare(
         self, queries: Sequence[Any], top_k: int, sealed: bool = True
@@ -326,11 +340,15 @@ class KYCDeepFaceDB:
             scored.append(score(cmap, cut, face_ids, sims))
         return scored, cut
 
-    def answer(self, errors: list[KYCFaceError | None], merged: Partial) -> list[FindManyResult | ErrorResult]:
-        """Result documents from the merged top-k, in query order, refused queries keeping their error."""
+    def answer(
+        self, errors: list[KYCFaceError | None], merged: Partial, near_misses: bool = False
+    ) -> list[FindManyResult | ErrorResult]:
+        """Result documents from the merged top-k, in query order, refused queries keeping their
+        error: the matches only, or every candidate ranked with ``near_misses``."""
         scored, cut = self.scores(errors, merged)
+        document = candidates if near_misses else matches
         return [
-            ErrorResult.from_error(error) if error is not None else candidates(found or [], merged.size, cut)
+            ErrorResult.from_error(error) if error is not None else document(found or [], merged.size, cut)
             for error, found in zip(errors, scored, strict=True)
         ]
 

@@ -128,7 +128,8 @@ class JobDocument(BaseModel):
         Raises:
             JobError: bad kind, inputs or job id.
             ReferenceRejectedError: a malformed image reference.
-            FeaturesError: a malformed features string.
+            FeaturesError: a malformed features string (``ForeignFeaturesError``: one not sealed
+                for ``tenant``).
         """
         spec = REGISTRY.get(kind)
         parsed = spec.parse(inputs)
@@ -137,6 +138,7 @@ class JobDocument(BaseModel):
         for name in clean:
             value = getattr(parsed, name)
             if isinstance(value, features.Features):
+                features.check_tenant(value, tenant)  # another tenant's template is refused here
                 text, clean[name] = clean[name], features.digest(value)
                 held[clean[name]] = text
         if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):

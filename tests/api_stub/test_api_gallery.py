@@ -32,6 +32,7 @@ def test_gallery_kinds_are_accepted(client: TestClient, engine: KYCDeepFace) -> 
         # A features probe is stored as its digest, never the template; flags with their default.
         expected = {k: features_digest(v) if v == features else v for k, v in body.items() if k != "kind"}
         expected |= {"include_features": "false"} if body["kind"] in ("enroll", "search") else {}
+        expected |= {"near_misses": "false"} if body["kind"] == "search" else {}
         assert doc["kind"] == body["kind"] and doc["inputs"] == expected
         assert features not in response.text
     search = client.post("/v1/jobs", json={"kind": "search", "gallery": "watchlist", "probe": features})

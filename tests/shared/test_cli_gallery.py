@@ -51,7 +51,10 @@ def test_enroll_search_delete_count(env: dict[str, str]) -> None:
     hit = kycface(env, "search", str(FACES_DIR / "fr_obama2.jpg"), "--gallery", "watchlist")
     assert hit["found"] == "obama" and hit["verified"] is True
     top = kycface(env, "search", str(FACES_DIR / "fr_biden2.jpg"), "--gallery", "watchlist", "--top-k", "2")
-    assert [c["face_id"] for c in top["candidates"]] == ["biden", "obama"]  # type: ignore[index, union-attr]
+    assert [(c["face_id"], c["verified"]) for c in top["candidates"]] == [("biden", True)]  # type: ignore[index, union-attr]
+    near = kycface(env, "search", str(FACES_DIR / "fr_biden2.jpg"), "--gallery", "watchlist", "--top-k", "2",
+                   "--near-misses")  # fmt: skip
+    assert [c["face_id"] for c in near["candidates"]] == ["biden", "obama"]  # type: ignore[index, union-attr]
     assert kycface(env, "delete", "obama", "--gallery", "watchlist")["deleted"] is True
     assert kycface(env, "search", str(FACES_DIR / "fr_obama2.jpg"), "--gallery", "watchlist")["found"] is None
     no_face = kycface(env, "search", str(FACES_DIR / "sk_coffee.png"), "--gallery", "watchlist")

@@ -157,9 +157,9 @@ def test_a_batch_finish_writes_as_each_finish_would(store: JobStore, redis_url: 
     from shared.tenants import Tenant, scoped
 
     client = redis.Redis.from_url(redis_url)
-    probe = features.encode("fr_feature", np.ones(512, np.float32) / np.sqrt(512))
-    digest = features.digest(features.decode(probe))
     tenant = Tenant("acme")
+    probe = features.encode("fr_feature", np.ones(512, np.float32) / np.sqrt(512), tenant=tenant)
+    digest = features.digest(features.decode(probe))
     finals = {}
     for tag in ("alone", "together"):
         docs = [

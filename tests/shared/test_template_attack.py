@@ -5,6 +5,8 @@ The attack (issue 12): submit ``search`` jobs whose probe is a unit basis vector
 well-formed features blob of the gallery's model, ``top_k`` 1000; each candidate's score is then
 component i of its template, and ``dim`` searches rebuild every template exactly. Here it is run
 first on the cosines main returned, then through the job inputs and the gallery as they are now.
+The least-squares rebuild here reads near-miss answers (the ``search:candidates`` scope); the
+rank attack on them, and on the default answers, is ``test_rank_attack.py``.
 """
 
 from __future__ import annotations
@@ -129,12 +131,16 @@ def test_basis_vectors_rebuild_every_template_on_mains_scores_and_are_refused_no
         assert refused.code == "ERROR" and "sealed" in refused.message
         with pytest.raises(FeaturesError):
             gallery.put("intruder", crafted)
-    # An answer carries no cosine at all.
+    # An answer carries no cosine at all: by default only the match, its confidence banded ...
     answer = gallery.find_faces(genuine, top_k=1000)
     assert isinstance(answer, FindManyResult)
     assert {"face_id", "rank", "confidence", "verified"} == set(answer.candidates[0].model_dump())
-    assert [c.rank for c in answer.candidates] == list(range(1, ENROLLED + 1))
-    assert all(c.confidence == round(c.confidence, 2) for c in answer.candidates)
+    assert [(c.rank, c.verified, c.confidence) for c in answer.candidates] == [(1, True, 0.99)]
+    # ... and near misses, for the search:candidates scope, ranked with two decimals.
+    near = gallery.find_faces(genuine, top_k=1000, near_misses=True)
+    assert isinstance(near, FindManyResult)
+    assert [c.rank for c in near.candidates] == list(range(1, ENROLLED + 1))
+    assert all(c.confidence == round(c.confidence, 2) for c in near.candidates)
 
 
 def _solve(matrix: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -152,7 +158,8 @@ def test_least_squares_rebuild_from_answers_to_sealed_real_probes_stays_far(
     stored = _stored(gallery)
     matrix = np.stack([features.decode(p).vector for p in probes]).astype(np.float64)
     cmap = gallery.confidence_map(str(gallery.model_id()))
-    answers = gallery.find_faces_many(probes, top_k=1000)
+    # Near misses: the default answers list nothing for strangers (test_rank_attack.py).
+    answers = gallery.find_faces_many(probes, top_k=1000, near_misses=True)
     exact = _exact_cosines(gallery, probes)
     one_to_one = cmap.cosine_for(engine.verify_confidence)
     measured: dict[str, tuple[float, float, float]] = {}

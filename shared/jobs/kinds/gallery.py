@@ -7,14 +7,18 @@ that does not exist fails with ``GalleryNotFoundError`` and leaves nothing behin
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from shared import features
 from shared.features import Features
+from shared.gallery.audit import audit_near_misses
 from shared.gallery.factory import gallery_names
+from shared.gallery.probe_patterns import process_patterns
 from shared.jobs.context import JobContext
 from shared.jobs.inputs import FaceId, Flag, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
+from shared.metrics import metrics
 from shared.schemas import DeleteResult, EnrolResult, FindManyResult, ForgetResult
 from shared.storage.refs import Ref
 from shared.tenants import Scope, scoped
@@ -55,12 +59,25 @@ class SearchInputs(JobInputs):
     probe: Probe
     top_k: TopK = 10
     include_features: Flag = False
+    # Every top-k candidate ranked, verified or not (investigators; the API asks the
+    # search:candidates scope for it). Default: the matches at the operating point only.
+    near_misses: Flag = False
 
 
-@job_kind("search", queue=HEAVY_QUEUE, help="the top-k enrolled faces most like the probe", scope=Scope.GALLERY_SEARCH)
+@job_kind(
+    "search",
+    queue=HEAVY_QUEUE,
+    help="the enrolled faces that match the probe (near misses too with near_misses)",
+    scope=Scope.GALLERY_SEARCH,
+)
 def search(inputs: SearchInputs, job: JobContext) -> FindManyResult:
     probe = probe_features(inputs.probe, job)
-    found = job.compute(job.gallery(inputs.gallery, create=False).search, probe, inputs.top_k)
+    if process_patterns(job.settings).observe(f"tenant:{job.tenant}", probe):
+        metrics().probe_near_duplicates.labels("search").inc()
+    gallery = job.gallery(inputs.gallery, create=False)
+    found = job.compute(partial(gallery.search, near_misses=inputs.near_misses), probe, inputs.top_k)
+    if inputs.near_misses:
+        audit_near_misses("job", job.tenant, inputs.gallery, len(found.candidates))
     return found.model_copy(update={"probe_features": probe.text}) if inputs.include_features else found
 
 
