@@ -79,3 +79,12 @@ def test_refusal_to_start_is_one_line_and_a_status(
 def test_a_bad_limit_on_the_command_line_is_a_usage_error(tmp_path: Path) -> None:
     done = kycface(["backlog", "m.csv", "--out", "out", "--window", "0"], bare_env(), tmp_path)
     assert done.returncode == 2 and "--window: must be a positive whole number" in done.stderr
+
+
+def test_the_events_module_refuses_as_kycface_events_does(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.events", "--max-batches", "1"],
+        capture_output=True, text=True, timeout=120, env=bare_env(KYC_BROKER_URL=DEAD), cwd=tmp_path,
+    )  # fmt: skip
+    assert (done.returncode, len(done.stderr.splitlines())) == (EX_CONFIG, 1), done.stderr[-3000:]
+    assert "kycdeepface events: KYC_FEATURES_KEY is not set" in done.stderr
