@@ -40,6 +40,21 @@ def jobs_unstarted_key() -> str:
     return JOBS_UNSTARTED
 
 
+JOBS_RUNNING = PREFIX + "jobs-running"
+
+
+def jobs_running_key() -> str:
+    """Sorted set job id -> when its run lock expires (epoch seconds), of jobs claimed and not
+    finished.
+
+    The sweeper looks at the ones well past it: a job left ``running`` whose message is gone
+    (acknowledged by an execution that could not record its end, lost with Redis) is sent again
+    once, or failed past the attempt limit. Each claim sets its job's time; a terminal write
+    removes the job.
+    """
+    return JOBS_RUNNING
+
+
 GALLERY_PREFIX = PREFIX + "gallery:"
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from celery import Celery
@@ -26,13 +26,22 @@ from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableEr
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType, parse_probe
 from shared.jobs.model import utcnow
+from shared.jobs.owner import holder_is_dead
 from shared.jobs.registry import CHUNK_TASK, QUEUES
+from shared.jobs.store import dead_letter
 from shared.storage import store_for
 from shared.storage.redis_client import redis_client
 from shared.storage.refs import Ref
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
+
+
+class Swept(NamedTuple):
+    """What one sweep of expired running jobs did (:meth:`Producer.requeue_expired`)."""
+
+    resent: list[str]
+    failed: list[str]
 
 
 def celery_config() -> dict[str, Any]:
@@ -271,6 +280,45 @@ class Producer:
         if resent:
             log.warning("re-sent %d job(s) whose message never reached a worker", len(resent))
         return resent
+
+    def requeue_expired(self, older_than_s: float, max_attempts: int, limit: int = 1000) -> Swept:
+        """Send again, once, every job left ``running`` whose run lock expired ``older_than_s``
+        ago with no live holder and whose message no worker has reserved; fail instead, with
+        the dead-letter record, a job that has had its ``max_attempts``.
+
+        A job stays ``running`` with no message anywhere when the execution that claimed it was
+        acknowledged without recording its end (a hard time limit or a lost process while Redis
+        was down), or when Redis lost the message (its last second before a crash). A message
+        kombu still holds for a lost worker comes back by itself after the visibility timeout:
+        such a job is left alone while its message is reserved, and ``older_than_s`` should
+        outlast that timeout, so a message given back and waiting on its queue is not duplicated
+        (a duplicate would be harmless: it finds the job claimed or done).
+
+        Returns:
+            The addresses sent again and those failed.
+        """
+        resent: list[str] = []
+        failed: list[str] = []
+        due = self.jobs.expired_running(older_than_s, limit)
+        reserved = self._reserved() if due else set()
+        for job_id in due:
+            doc, holder = self.jobs.run_state(job_id)
+            if doc is None or doc.status is not JobStatus.RUNNING:
+                self.jobs.forget_running(job_id)  # expired, or queued again: its claim adds it back
+            elif (holder is not None and not holder_is_dead(holder)) or job_id in reserved:
+                continue  # still held, or kombu will give its message back
+            elif doc.attempts >= max_attempts:
+                self.jobs.finish(dead_letter(doc, max_attempts), token=None)
+                failed.append(job_id)
+            else:
+                self._send(doc)
+                # Once: look again only after the message sent now had its time to be claimed.
+                self.jobs.look_again(job_id, time.time())
+                resent.append(job_id)
+        if resent or failed:
+            log.warning("%d running job(s) whose run lock expired with no message left: %d sent again, %d failed",
+                        len(resent) + len(failed), len(resent), len(failed))  # fmt: skip
+        return Swept(resent, failed)
 
     def _broker_client(self) -> redis.Redis:
         if self._broker is None:

@@ -122,3 +122,14 @@ def test_no_default_features_key_and_results_expire_with_their_jobs(compose: dic
     init = " ".join(compose["services"]["minio-init"]["command"])
     assert "mc ilm import local/kyc-results" in init and '"Key":"kyc-expire-days"' in init
     assert compose["services"]["minio-init"]["environment"]["KYC_JOB_TTL_S"] == env["KYC_JOB_TTL_S"]
+
+
+def test_workers_have_time_to_drain_before_the_sigkill(compose: dict[str, Any]) -> None:
+    """A worker's warm shutdown lasts at most the hard time limit: compose must wait longer."""
+    from shared.config import Settings
+
+    limit_s = Settings.model_fields["task_time_limit_s"].default
+    for name in ("worker", "worker-light"):
+        grace = compose["services"][name]["stop_grace_period"]
+        assert grace.endswith("s") and int(grace[:-1]) >= limit_s + 20, (name, grace)
+    assert compose["services"]["beat"]["command"][:2] == ["kycface", "beat"]  # its refusals have a status

@@ -76,7 +76,7 @@ def _before_fork(sender: Any, instance: Any, **_: Any) -> None:
     global _pool_size, _solo
     _pool_size = int(instance.concurrency)
     _solo = getattr(instance.pool_cls, "__module__", "").endswith(".solo")
-    startup.check(settings())
+    startup.refuse_inside_celery(settings())
 
 
 @worker_process_init.connect

@@ -21,7 +21,7 @@ from shared.jobs.model import JobStatus
 from shared.jobs.registry import CHUNK_TASK, REGISTRY
 from shared.jobs.runner import Outcome, execute, execute_many, time_out
 from workers import process
-from workers.app import SWEEP_TASK, app, lock_ttl_s
+from workers.app import SWEEP_TASK, app, lock_ttl_s, visibility_timeout_s
 from workers.app import settings as app_settings
 from workers.policy import KYCTask
 
@@ -200,6 +200,13 @@ def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
 def requeue_stale() -> int:
-    """Re-send jobs whose message never reached a worker (see :meth:`shared.producer.Producer.requeue_stale`)."""
+    """Re-send jobs whose message never reached a worker (see :meth:`shared.producer.Producer.requeue_stale`),
+    and jobs left running with no message (:meth:`~shared.producer.Producer.requeue_expired`)."""
     resources = process.resources()
-    return len(resources.producer.requeue_stale(resources.settings.sweep_stale_s))
+    settings = resources.settings
+    unsent = resources.producer.requeue_stale(settings.sweep_stale_s)
+    # Past the lock's expiry, a lost worker's message needs the rest of its visibility timeout
+    # to come back by itself (workers.app.visibility_timeout_s): look only once that is over.
+    grace_s = visibility_timeout_s(settings) - lock_ttl_s(settings) + settings.sweep_stale_s
+    expired = resources.producer.requeue_expired(grace_s, settings.max_attempts)
+    return len(unsent) + len(expired.resent) + len(expired.failed)

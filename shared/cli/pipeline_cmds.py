@@ -30,14 +30,22 @@ def _producer(settings: Settings) -> Producer:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from shared.cli.celery_cmds import run_celery, stop_cleanly_on_sigterm
+
+    stop_cleanly_on_sigterm()
     settings = get_settings()
-    if not settings.broker_url:
-        raise JobError("no broker: set KYC_BROKER_URL (a backlog without one runs embedded: `kycface backlog`)")
+    from shared import preflight
+
+    preflight.require_broker(settings, "worker")
     from shared.jobs.registry import QUEUES
+    from workers import startup
     from workers.app import app
 
     pool = args.pool or settings.worker_pool
     concurrency = 1 if pool == "solo" else args.concurrency or settings.worker_processes()
+    # Here, before Celery takes stderr over: a refusal is one line and a status, never 0.
+    startup.check(settings.model_copy(update={"worker_concurrency": concurrency}))
+    startup.check_broker(app)
     argv = [
         "worker",
         f"--pool={pool}",
@@ -47,8 +55,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
-    app.worker_main(argv)
-    return 0
+    return run_celery(argv)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -88,22 +95,38 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from shared import preflight
+    from shared.exits import service_status
     from shared.logs import uvicorn_log_config
 
-    # By import string, so the one app is the module's, built from the environment's settings.
-    uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower(),
-                log_config=uvicorn_log_config(get_settings()) or LOGGING_CONFIG)  # fmt: skip
+    settings = get_settings()
+    # Before uvicorn imports the app: a refusal is one line, not an import traceback. With no
+    # broker the API starts and answers 503; with one, it must seal as the workers do.
+    if settings.broker_url:
+        preflight.require_sealing_key(settings, "api")
+    try:
+        # By import string, so the one app is the module's, built from the environment's settings.
+        uvicorn.run("api_stub.app:app", host=args.host, port=args.port, log_level=args.loglevel.lower(),
+                    log_config=uvicorn_log_config(settings) or LOGGING_CONFIG)  # fmt: skip
+    except SystemExit as exc:  # uvicorn could not start (its reason is logged): never status 0 or 3
+        return service_status(exc.code)
     return 0
 
 
 def cmd_backlog(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from shared import preflight
     from shared.backlog.manifest import iter_manifest
     from shared.backlog.output import SUMMARY_FILE
     from shared.backlog.run import run_backlog
 
     settings = get_settings()
+    # Before the first row: a backlog that cannot run says so at once, with a status.
+    if settings.broker_url:
+        preflight.require_redis(settings.broker_url, "backlog", "the broker")
+    else:
+        preflight.require_models(settings, "backlog")
     try:
         with tqdm(unit="job", file=sys.stderr, disable=args.quiet) as bar:
             report = run_backlog(
@@ -145,6 +168,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive whole number")
     return value
 
 
@@ -223,8 +253,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     backlog.add_argument("manifest", metavar="MANIFEST", help="a CSV file, s3://bucket/key.csv, or s3://bucket/prefix/")
     backlog.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    backlog.add_argument("--processes", type=int, help="embedded pool size (default: cores)")
-    backlog.add_argument("--window", type=int, help="rows in flight at most (default: KYC_BACKLOG_WINDOW, 1000)")
+    backlog.add_argument("--processes", type=_positive_int, help="embedded pool size (default: cores)")
+    backlog.add_argument(
+        "--window", type=_positive_int, help="rows in flight at most (default: KYC_BACKLOG_WINDOW, 1000)"
+    )
     backlog.add_argument("--timeout", type=_positive, help="give up waiting after this many seconds")
     backlog.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     backlog.set_defaults(func=cmd_backlog)

@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 
+from shared import features
 from shared.config import Settings
 from shared.errors import StorageUnavailableError
 from shared.events.consumer import Consumer, default_routes
@@ -25,10 +26,12 @@ def run(settings: Settings, max_batches: int | None = None) -> int:
 
     Raises:
         StorageUnavailableError: no Redis configured.
+        SettingsError: no sealing key: every match request would be refused as not sealed here.
     """
     url = settings.resolved_redis_url()
     if url is None:
         raise StorageUnavailableError("no Redis: set KYC_REDIS_URL or KYC_BROKER_URL")
+    features.require_key(settings, "events")
     producer = Producer(settings)
     client = redis_client(url)
     stop = threading.Event()

@@ -129,8 +129,9 @@ return 0
 # Start an execution (JobStore.claim), if the job's document, lock holder and attempt count are
 # still what the caller read (their SHA-1, the holder, the count: ARGV[1-3], '' for none): an
 # optimistic transaction in one round trip, where WATCH/MULTI takes three. 0 when any changed (read
-# again). KEYS: document, lock, attempts, unstarted set. An empty ARGV[9] (past the attempts) only
-# counts the attempt and drops the job from the unstarted set, as the dead letter follows.
+# again). KEYS: document, lock, attempts, unstarted set, running set. An empty ARGV[9] (past the
+# attempts) only counts the attempt and drops the job from the unstarted set, as the dead letter
+# follows; else the job enters the running set at its lock's expiry (ARGV[10]), for the sweeper.
 _CLAIM = """
 local raw = redis.call('GET', KEYS[1])
 if not raw or redis.sha1hex(raw) ~= ARGV[1] then return 0 end
@@ -141,13 +142,14 @@ redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[8])
   redis.call('SET', KEYS[1], ARGV[9], 'KEEPTTL')
+  redis.call('ZADD', KEYS[5], ARGV[10], ARGV[4])
 end
 return 1
 """
 
 # Write a job's next document (JobStore._transition) unless it already has a terminal one, which
 # is returned instead (terminal states are final); one round trip. KEYS: document, lock, held
-# features, then the erasure index of each template the result holds. ARGV: the document, '1' if
+# features, the running set, then the erasure index of each template the result holds. ARGV: the document, '1' if
 # it is terminal (TTL renewed, probe dropped, indexes filled) or '0' (TTL kept), the TTL, the job's
 # address, and the execution's lock token ('' for none), whose lock alone is released.
 _TRANSITION = """
@@ -161,7 +163,8 @@ end
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
   redis.call('DEL', KEYS[3])
-  for i = 4, #KEYS do
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  for i = 5, #KEYS do
     redis.call('SADD', KEYS[i], ARGV[4])
     redis.call('EXPIRE', KEYS[i], ARGV[3])
   end
@@ -329,6 +332,29 @@ class JobStore:
             )
         pairs: list[tuple[bytes | str, float]] = list(found)  # type: ignore[arg-type]
         return [(i.decode() if isinstance(i, bytes) else str(i), float(score)) for i, score in pairs]
+
+    def expired_running(self, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Jobs claimed and not finished whose run lock expired over ``older_than_s`` ago (or
+        that the sweeper last looked at then: :meth:`look_again`), oldest first."""
+        with _redis_errors():
+            found = self.redis.zrangebyscore(keys.jobs_running_key(), "-inf", time.time() - older_than_s, 0, limit)
+        return [_text(i) for i in found]  # type: ignore[arg-type]
+
+    def run_state(self, job_id: str) -> tuple[JobDocument | None, str | None]:
+        """The job's document and its run lock's holder (None when the lock expired)."""
+        with _redis_errors():
+            raw, holder = self.redis.mget(keys.job_key(job_id), keys.job_lock_key(job_id))
+        return self._document(job_id, raw), None if holder is None else _text(holder)
+
+    def look_again(self, job_id: str, at: float) -> None:
+        """Keep a running job in the sweeper's sight, but not before ``at`` (epoch seconds)."""
+        with _redis_errors():
+            self.redis.zadd(keys.jobs_running_key(), {job_id: at}, xx=True)
+
+    def forget_running(self, job_id: str) -> None:
+        """Take the job out of the sweeper's running set (done, queued again, or expired)."""
+        with _redis_errors():
+            self.redis.zrem(keys.jobs_running_key(), job_id)
 
     def submitted_at(self, job_ids: list[str]) -> list[float | None]:
         """Submit times of jobs still unstarted (None for the others)."""
@@ -553,6 +579,7 @@ class JobStore:
                 keys.job_lock_key(job_id),
                 keys.job_attempts_key(job_id),
                 keys.jobs_unstarted_key(),
+                keys.jobs_running_key(),
             ],
             args=[
                 hashlib.sha1(raw_bytes).hexdigest(),  # what Redis compares: a change detector, not a signature
@@ -564,6 +591,7 @@ class JobStore:
                 token,
                 int(lock_ttl_s * 1000),
                 running.to_json() if running is not None else "",
+                time.time() + lock_ttl_s,
             ],
             claim=(
                 Claim(ClaimOutcome.CLAIMED, running)
@@ -646,7 +674,13 @@ class JobStore:
             else []
         )
         address = doc.address
-        return [keys.job_key(address), keys.job_lock_key(address), keys.job_features_key(address), *index_keys]
+        return [
+            keys.job_key(address),
+            keys.job_lock_key(address),
+            keys.job_features_key(address),
+            keys.jobs_running_key(),
+            *index_keys,
+        ]
 
     def _transition_args(
         self, doc: JobDocument, stored: JobDocument, final: bool, token: str | None

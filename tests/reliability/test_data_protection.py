@@ -83,8 +83,8 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
     def every_key_has_a_ttl() -> None:
         for key in client.scan_iter(match=keys.PREFIX + "*", count=500):
             name = key.decode()
-            if name == keys.jobs_unstarted_key():
-                continue  # job ids only, each removed at its claim (checked below)
+            if name in (keys.jobs_unstarted_key(), keys.jobs_running_key()):
+                continue  # job ids only, each removed at its claim / its end (checked below)
             if name in trimmed:
                 continue  # trimmed by length, not time; what they carry is checked below
             ttl = client.ttl(name)
@@ -113,6 +113,7 @@ def test_no_biometrics_in_debug_logs_and_every_job_key_expires(
             every_key_has_a_ttl()
             result_features = [f["features"] for d in final.values() if d.result for f in d.result.get("faces", [])]
             assert client.zcard(keys.jobs_unstarted_key()) == 0
+            assert client.zcard(keys.jobs_running_key()) == 0
             # Past the TTL nothing of these jobs is left: documents, inputs, attempt counters, locks.
             deadline = time.monotonic() + JOB_TTL_S + 5
             while list(client.scan_iter(match=keys.PREFIX + "job*")) and time.monotonic() < deadline:

@@ -209,13 +209,14 @@ def test_submit_status_wait(queued_env: dict[str, str]) -> None:
 def test_a_misspelt_setting_stops_the_command_naming_the_real_one() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KYC_")} | {"KYC_BROKR_URL": "redis://x"}
     done = kycface("status", "x", env=env)
-    assert done.returncode == 1 and "did you mean KYC_BROKER_URL?" in done.stderr
+    assert done.returncode == 78 and "did you mean KYC_BROKER_URL?" in done.stderr  # EX_CONFIG
 
 
 def test_pipeline_commands_without_a_broker_say_so() -> None:
-    for args in (("worker",), ("status", "x"), ("submit", "faces", "a.jpg")):
+    # A service refuses to start (78, EX_CONFIG); a one-shot command could not do its work (1).
+    for args, status in ((("worker",), 78), (("status", "x"), 1), (("submit", "faces", "a.jpg"), 1)):
         run = kycface(*args)
-        assert run.returncode == 1
+        assert run.returncode == status
         assert "KYC_BROKER_URL" in run.stderr
 
 
@@ -241,18 +242,30 @@ def test_queued_backlog_timeout_leaves_a_partial_summary(manifest: Path, tmp_pat
 def test_the_worker_command_starts_the_pool_asked_for(
     argv: list[str], env: dict[str, str], pool: str, concurrency: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from shared.cli import celery_cmds
     from shared.cli import main as cli
     from shared.config import get_settings
-    from workers.app import app
+    from workers import startup
 
     monkeypatch.setenv("KYC_BROKER_URL", "redis://127.0.0.1:1/0")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     started: list[list[str]] = []
-    monkeypatch.setattr(app, "worker_main", started.append)
+    checked: list[Settings] = []
+
+    # Plumbing only: what would reach Celery, without the broker, the checks or a signal handler.
+    def run_celery(argv: list[str]) -> int:
+        started.append(argv)
+        return 0
+
+    monkeypatch.setattr(celery_cmds, "run_celery", run_celery)
+    monkeypatch.setattr(celery_cmds, "stop_cleanly_on_sigterm", lambda: None)
+    monkeypatch.setattr(startup, "check", checked.append)
+    monkeypatch.setattr(startup, "check_broker", lambda app: None)
     try:
         assert cli.main(argv) == 0
     finally:
         get_settings.cache_clear()
     assert f"--pool={pool}" in started[0] and f"--concurrency={concurrency}" in started[0]
+    assert checked[0].worker_concurrency == int(concurrency)  # checked as it will run
