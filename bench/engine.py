@@ -204,6 +204,43 @@ def half_size_detection(engine: KYCDeepFace, images: list[bytes], repeat: int) -
     )
 
 
+def per_call_table(engines: dict[tuple[str, bool], KYCDeepFace], images: list[bytes], repeat: int) -> str:
+    """The embedder's ``session.run`` alone on the set's aligned faces, ms per face at 1 and 8 faces
+    per call, each variant in turn (CPU time: what a one-thread worker process pays)."""
+    any_engine = next(iter(engines.values()))
+    crops = []
+    for data in images:
+        image = any_engine.decode(data)
+        crops += [face for _, face in any_engine.align_faces(image, any_engine.detect(image), embed_partial=True)[1]]
+    crops = crops[: len(crops) // 8 * 8]
+    faces = np.stack(crops)
+    samples: dict[tuple[tuple[str, bool], int], list[float]] = {}
+    for engine in engines.values():
+        engine.embedder.infer(engine.embedder.preprocess(faces[:8]))
+    for _ in range(repeat):
+        for variant, engine in engines.items():
+            blob = engine.embedder.preprocess(faces)
+            for n in (1, 8):
+                start = time.process_time()
+                for i in range(0, len(blob), n):
+                    engine.embedder.infer(blob[i : i + n])
+                samples.setdefault((variant, n), []).append((time.process_time() - start) / len(blob))
+    rows = [
+        f"The embedder's session.run alone, {len(faces)} aligned faces of the set x {repeat}, CPU ms per face "
+        "(median of passes):",
+        "",
+        "| model | faces per call | rewrite off | rewrite on | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model in dict.fromkeys(m for m, _ in engines):
+        for n in (1, 8):
+            off, on = samples.get(((model, False), n)), samples.get(((model, True), n))
+            if off and on:
+                a, b = statistics.median(off), statistics.median(on)
+                rows.append(f"| {model} | {n} | {1000 * a:.2f} | {1000 * b:.2f} | {a / b:.2f}x |")
+    return "\n".join(rows)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -331,6 +368,8 @@ def main() -> int:
     first_on = next((v for v in engines if v[1]), next(iter(engines)))
     verify_images = [x for pairs in verify_pairs(args.faces, args.phone).values() for pair in pairs for x in pair]
     tables.append(half_size_detection(engines[first_on], verify_images, args.repeat))
+    if len(rewrites) == 2:
+        tables.insert(0, per_call_table(engines, sets["../shared/faces as they are"], args.repeat))
 
     summary = []
     if len(rewrites) == 2:
