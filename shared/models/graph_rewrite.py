@@ -67,7 +67,7 @@ def rewrite_prelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     another axis, or an input of unknown rank or channel count) are left as they are.
 
     Returns:
-        The rewritten copy and the number of ``PRelu`` nodes replaced (0: the copy is unchanged).
+        The rewritten copy and the number of ``PRelu`` nodes replaced (0: ``model`` itself, as it was).
     """
     if not any(n.op_type == "PRelu" for n in model.graph.node):
         return model, 0

@@ -104,11 +104,13 @@ def _session(
     model: onnx.ModelProto,
     settings: Settings,
     probes: Callable[[ort.InferenceSession], list[np.ndarray]],
+    batches: list[int],
 ) -> ort.InferenceSession:
     """The model's session, on the exact PRelu rewrite of its graph unless that is off or refused.
 
-    ``probes`` makes the guard's inputs with the wrapper's own preprocessing, from a session on the
-    original graph; the guard runs once per process and setting, when the session is first built.
+    ``probes`` makes the guard's inputs, one per size in ``batches``, with the wrapper's own
+    preprocessing, from a session on the original graph. The guard runs when the session is first
+    built; a session checked at other batch sizes is another cache entry.
     """
     threads, providers = settings.onnx_threads(), tuple(settings.ort_providers)
 
@@ -121,7 +123,8 @@ def _session(
         )
         return session
 
-    key = f"{spec.model_id}+exact-prelu" if settings.ort_exact_rewrite else spec.model_id
+    checked = "/".join(map(str, batches))
+    key = f"{spec.model_id}+exact-prelu@{checked}" if settings.ort_exact_rewrite else spec.model_id
     return cached_session(key, threads, providers, build)
 
 
@@ -136,7 +139,7 @@ def load_embedder(settings: Settings) -> Embedder:
     def probes(original: ort.InferenceSession) -> list[np.ndarray]:
         return [Embedder(original, spec).preprocess(_probe_faces(b, spec.input_size)) for b in batches]
 
-    return Embedder(_session(spec, model, settings, probes), spec, flip=settings.embed_flip)
+    return Embedder(_session(spec, model, settings, probes, batches), spec, flip=settings.embed_flip)
 
 
 def load_liveness(settings: Settings) -> LivenessScorer:
@@ -151,4 +154,4 @@ def load_liveness(settings: Settings) -> LivenessScorer:
         box = np.array([1, 1, 2, 2], np.float32) * np.array(spec.input_size * 2, np.float32)
         return [LivenessScorer(original, spec).preprocess(image, box)]
 
-    return LivenessScorer(_session(spec, model, settings, probes), spec)
+    return LivenessScorer(_session(spec, model, settings, probes, [1]), spec)
