@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,7 +24,7 @@ from tests.conftest import Photo
 
 def _graph(settings: Settings, name: str, kind: str) -> onnx.ModelProto:
     """The pinned graph with a symbolic batch axis (the liveness graph takes any batch that way too)."""
-    spec = get_spec(name, kind)  # type: ignore[arg-type]
+    spec = get_spec(name, kind)
     model = onnx.load(str(resolve_model_file(spec, settings.model_dir)))
     _make_batch_dynamic(model, spec.dim)
     return model
@@ -134,3 +135,24 @@ def test_guard_keeps_the_original_graph_when_outputs_differ(
     # The exact rewrite passes the same guard.
     session, used = exact_session(model, original, [probe[:1], probe], lambda g: build_session(g, 1))
     assert used and rewritten_nodes(session) == 33
+
+
+def test_loader_falls_back_to_the_pinned_graph_when_the_guard_refuses(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through load_embedder: the guard at batch 1 and the engine's batch (3 here, a cache entry of
+    its own) refuses the wrong rewrite, and the embedder runs the pinned graph."""
+    from shared.models import graph_rewrite, router
+
+    def guarded_with_double(*args: Any, **kwargs: Any) -> tuple[ort.InferenceSession, bool]:
+        return graph_rewrite.exact_session(*args, **{**kwargs, "rewrite": perturbing_rewrite_double})
+
+    monkeypatch.setattr(router, "exact_session", guarded_with_double)
+    s = settings.model_copy(update={"embedding_model": "fr_feature", "ort_batch_faces_max": 3})
+    with caplog.at_level(logging.WARNING, logger="shared.models.graph_rewrite"):
+        embedder = load_embedder(s)
+    assert rewritten_nodes(embedder._session) == 0
+    assert "keeping the original graph" in caplog.text
+    faces = np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    off = load_embedder(s.model_copy(update={"ort_exact_rewrite": False}))
+    assert embedder.embed(faces).tobytes() == off.embed(faces).tobytes()
