@@ -367,6 +367,10 @@ class Settings(BaseSettings):
     # onnxruntime execution providers, in order of preference; only the CPU one is tested here.
     ort_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     ort_batch_faces_max: int = Field(default=0, ge=0)  # faces per embedder call; 0 = per provider
+    # Exact PRelu rewrite (issue #27, shared/models/graph_rewrite.py): the embedder's and the
+    # liveness model's PRelu spelled in ops onnxruntime keeps in its fast layout, in memory at load,
+    # used only when a load-time check finds the outputs bit-identical. False: the graphs as pinned.
+    ort_exact_rewrite: bool = True
     # --- review (docs/EVENTS.md, "Reviewer page") ------------------------------------------------
     # A finished verify goes to the reviewers' queue when its confidence falls in this band (around
     # the operating point, KYC_VERIFY_CONFIDENCE) or its selfie's liveness score is below the floor.

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
 
 from shared.config import Settings
 from shared.errors import ModelError
 from shared.models.detector import YuNetDetector
 from shared.models.embedder import Embedder
+from shared.models.graph_rewrite import exact_session
 from shared.models.liveness import LivenessScorer
 from shared.models.registry import ModelSpec, get_spec, resolve_model_file
-from shared.models.session import create_session
+from shared.models.session import build_session, cached_session, create_session
 
 _YUNET_OUTPUTS = {f"{k}_{s}" for s in (8, 16, 32) for k in ("cls", "obj", "bbox", "kps")}
 # An image -> vector network is a classifier (liveness: a few class logits) or an embedder (a
 # descriptor of 64+ values); nothing in between is a model we know how to drive.
 _MAX_CLASSES = 16
 _MIN_EMBEDDING_DIM = 64
+# The load-time check of the exact PRelu rewrite feeds both graphs the same pseudo-random faces.
+_PROBE_SEED = 27
 
 
 def _load(spec: ModelSpec, settings: Settings) -> onnx.ModelProto:
@@ -88,15 +94,52 @@ def _check_image_to_vector(model: onnx.ModelProto, spec: ModelSpec) -> None:
         )
 
 
+def _probe_faces(batch: int, size: tuple[int, int]) -> np.ndarray:
+    """``batch`` fixed pseudo-random BGR uint8 images of ``size`` (width, height)."""
+    return np.random.default_rng(_PROBE_SEED).integers(0, 256, (batch, size[1], size[0], 3), dtype=np.uint8)
+
+
+def _session(
+    spec: ModelSpec,
+    model: onnx.ModelProto,
+    settings: Settings,
+    probes: Callable[[ort.InferenceSession], list[np.ndarray]],
+    batches: list[int],
+) -> ort.InferenceSession:
+    """The model's session, on the exact PRelu rewrite of its graph unless that is off or refused.
+
+    ``probes`` makes the guard's inputs, one per size in ``batches``, with the wrapper's own
+    preprocessing, from a session on the original graph. The guard runs when the session is first
+    built; a session checked at other batch sizes is another cache entry.
+    """
+    threads, providers = settings.onnx_threads(), tuple(settings.ort_providers)
+
+    def build() -> ort.InferenceSession:
+        original = build_session(model.SerializeToString(), threads, providers)
+        if not settings.ort_exact_rewrite:
+            return original
+        session, _ = exact_session(
+            model, original, probes(original), lambda graph: build_session(graph, threads, providers), name=spec.name
+        )
+        return session
+
+    checked = "/".join(map(str, batches))
+    key = f"{spec.model_id}+exact-prelu@{checked}" if settings.ort_exact_rewrite else spec.model_id
+    return cached_session(key, threads, providers, build)
+
+
 def load_embedder(settings: Settings) -> Embedder:
     spec = get_spec(settings.embedding_model, "embedding", settings.model_registry_file)
     model = _load(spec, settings)
     _check_image_to_vector(model, spec)
     _make_batch_dynamic(model, spec.dim)
-    session = create_session(
-        spec.model_id, model.SerializeToString(), settings.onnx_threads(), tuple(settings.ort_providers)
-    )
-    return Embedder(session, spec, flip=settings.embed_flip)
+    # One call at a time and a full one, as the engine makes them (a flip doubles the batch).
+    batches = sorted({1, settings.ort_batch_faces() * (2 if settings.embed_flip else 1)})
+
+    def probes(original: ort.InferenceSession) -> list[np.ndarray]:
+        return [Embedder(original, spec).preprocess(_probe_faces(b, spec.input_size)) for b in batches]
+
+    return Embedder(_session(spec, model, settings, probes, batches), spec, flip=settings.embed_flip)
 
 
 def load_liveness(settings: Settings) -> LivenessScorer:
@@ -104,7 +147,11 @@ def load_liveness(settings: Settings) -> LivenessScorer:
     spec = get_spec(settings.liveness_model, "liveness", settings.model_registry_file)
     model = _load(spec, settings)
     _check_image_to_vector(model, spec)
-    session = create_session(
-        spec.model_id, model.SerializeToString(), settings.onnx_threads(), tuple(settings.ort_providers)
-    )
-    return LivenessScorer(session, spec)
+
+    def probes(original: ort.InferenceSession) -> list[np.ndarray]:
+        # The scorer runs one face per call; the probe's face box covers the middle of the image.
+        image = _probe_faces(1, (3 * spec.input_size[0], 3 * spec.input_size[1]))[0]
+        box = np.array([1, 1, 2, 2], np.float32) * np.array(spec.input_size * 2, np.float32)
+        return [LivenessScorer(original, spec).preprocess(image, box)]
+
+    return LivenessScorer(_session(spec, model, settings, probes, [1]), spec)
