@@ -117,10 +117,14 @@ def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
         # Nothing could be recorded: every message comes back after the backoff.
         log.warning("batch of %d: %s; retrying every message", len(requests), exc.message)
         return [_send_again(task, request, task.backoff_s(1), "queued") for request in requests]
+    lost = [job_id for job_id, outcome in zip(job_ids, outcomes, strict=True) if outcome.lost]
+    split_sent = not lost or send_split(lost, len(job_ids), (requests[0].delivery_info or {}).get("routing_key"))
     statuses = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.retry:
             statuses.append(_send_again(task, request, task.countdown(outcome), outcome.status))
+        elif outcome.lost and not split_sent:
+            statuses.append(REQUEUE)
         else:
             statuses.append(outcome.status)
     return statuses
@@ -184,10 +188,15 @@ class ChunkTask(JobTask):
 @app.task(name=CHUNK_TASK, base=ChunkTask, bind=True)
 def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
     """Run a chunk's jobs; per job, its status. A job that must come back later (busy, a
-    transient error) is sent again on its own, as a chunk of one, after its countdown."""
+    transient error) is sent again on its own, as a chunk of one, after its countdown; the jobs
+    of a chunk that came back after its process was lost are re-sent split (:func:`send_split`)."""
     resources = process.resources()
     outcomes = execute_many([str(j) for j in job_ids], resources, lock_ttl_s(resources.settings))
     queue = (self.request.delivery_info or {}).get("routing_key")
+    lost = [str(job_id) for job_id, outcome in zip(job_ids, outcomes, strict=True) if outcome.lost]
+    if lost and not send_split(lost, len(job_ids), queue):
+        # Give the whole chunk back: its lost jobs are queued again and run together next time.
+        raise Reject("could not publish a split chunk", requeue=True)
     for job_id, outcome in zip(job_ids, outcomes, strict=True):
         if outcome.retry:
             try:
@@ -196,6 +205,37 @@ def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
                 # The broker is down: give the whole chunk back; its finished jobs are no-ops.
                 raise Reject(f"could not publish a retry ({type(exc).__name__})", requeue=True) from None
     return [o.status for o in outcomes]
+
+
+def halves(job_ids: list[str]) -> list[list[str]]:
+    """``job_ids`` in two halves (the first the larger), or the one job alone."""
+    middle = (len(job_ids) + 1) // 2
+    return [part for part in (job_ids[:middle], job_ids[middle:]) if part]
+
+
+def send_split(lost: list[str], group: int, queue: str | None) -> bool:
+    """Re-send the jobs of a group (a chunk, a batch) that came back after its process was lost,
+    as two chunk messages of half of them each: a job that kills its process every time is
+    alone after log2(group) losses, and only then are its attempts charged (docs/OPERATIONS.md,
+    "Poison jobs"), while its neighbours run apart from it and finish.
+
+    Returns:
+        Whether every half was published (False: the broker is down).
+    """
+    parts = halves(lost)
+    try:
+        for part in parts:
+            app.send_task(CHUNK_TASK, args=[part], queue=queue)
+    except Exception as exc:  # kombu's OperationalError and the transport's own
+        log.warning("could not re-send %d lost job(s) split (%s)", len(lost), type(exc).__name__)
+        return False
+    log.warning(
+        "group of %d came back after its process was lost: %d unfinished job(s) re-sent as chunks of %s",
+        group,
+        len(lost),
+        " and ".join(str(len(p)) for p in parts),
+    )
+    return True
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
