@@ -30,7 +30,7 @@ def run(settings: Settings, max_batches: int | None = None) -> int:
     if url is None:
         raise StorageUnavailableError("no Redis: set KYC_REDIS_URL or KYC_BROKER_URL")
     producer = Producer(settings)
-    client = redis_client(url)
+    client = redis_client(url, settings)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

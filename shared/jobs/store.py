@@ -284,9 +284,11 @@ class JobStore:
         url = settings.resolved_redis_url()
         if client is None and url is None:
             raise JobError("no job store: set KYC_REDIS_URL or KYC_BROKER_URL")
-        self.redis = client if client is not None else redis_client(str(url))
+        self.redis = client if client is not None else redis_client(str(url), settings)
         self.ttl_s = settings.job_ttl_s
         self.mode = settings.result_store
+        self.wait_replicas = settings.redis_wait_replicas
+        self.wait_timeout_ms = settings.redis_wait_timeout_ms
         self.archive = ResultArchive(settings) if self.mode in ("s3", "both") else None
         self._create = self.redis.register_script(_CREATE)
         self._claim = self.redis.register_script(_CLAIM)
@@ -321,8 +323,22 @@ class JobStore:
                 job_keys = [keys.job_key(address), keys.jobs_unstarted_key(), keys.job_features_key(address)]
                 job_keys += [keys.features_jobs_key(scoped(tenant, found)) for found in held_features]
                 held = [part for pair in held_features.items() for part in pair]
-                self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), address, *held], client=pipe)
-            created = [bool(stored) for stored in execute_scripted(pipe)]
+                args: list[str | int | float] = [doc.to_json(), self.ttl_s, time.time(), address, *held]
+                if self.wait_replicas:
+                    # EVAL, not EVALSHA: a NOSCRIPT retry would run on another connection, which
+                    # the WAIT below does not cover.
+                    pipe.eval(_CREATE, len(job_keys), *job_keys, *args)
+                else:
+                    self._create(keys=job_keys, args=args, client=pipe)
+            if self.wait_replicas:
+                # On this connection, after its writes: they are on that many replicas once it returns.
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                *replies, replicated = pipe.execute()
+            else:
+                replies, replicated = execute_scripted(pipe), 0
+            created = [bool(stored) for stored in replies]
+            if int(replicated) < self.wait_replicas:
+                self._undo_unreplicated([doc for doc, new in zip(docs, created, strict=True) if new], int(replicated))
             taken = [doc.address for doc, new in zip(docs, created, strict=True) if not new]
             raws = self.redis.mget([keys.job_key(address) for address in taken]) if taken else []
         existing = dict(zip(taken, raws, strict=True))
@@ -335,6 +351,23 @@ class JobStore:
             # None: expired between the two round trips; extremely unlikely, try once more.
             results.append((found, False) if found is not None else self.create(doc))
         return results
+
+    def _undo_unreplicated(self, created: list[JobDocument], replicated: int) -> None:
+        """Refuse a submit that did not reach ``KYC_REDIS_WAIT_REPLICAS`` replicas in time: what it
+        stored is removed again (a failover could lose it), so the caller's retry submits anew.
+
+        Raises:
+            StorageUnavailableError: always.
+        """
+        for doc in created:
+            try:
+                self.discard(doc.address)
+            except StorageUnavailableError:
+                break  # the primary is gone: so is what it held alone
+        raise StorageUnavailableError(
+            f"job store: the submit reached {replicated} of {self.wait_replicas} replica(s) "
+            f"within {self.wait_timeout_ms} ms; not accepted"
+        )
 
     def discard(self, job_id: str) -> None:
         """Remove a ``queued`` document whose task could not be sent, so the id can be reused."""
