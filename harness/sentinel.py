@@ -179,6 +179,25 @@ class SentinelSet(Service):
             time.sleep(0.2)
         raise TimeoutError(f"no replica promoted within {timeout_s}s after the primary on {old_port} was lost")
 
+    def rejoin(self, port: int, timeout_s: float = 60.0) -> None:
+        """Start the lost node on ``port`` again, as a replica of the primary now (what Sentinel
+        would make of it anyway), and wait until it is in sync.
+
+        Raises:
+            TimeoutError: not in sync within ``timeout_s``.
+        """
+        primary = self.primary_port()
+        if primary is None or primary == port:
+            raise RuntimeError("no other primary to rejoin")
+        node = self.node(port)
+        node.extra_args = ["--replicaof", "127.0.0.1", str(primary)]
+        node.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._link_up(node):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the node on {port} did not sync with {primary} within {timeout_s}s")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         for proc in self._sentinels:
             proc.kill()
