@@ -7,16 +7,17 @@ Units are in the names (``_S`` seconds, ``_PX`` pixels, ``_BYTES`` bytes). Build
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import SettingsError
 from shared.schemas import QualityGate, QualityLevel
@@ -240,7 +241,7 @@ class Settings(BaseSettings):
     # Sentinels ("host:port", a JSON list or comma-separated) watching the primary named
     # redis_master_name: the broker, the job store, the gallery and the events then follow its
     # failovers. kombu's own form works too: KYC_BROKER_URL=sentinel://h1:26379;sentinel://h2:26379.
-    redis_sentinels: list[str] = Field(default_factory=list)
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
     redis_master_name: str | None = None
     # Replicas a submit waits for (Redis WAIT) before it is acknowledged: 0 = none (asynchronous
     # replication; a failover can lose the last milliseconds of submits), 1 = the jobs are on a
@@ -383,7 +384,9 @@ class Settings(BaseSettings):
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _sentinel_list(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
