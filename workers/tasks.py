@@ -177,12 +177,16 @@ class ChunkTask(JobTask):
     if its process dies, the redelivery finds the finished jobs done and runs only the others."""
 
     def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
-        # The chunk's jobs run together, so every one still running reached the limit with it.
+        # The chunk's jobs run together, so every one still running reached the limit with it,
+        # and which of them held it there is unknown: several are re-sent split, as after any
+        # lost process (Celery acknowledges this message next); one alone is failed, final.
         resources = process.resources()
-        for job_id in args[0]:
-            doc = resources.jobs.get(str(job_id))
-            if doc is not None and doc.status is JobStatus.RUNNING:
-                time_out(str(job_id), resources, limit_s)
+        running = [doc for j in args[0] if (doc := resources.jobs.get(str(j))) and doc.status is JobStatus.RUNNING]
+        queue = REGISTRY.get(running[0].kind).queue if running else None
+        if len(running) > 1 and send_split([d.address for d in running], len(args[0]), queue):
+            return
+        for doc in running:
+            time_out(doc.address, resources, limit_s)
 
 
 @app.task(name=CHUNK_TASK, base=ChunkTask, bind=True)
