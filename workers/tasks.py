@@ -174,7 +174,8 @@ JOB_TASKS = {
 class ChunkTask(JobTask):
     """Several jobs in one message (a backlog's chunk): one message consumed for all of them,
     claimed, run and finished together. The message is acknowledged after them all (late ack);
-    if its process dies, the redelivery finds the finished jobs done and runs only the others."""
+    if its process dies, the redelivery finds the finished jobs done and re-sends the others
+    split (:func:`send_split`)."""
 
     def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
         # The chunk's jobs run together, so every one still running reached the limit with it,
