@@ -1,4 +1,5 @@
-"""A poison image in a backlog's chunk of 8: reading it kills its process every time.
+"""A poison image in a backlog's chunk of 8 (or a batch of 8 messages): reading it kills its
+process every time.
 
 The chunk comes back after each loss and its unfinished jobs are re-sent split (8 -> 4 -> 2 ->
 1); only the executions that ran alone are charged an attempt. Exactly the poison job must end
@@ -12,6 +13,7 @@ imported by this worker only): it SIGKILLs its own process when asked for the ma
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import boto3
@@ -32,7 +34,9 @@ MAX_ATTEMPTS = 3
 POISON_AT = 3  # the poison's place in the chunk
 
 
+@pytest.mark.parametrize("grouping", ["chunk", "batch"])
 def test_a_poison_image_fails_alone_and_its_chunk_neighbours_succeed(
+    grouping: str,
     aof_redis: RedisServer,
     photo_bucket: S3Endpoint,
     small_photos: dict[str, bytes],
@@ -53,18 +57,28 @@ def test_a_poison_image_fails_alone_and_its_chunk_neighbours_succeed(
         KYC_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
         KYC_TASK_SOFT_TIME_LIMIT_S="40",
         KYC_TASK_TIME_LIMIT_S="45",
+        KYC_BATCH_SIZE="8" if grouping == "batch" else "1",
+        KYC_BATCH_FLUSH_MS="200",
     )
     client = redis.Redis.from_url(aof_redis.url)
     producer = producer_for(aof_redis.url, photo_bucket)
     chunk_keys = [*photo_keys[:POISON_AT], poison_key, *photo_keys[POISON_AT:]]
     try:
         with celery_worker(env, tmp_path, 2, extra_args=["-I", "tests.workers.poison_store"]) as worker:
-            docs = [producer.store("faces", {"image": ref(key)}, f"chunk-{n}")[0] for n, key in enumerate(chunk_keys)]
-            producer.send(docs)  # one message: a backlog's chunk of 8
+            docs = [
+                producer.store("faces", {"image": ref(key)}, f"{grouping}-{n}")[0] for n, key in enumerate(chunk_keys)
+            ]
+            if grouping == "chunk":
+                producer.send(docs)  # one message: a backlog's chunk of 8
+            else:
+                producer.send(docs, per_message=1)  # 8 messages, taken as one batch
             job_ids = [doc.job_id for doc in docs]
             final = wait_terminal(client, job_ids, timeout_s=240, poll_s=0.5)
+            deadline = time.monotonic() + 30
+            while not queue_is_drained(client) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            drained = queue_is_drained(client)
             log = worker.log()
-        drained = queue_is_drained(client)
     finally:
         producer.close()
 
@@ -84,7 +98,11 @@ def test_a_poison_image_fails_alone_and_its_chunk_neighbours_succeed(
         if n != POISON_AT:
             assert final[job_id].result == expected[chunk_keys[n]], job_id
             assert final[job_id].attempts == 1, (job_id, final[job_id].attempts)  # the group losses were not charged
-    # 8 -> 4 -> 2 -> 1: three groups lost with the poison, then it alone, once per attempt.
-    assert [int(group) for group, _ in splits] == [8, 4, 2]
-    assert losses == 3 + MAX_ATTEMPTS
+    if grouping == "chunk":
+        # 8 -> 4 -> 2 -> 1: three groups lost with the poison, then it alone, once per attempt.
+        assert [int(group) for group, _ in splits] == [8, 4, 2]
+        assert losses == 3 + MAX_ATTEMPTS
+    else:
+        # A batch is whatever the consumer buffered: at most 8, halved on each loss after the first.
+        assert splits and 1 <= losses - MAX_ATTEMPTS <= 4, (losses, splits)
     assert drained, "messages left on the broker after every job finished"
