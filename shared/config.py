@@ -399,6 +399,9 @@ class Settings(BaseSettings):
             host, _, port = entry.rpartition(":")
             if not host or not port.isdigit():
                 raise SettingsError(f"KYC_REDIS_SENTINELS: {entry!r} is not host:port")
+        if self.redis_sentinels and not self.broker_url:
+            # The Sentinels alone name the broker: every check of KYC_BROKER_URL then sees it.
+            self.broker_url = self.resolved_broker_url()
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

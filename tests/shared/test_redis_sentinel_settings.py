@@ -41,6 +41,12 @@ def test_sentinels_from_the_environment_become_kombus_url(monkeypatch: pytest.Mo
     assert client.connection_pool.service_name == "kyc"  # type: ignore[attr-defined]
 
 
+def test_sentinels_alone_name_the_broker() -> None:
+    settings = Settings(redis_sentinels=["10.0.0.1:26379", "10.0.0.2:26379"], redis_master_name="kyc")
+    assert settings.broker_url == "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379"
+    assert settings.resolved_redis_url() == settings.broker_url
+
+
 def test_plain_redis_is_unchanged() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:6379/0")
     assert settings.resolved_broker_url() == "redis://127.0.0.1:6379/0"
