@@ -227,7 +227,7 @@ def _metrics_route(app: FastAPI, settings: Settings) -> ApiMetrics:
 
     Unauthenticated, like /healthz, so a scraper needs no API key: it carries counts only.
     """
-    found = ApiMetrics(redis_client(settings.broker_url) if settings.broker_url else None, QUEUES)
+    found = ApiMetrics(redis_client(settings.broker_url, settings) if settings.broker_url else None, QUEUES)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

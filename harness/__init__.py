@@ -1,6 +1,7 @@
 """Private services on loopback for the tests and the benchmarks: one copy of the harness.
 
-Free ports, a private ``redis-server`` (AOF optional, hard kill and restart), moto's standalone
+Free ports, a private ``redis-server`` (AOF optional, hard kill and restart), a Sentinel-managed
+set of them (primary, replica, three Sentinels; failover on a kill), moto's standalone
 S3 server, and ``celery -A workers worker`` subprocesses in their own process group.
 
 Why a top-level package of its own: ``bench/`` must not import ``tests/`` (that would drag in
@@ -15,6 +16,7 @@ from harness.net import free_port, wait_port
 from harness.processes import stop_process_group
 from harness.redis_server import RedisServer
 from harness.s3 import AWS_TEST_CREDENTIALS, MotoS3, S3Endpoint
+from harness.sentinel import SentinelSet
 from harness.worker import ROOT, TEST_FEATURES_KEY, CeleryWorker, worker_env
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "MotoS3",
     "RedisServer",
     "S3Endpoint",
+    "SentinelSet",
     "free_port",
     "stop_process_group",
     "wait_port",

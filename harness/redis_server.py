@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,7 @@ class RedisServer(Service):
         appendfsync: ``always`` makes every acknowledged write survive a SIGKILL; ``everysec``
             is Redis's production default.
         databases: how many numbered databases (``SELECT n``) the server has.
+        extra_args: more ``redis-server`` options (``--replicaof 127.0.0.1 <port>``).
     """
 
     def __init__(
@@ -30,12 +32,14 @@ class RedisServer(Service):
         appendonly: bool = False,
         appendfsync: Literal["always", "everysec", "no"] = "always",
         databases: int = 16,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.databases = databases
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +64,7 @@ class RedisServer(Service):
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
             "--databases", str(self.databases), "--maxmemory-policy", "noeviction", "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

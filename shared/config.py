@@ -7,16 +7,17 @@ Units are in the names (``_S`` seconds, ``_PX`` pixels, ``_BYTES`` bytes). Build
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import SettingsError
 from shared.schemas import QualityGate, QualityLevel
@@ -44,6 +45,8 @@ _URL_FIELDS = {"broker_url", "redis_url", "s3_endpoint_url"}
 
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for logs and reprs)."""
+    if ";" in url:  # kombu's list of Sentinels, sentinel://...;sentinel://...
+        return ";".join(redact_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -234,6 +237,18 @@ class Settings(BaseSettings):
     # Labelled photos (a labels.csv of file,identity,faces_expected) for `kycface sample-manifest`.
     sample_faces_dir: Path | None = Field(default_factory=_default_sample_faces_dir)
 
+    # --- Redis failover (Sentinel; docs/OPERATIONS.md, "Redis failover") ------------------------
+    # Sentinels ("host:port", a JSON list or comma-separated) watching the primary named
+    # redis_master_name: the broker, the job store, the gallery and the events then follow its
+    # failovers. kombu's own form works too: KYC_BROKER_URL=sentinel://h1:26379;sentinel://h2:26379.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_master_name: str | None = None
+    # Replicas a submit waits for (Redis WAIT) before it is acknowledged: 0 = none (asynchronous
+    # replication; a failover can lose the last milliseconds of submits), 1 = the jobs are on a
+    # replica too. A submit not replicated within redis_wait_timeout_ms is refused (503), undone.
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1)
+
     # --- api ----------------------------------------------------------------------------------
     api_max_body_bytes: int = 64 * 1024
 
@@ -410,6 +425,29 @@ class Settings(BaseSettings):
             raise SettingsError("; ".join(problems))
         return data
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_sentinel_set(self) -> Settings:
+        broker_names_sentinels = (self.broker_url or "").startswith("sentinel://")
+        if (self.redis_sentinels or broker_names_sentinels) and not self.redis_master_name:
+            raise SettingsError("KYC_REDIS_SENTINELS (or a sentinel:// broker URL) needs KYC_REDIS_MASTER_NAME")
+        for entry in self.redis_sentinels:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"KYC_REDIS_SENTINELS: {entry!r} is not host:port")
+        if self.redis_sentinels and not self.broker_url:
+            # The Sentinels alone name the broker: every check of KYC_BROKER_URL then sees it.
+            self.broker_url = self.resolved_broker_url()
+        return self
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A Redis or S3 URL may carry a password (user:password@host): never print it.
         for name, value in super().__repr_args__():
@@ -421,7 +459,17 @@ class Settings(BaseSettings):
         return self.quality_high if level is QualityLevel.HIGH else gates.get(level)
 
     def resolved_redis_url(self) -> str | None:
-        return self.redis_url or self.broker_url
+        return self.redis_url or self.resolved_broker_url()
+
+    def resolved_broker_url(self) -> str | None:
+        """The broker URL Celery is given: with ``KYC_REDIS_SENTINELS``, kombu's sentinel:// list
+        (keeping the database of ``KYC_BROKER_URL``, if one is set)."""
+        if not self.redis_sentinels or (self.broker_url or "").startswith("sentinel://"):
+            return self.broker_url
+        given = urlsplit(self.broker_url or "")
+        auth = given.netloc.rpartition("@")[0] + "@" if "@" in given.netloc else ""
+        path = given.path if given.path != "/" else ""
+        return ";".join(f"sentinel://{auth}{entry}" for entry in self.redis_sentinels) + path
 
     def allowed_buckets(self) -> set[str]:
         return set(self.s3_allowed_buckets) | {self.s3_bucket}

@@ -135,6 +135,12 @@ class TimeLimitExceeded(KYCFaceError):
     would hit the same wall again. The document's message says which limit."""
 
 
+class WorkerLost(KYCFaceError):
+    """The process running the job was lost mid-run (SIGKILL, the OOM killer, a crash in native
+    code): recorded on the job, which runs again, and quoted by its dead letter. The message
+    names the image references the job was reading, never the images."""
+
+
 class MaxAttemptsExceeded(KYCFaceError):
     """The job was started ``KYC_MAX_ATTEMPTS`` times without finishing (worker lost, time limit,
     storage down): the dead letter, so a job that kills its worker cannot loop forever."""

@@ -18,7 +18,10 @@ def job_key(job_id: str) -> str:
 
 
 def job_attempts_key(job_id: str) -> str:
-    """How many times a worker started the job (INCR). The broker keeps no redelivery count."""
+    """The attempts charged to the job: how many times a worker started it, less the starts of a
+    group (a chunk, a batch) that lost its process, which are not charged (docs/OPERATIONS.md,
+    "Poison jobs"). ``"2"``, or ``"2/8"`` while the last start runs with 8 jobs. The broker keeps no
+    redelivery count."""
     return JOB_ATTEMPTS_PREFIX + job_id
 
 

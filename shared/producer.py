@@ -30,7 +30,7 @@ from shared.jobs.owner import holder_is_dead
 from shared.jobs.registry import CHUNK_TASK, QUEUES
 from shared.jobs.store import dead_letter
 from shared.storage import store_for
-from shared.storage.redis_client import redis_client
+from shared.storage.redis_client import broker_transport_options, redis_client
 from shared.storage.refs import Ref
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
@@ -89,13 +89,18 @@ def _task_ids(raw: Iterable[bytes | str], wrapped: bool = False) -> list[str]:
     return ids
 
 
-def _sender(broker_url: str) -> Celery:
+def _sender(settings: Settings) -> Celery:
     """A Celery app used only to publish messages; it never runs tasks."""
-    app = Celery("kyc-producer", broker=broker_url, set_as_current=False)
+    app = Celery("kyc-producer", broker=settings.resolved_broker_url(), set_as_current=False)
     app.conf.update(
         **celery_config(),
         # Fail a submit fast when the broker is down rather than blocking the caller's request.
-        broker_transport_options={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
+        broker_transport_options={
+            "max_retries": 3,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            **broker_transport_options(settings),
+        },
     )
     return app
 
@@ -113,11 +118,11 @@ class Producer:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        if not self.settings.broker_url:
+        if not self.settings.resolved_broker_url():
             raise JobError("no broker: set KYC_BROKER_URL (or use the embedded backlog)")
         self.jobs = JobStore(self.settings)
         self.images = store_for(self.settings)
-        self.app = _sender(self.settings.broker_url)
+        self.app = _sender(self.settings)
         self._broker: redis.Redis | None = None  # the broker's Redis, for the sweeper's peeks
 
     def submit(
@@ -322,7 +327,7 @@ class Producer:
 
     def _broker_client(self) -> redis.Redis:
         if self._broker is None:
-            self._broker = redis_client(str(self.settings.broker_url))
+            self._broker = redis_client(str(self.settings.resolved_broker_url()), self.settings)
         return self._broker
 
     def _reserved(self) -> set[str]:

@@ -11,6 +11,7 @@ from celery import Celery
 from shared.config import Settings, get_settings
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE
 from shared.producer import celery_config
+from shared.storage.redis_client import broker_transport_options
 from workers import broker, gallery_schedule
 from workers.policy import KYCTask
 
@@ -44,7 +45,7 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app on ``KYC_BROKER_URL`` with the tasks of ``workers.tasks``."""
     app = Celery(
         "kycdeepface",
-        broker=settings.broker_url,
+        broker=settings.resolved_broker_url(),
         include=[
             "workers.tasks",
             "workers.gallery_tasks",
@@ -63,7 +64,7 @@ def create_app(settings: Settings) -> Celery:
     app.conf.update(
         **shared_config,
         # kombu's Redis transport, with a lost-connection crash worked around (see workers.broker).
-        broker_transport=broker.transport_for(settings.broker_url),
+        broker_transport=broker.transport_for(settings.resolved_broker_url()),
         # Job documents are the results; Celery's result backend would be a second copy.
         task_ignore_result=True,
         # Acknowledge after the job, and give the message back if the process dies mid-job.
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> Celery:
             # default of every 10th interval (100 s).
             "unacked_restore_interval": settings.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,
+            # A Sentinel-managed primary (KYC_REDIS_SENTINELS): its name, and how long a Sentinel may take.
+            **broker_transport_options(settings),
         },
         task_default_queue=HEAVY_QUEUE,
         task_routes=routes,

@@ -54,8 +54,19 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same channel on a Sentinel-managed primary: a failover loses the connection too."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 def transport_for(broker_url: str | None) -> str | None:
-    """Celery's ``broker_transport`` for this URL: ours for plain Redis, else kombu's choice."""
+    """Celery's ``broker_transport`` for this URL: ours for plain Redis and for Sentinel
+    (``sentinel://``), else kombu's choice."""
     if broker_url and broker_url.startswith(("redis://", "rediss://")):
         return "workers.broker:Transport"
+    if broker_url and broker_url.startswith("sentinel://"):
+        return "workers.broker:SentinelTransport"
     return None

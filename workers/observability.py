@@ -34,7 +34,7 @@ def _serve(**_: Any) -> None:
     settings = process.settings()
     if settings.metrics_port is None or not settings.broker_url:
         return
-    metrics.serve_worker(settings, redis_client(settings.broker_url), QUEUES)
+    metrics.serve_worker(settings, redis_client(settings.broker_url, settings), QUEUES)
     log.info("metrics on port %d", settings.metrics_port)
 
 

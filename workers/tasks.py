@@ -117,10 +117,14 @@ def run_batch(task: BatchJobTask, requests: list[SimpleRequest]) -> list[str]:
         # Nothing could be recorded: every message comes back after the backoff.
         log.warning("batch of %d: %s; retrying every message", len(requests), exc.message)
         return [_send_again(task, request, task.backoff_s(1), "queued") for request in requests]
+    lost = [job_id for job_id, outcome in zip(job_ids, outcomes, strict=True) if outcome.lost]
+    split_sent = not lost or send_split(lost, len(job_ids), (requests[0].delivery_info or {}).get("routing_key"))
     statuses = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.retry:
             statuses.append(_send_again(task, request, task.countdown(outcome), outcome.status))
+        elif outcome.lost and not split_sent:
+            statuses.append(REQUEUE)
         else:
             statuses.append(outcome.status)
     return statuses
@@ -170,24 +174,34 @@ JOB_TASKS = {
 class ChunkTask(JobTask):
     """Several jobs in one message (a backlog's chunk): one message consumed for all of them,
     claimed, run and finished together. The message is acknowledged after them all (late ack);
-    if its process dies, the redelivery finds the finished jobs done and runs only the others."""
+    if its process dies, the redelivery finds the finished jobs done and re-sends the others
+    split (:func:`send_split`)."""
 
     def on_hard_time_limit(self, args: Any, limit_s: float) -> None:
-        # The chunk's jobs run together, so every one still running reached the limit with it.
+        # The chunk's jobs run together, so every one still running reached the limit with it,
+        # and which of them held it there is unknown: several are re-sent split, as after any
+        # lost process (Celery acknowledges this message next); one alone is failed, final.
         resources = process.resources()
-        for job_id in args[0]:
-            doc = resources.jobs.get(str(job_id))
-            if doc is not None and doc.status is JobStatus.RUNNING:
-                time_out(str(job_id), resources, limit_s)
+        running = [doc for j in args[0] if (doc := resources.jobs.get(str(j))) and doc.status is JobStatus.RUNNING]
+        queue = REGISTRY.get(running[0].kind).queue if running else None
+        if len(running) > 1 and send_split([d.address for d in running], len(args[0]), queue):
+            return
+        for doc in running:
+            time_out(doc.address, resources, limit_s)
 
 
 @app.task(name=CHUNK_TASK, base=ChunkTask, bind=True)
 def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
     """Run a chunk's jobs; per job, its status. A job that must come back later (busy, a
-    transient error) is sent again on its own, as a chunk of one, after its countdown."""
+    transient error) is sent again on its own, as a chunk of one, after its countdown; the jobs
+    of a chunk that came back after its process was lost are re-sent split (:func:`send_split`)."""
     resources = process.resources()
     outcomes = execute_many([str(j) for j in job_ids], resources, lock_ttl_s(resources.settings))
     queue = (self.request.delivery_info or {}).get("routing_key")
+    lost = [str(job_id) for job_id, outcome in zip(job_ids, outcomes, strict=True) if outcome.lost]
+    if lost and not send_split(lost, len(job_ids), queue):
+        # Give the whole chunk back: its lost jobs are queued again and run together next time.
+        raise Reject("could not publish a split chunk", requeue=True)
     for job_id, outcome in zip(job_ids, outcomes, strict=True):
         if outcome.retry:
             try:
@@ -196,6 +210,37 @@ def run_chunk(self: ChunkTask, job_ids: list[str]) -> list[str]:
                 # The broker is down: give the whole chunk back; its finished jobs are no-ops.
                 raise Reject(f"could not publish a retry ({type(exc).__name__})", requeue=True) from None
     return [o.status for o in outcomes]
+
+
+def halves(job_ids: list[str]) -> list[list[str]]:
+    """``job_ids`` in two halves (the first the larger), or the one job alone."""
+    middle = (len(job_ids) + 1) // 2
+    return [part for part in (job_ids[:middle], job_ids[middle:]) if part]
+
+
+def send_split(lost: list[str], group: int, queue: str | None) -> bool:
+    """Re-send the jobs of a group (a chunk, a batch) that came back after its process was lost,
+    as two chunk messages of half of them each: a job that kills its process every time is
+    alone after log2(group) losses, and only then are its attempts charged (docs/OPERATIONS.md,
+    "Poison jobs"), while its neighbours run apart from it and finish.
+
+    Returns:
+        Whether every half was published (False: the broker is down).
+    """
+    parts = halves(lost)
+    try:
+        for part in parts:
+            app.send_task(CHUNK_TASK, args=[part], queue=queue)
+    except Exception as exc:  # kombu's OperationalError and the transport's own
+        log.warning("could not re-send %d lost job(s) split (%s)", len(lost), type(exc).__name__)
+        return False
+    log.warning(
+        "group of %d came back after its process was lost: %d unfinished job(s) re-sent as chunks of %s",
+        group,
+        len(lost),
+        " and ".join(str(len(p)) for p in parts),
+    )
+    return True
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

@@ -33,7 +33,7 @@ def run(settings: Settings, max_batches: int | None = None) -> int:
         raise StorageUnavailableError("no Redis: set KYC_REDIS_URL or KYC_BROKER_URL")
     features.require_key(settings, "events")
     producer = Producer(settings)
-    client = redis_client(url)
+    client = redis_client(url, settings)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -46,7 +46,7 @@ def open_store(gallery: str, settings: Settings, client: Redis | None = None) ->
         from shared.storage.redis_client import redis_client
 
         return RedisGalleryStore(
-            redis_client(str(settings.resolved_redis_url())), gallery, log_max, cipher_for(gallery)
+            redis_client(str(settings.resolved_redis_url()), settings), gallery, log_max, cipher_for(gallery)
         )
     return FileGalleryStore(settings.gallery_file_dir, gallery, log_max)
 
@@ -68,7 +68,7 @@ def gallery_exists(gallery: str, settings: Settings, client: Redis | None = None
         return any(FileGalleryStore.path_for(settings.gallery_file_dir, name).exists() for name in names)
     from shared.storage.redis_client import redis_client
 
-    asked = client if client is not None else redis_client(str(settings.resolved_redis_url()))
+    asked = client if client is not None else redis_client(str(settings.resolved_redis_url()), settings)
     try:
         with unavailable():
             # The meta hash holds the model binding from the first enrolment until a drop.
@@ -92,7 +92,7 @@ def gallery_names(settings: Settings, prefix: str = "", client: Redis | None = N
         if client is None:
             from shared.storage.redis_client import redis_client
 
-            client = redis_client(str(url))
+            client = redis_client(str(url), settings)
         head, suffix = keys.gallery_meta_key("\0").split("\0")
         try:
             for key in client.scan_iter(match=keys.gallery_meta_key(prefix + "*"), count=1000):

@@ -105,7 +105,7 @@ class Resources:
                 url = self.settings.resolved_redis_url()
                 if url is None:
                     raise StorageUnavailableError("no Redis: set KYC_REDIS_URL (or KYC_BROKER_URL)")
-                self._redis = redis_client(url)
+                self._redis = redis_client(url, self.settings)
             return self._redis
 
     @property

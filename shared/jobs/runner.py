@@ -173,12 +173,16 @@ class Outcome:
             busy job), else after the worker's backoff for ``attempt`` (a transient error).
         retry_in_s: see ``retry``.
         attempt: the attempt that ended.
+        lost: the job's last execution ran in a group (a chunk, a batch) that lost its process;
+            it was put back ``queued``, uncharged, and the caller must re-send it split from
+            the others (docs/OPERATIONS.md, "Poison jobs").
     """
 
     status: str
     retry: bool = False
     retry_in_s: float | None = None
     attempt: int = 0
+    lost: bool = False
 
 
 def execute(job_id: str, resources: Resources, lock_ttl_s: float) -> Outcome:
@@ -247,7 +251,8 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
     """:func:`execute` for a batch of messages: one pipelined claim, the claimed jobs run
     together (:func:`complete_many`), one pipelined finish. Each job still ends with exactly one
     terminal document; a job that cannot be claimed (busy, done, missing) is answered as
-    :func:`execute` answers it.
+    :func:`execute` answers it, and one whose last group lost its process is not run but
+    answered :attr:`Outcome.lost`, for the caller to re-send split.
 
     Returns:
         One :class:`Outcome` per id, in order.
@@ -305,6 +310,11 @@ def execute_many(job_ids: list[str], resources: Resources, lock_ttl_s: float) ->
 
 def _unclaimed(job_id: str, claim: Claim, resources: Resources) -> Outcome:
     """The outcome of a message whose job this execution did not claim."""
+    if claim.outcome is ClaimOutcome.LOST and claim.doc is not None:
+        log.warning(
+            "job %s: %s; re-sent apart from its group", job_id, claim.doc.error.message if claim.doc.error else ""
+        )
+        return Outcome(claim.doc.status.value, attempt=claim.doc.attempts, lost=True)
     if claim.outcome is ClaimOutcome.MISSING:
         log.warning("job %s: no document (expired or never submitted); dropped", job_id)
         return Outcome("missing")

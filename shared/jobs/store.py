@@ -20,10 +20,12 @@ from redis.client import Pipeline
 
 from shared import features, keys
 from shared.config import Settings
-from shared.errors import FeaturesError, JobError, MaxAttemptsExceeded, StorageUnavailableError
+from shared.errors import FeaturesError, JobError, MaxAttemptsExceeded, StorageUnavailableError, WorkerLost
 from shared.jobs.archive import ResultArchive
+from shared.jobs.inputs import InputType
 from shared.jobs.model import JobDocument, JobFailure, JobStatus
 from shared.jobs.owner import holder_is_dead
+from shared.jobs.registry import REGISTRY
 from shared.storage.redis_client import execute_scripted, redis_client
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
@@ -37,6 +39,9 @@ class ClaimOutcome(str, Enum):
     DONE = "done"  # already terminal: a redelivery, nothing to do
     BUSY = "busy"  # another execution holds the run lock: look again later
     EXHAUSTED = "exhausted"  # past max attempts: the claim wrote the dead-letter document
+    # Its last execution ran in a group (a chunk, a batch) and lost its process; claimed in a group
+    # again, it was put back ``queued`` uncharged instead: the caller re-sends it split.
+    LOST = "lost"
 
 
 class Claim(NamedTuple):
@@ -71,8 +76,8 @@ def _maybe_terminal(raw: bytes | str) -> bool:
 
 
 def _read_for_claim(pipe: Pipeline, job_id: str) -> None:
-    """Queue the reads a claim decides on: document, lock holder and attempt count, the lock's
-    TTL, and the probes held beside the document."""
+    """Queue the reads a claim decides on: document, lock holder and attempt record (see
+    :func:`shared.keys.job_attempts_key`), the lock's TTL, and the probes held beside the document."""
     pipe.mget(keys.job_key(job_id), keys.job_lock_key(job_id), keys.job_attempts_key(job_id))
     pipe.pttl(keys.job_lock_key(job_id))
     pipe.hgetall(keys.job_features_key(job_id))
@@ -104,6 +109,35 @@ def dead_letter(doc: JobDocument, max_attempts: int) -> JobDocument:
     return doc.failed(JobFailure.from_exception(why))
 
 
+def _images_of(doc: JobDocument) -> str:
+    """The image references a job reads (never the images), for operators to find a poison one."""
+    types = REGISTRY.get(doc.kind).fields() if doc.kind in REGISTRY.names() else {}
+    found = [
+        value
+        for name, value in sorted(doc.inputs.items())
+        if types.get(name) in (InputType.REF, InputType.PROBE) and not features.is_digest(value)
+    ]
+    return ", ".join(found) if found else "none"
+
+
+def worker_lost(doc: JobDocument, group: int) -> JobFailure:
+    """The record of an execution that lost its process (SIGKILL, the OOM killer, a crash in
+    native code) while running ``doc``, naming the images it was reading."""
+    company = f" with {group - 1} other job{'' if group == 2 else 's'}" if group > 1 else " alone"
+    why = WorkerLost(f"its process was lost while running it{company} (image {_images_of(doc)})")
+    return JobFailure.from_exception(why)
+
+
+def _attempt_record(raw: bytes | str | None) -> tuple[int, int]:
+    """``(attempts charged, jobs the last execution ran with)`` from the attempt key's value."""
+    charged, _, group = _text(raw or b"0").partition("/")
+    return int(charged or 0), int(group or 1)
+
+
+def _attempt_value(charged: int, group: int) -> str:
+    return f"{charged}/{group}" if group > 1 else str(charged)
+
+
 # SET NX the document and, only if it was new, remember the job as not yet sent: one atomic step,
 # so no crash can leave a stored job that the sweeper does not know about.
 # The job's held features (digest, features pairs from ARGV[5]) in the same step, each indexed by
@@ -126,12 +160,15 @@ return 0
 """
 
 
-# Start an execution (JobStore.claim), if the job's document, lock holder and attempt count are
-# still what the caller read (their SHA-1, the holder, the count: ARGV[1-3], '' for none): an
+# Start an execution (JobStore.claim), if the job's document, lock holder and attempt record are
+# still what the caller read (their SHA-1, the holder, the record: ARGV[1-3], '' for none): an
 # optimistic transaction in one round trip, where WATCH/MULTI takes three. 0 when any changed (read
-# again). KEYS: document, lock, attempts, unstarted set, running set. An empty ARGV[9] (past the
-# attempts) only counts the attempt and drops the job from the unstarted set, as the dead letter
-# follows; else the job enters the running set at its lock's expiry (ARGV[10]), for the sweeper.
+# again). KEYS: document, lock, attempts, unstarted set, running set. ARGV[5] is the new attempt
+# record; an empty ARGV[9] (past the attempts) only writes it and drops the job from the unstarted
+# set, as the dead letter follows; else the job enters the running set at its lock's expiry
+# (ARGV[10]), for the sweeper. An empty token (ARGV[7]) writes the document and releases the lock
+# instead of taking it: a job put back ``queued`` after its group lost its process
+# (ClaimOutcome.LOST), which leaves the running set.
 _CLAIM = """
 local raw = redis.call('GET', KEYS[1])
 if not raw or redis.sha1hex(raw) ~= ARGV[1] then return 0 end
@@ -140,9 +177,14 @@ if (redis.call('GET', KEYS[3]) or '') ~= ARGV[3] then return 0 end
 redis.call('ZREM', KEYS[4], ARGV[4])
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
 if ARGV[9] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[8])
+  if ARGV[7] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[8])
+    redis.call('ZADD', KEYS[5], ARGV[10], ARGV[4])
+  else
+    redis.call('DEL', KEYS[2])
+    redis.call('ZREM', KEYS[5], ARGV[4])
+  end
   redis.call('SET', KEYS[1], ARGV[9], 'KEEPTTL')
-  redis.call('ZADD', KEYS[5], ARGV[10], ARGV[4])
 end
 return 1
 """
@@ -247,9 +289,11 @@ class JobStore:
         url = settings.resolved_redis_url()
         if client is None and url is None:
             raise JobError("no job store: set KYC_REDIS_URL or KYC_BROKER_URL")
-        self.redis = client if client is not None else redis_client(str(url))
+        self.redis = client if client is not None else redis_client(str(url), settings)
         self.ttl_s = settings.job_ttl_s
         self.mode = settings.result_store
+        self.wait_replicas = settings.redis_wait_replicas
+        self.wait_timeout_ms = settings.redis_wait_timeout_ms
         self.archive = ResultArchive(settings) if self.mode in ("s3", "both") else None
         self._create = self.redis.register_script(_CREATE)
         self._claim = self.redis.register_script(_CLAIM)
@@ -284,8 +328,22 @@ class JobStore:
                 job_keys = [keys.job_key(address), keys.jobs_unstarted_key(), keys.job_features_key(address)]
                 job_keys += [keys.features_jobs_key(scoped(tenant, found)) for found in held_features]
                 held = [part for pair in held_features.items() for part in pair]
-                self._create(keys=job_keys, args=[doc.to_json(), self.ttl_s, time.time(), address, *held], client=pipe)
-            created = [bool(stored) for stored in execute_scripted(pipe)]
+                args: list[str | int | float] = [doc.to_json(), self.ttl_s, time.time(), address, *held]
+                if self.wait_replicas:
+                    # EVAL, not EVALSHA: a NOSCRIPT retry would run on another connection, which
+                    # the WAIT below does not cover.
+                    pipe.eval(_CREATE, len(job_keys), *job_keys, *args)
+                else:
+                    self._create(keys=job_keys, args=args, client=pipe)
+            if self.wait_replicas:
+                # On this connection, after its writes: they are on that many replicas once it returns.
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                *replies, replicated = pipe.execute()
+            else:
+                replies, replicated = execute_scripted(pipe), 0
+            created = [bool(stored) for stored in replies]
+            if int(replicated) < self.wait_replicas:
+                self._undo_unreplicated([doc for doc, new in zip(docs, created, strict=True) if new], int(replicated))
             taken = [doc.address for doc, new in zip(docs, created, strict=True) if not new]
             raws = self.redis.mget([keys.job_key(address) for address in taken]) if taken else []
         existing = dict(zip(taken, raws, strict=True))
@@ -298,6 +356,23 @@ class JobStore:
             # None: expired between the two round trips; extremely unlikely, try once more.
             results.append((found, False) if found is not None else self.create(doc))
         return results
+
+    def _undo_unreplicated(self, created: list[JobDocument], replicated: int) -> None:
+        """Refuse a submit that did not reach ``KYC_REDIS_WAIT_REPLICAS`` replicas in time: what it
+        stored is removed again (a failover could lose it), so the caller's retry submits anew.
+
+        Raises:
+            StorageUnavailableError: always.
+        """
+        for doc in created:
+            try:
+                self.discard(doc.address)
+            except StorageUnavailableError:
+                break  # the primary is gone: so is what it held alone
+        raise StorageUnavailableError(
+            f"job store: the submit reached {replicated} of {self.wait_replicas} replica(s) "
+            f"within {self.wait_timeout_ms} ms; not accepted"
+        )
 
     def discard(self, job_id: str) -> None:
         """Remove a ``queued`` document whose task could not be sent, so the id can be reused."""
@@ -429,8 +504,9 @@ class JobStore:
         return [raw is not None and JobDocument.from_json(raw).status.terminal for raw in raws]
 
     def attempts(self, job_id: str) -> int:
+        """The attempts charged to the job so far (see :meth:`claim`)."""
         with _redis_errors():
-            return int(self.redis.get(keys.job_attempts_key(job_id)) or 0)
+            return _attempt_record(self.redis.get(keys.job_attempts_key(job_id)))[0]
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None where ``CONFIG`` is not allowed (managed Redis)."""
@@ -498,7 +574,7 @@ class JobStore:
 
     # -- worker side ----------------------------------------------------------------------------
 
-    def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int) -> Claim:
+    def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int, group: int = 1) -> Claim:
         """Start an execution: take the run lock, count the attempt, mark the job ``running``.
 
         Args:
@@ -507,12 +583,17 @@ class JobStore:
                 holder may release the lock.
             lock_ttl_s: how long the lock outlives a crashed holder (past the hard time limit).
             max_attempts: attempts past this one are refused and the job is dead-lettered.
+            group: how many jobs this execution runs together (a chunk's, a batch's). The attempt
+                of a group execution that loses its process is not charged (docs/OPERATIONS.md,
+                "Poison jobs"): claimed in a group again, such a job is answered ``LOST`` (put back
+                ``queued``, for the caller to re-send split); claimed alone, it is charged only
+                this attempt.
         """
         with _redis_errors():
             while True:
                 pipe = self.redis.pipeline(transaction=False)
                 _read_for_claim(pipe, job_id)
-                step = self._claim_step(job_id, pipe.execute(), token, lock_ttl_s, max_attempts)
+                step = self._claim_step(job_id, pipe.execute(), token, lock_ttl_s, max_attempts, group)
                 claim = step if isinstance(step, Claim) else step.settle(self._claim(keys=step.keys, args=step.args))
                 if claim is not None:
                     return self._dead_lettered(job_id, claim, max_attempts)
@@ -521,20 +602,22 @@ class JobStore:
         """:meth:`claim` for a batch, in two pipelined round trips: every job's reads, then every
         claimable job's compare-and-set (:data:`_CLAIM`). A job that changed between the two
         (another execution of it) is claimed again on its own, so the answers are those of
-        :meth:`claim` in every case.
+        :meth:`claim` in every case. The jobs are claimed as one group (their number of
+        distinct ids): a job whose last group execution was lost is answered ``LOST``.
 
         Returns:
             One :class:`Claim` per id, in order.
         """
-        if len(set(job_ids)) != len(job_ids) or len(job_ids) < 2:
-            return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+        group = len(set(job_ids))
+        if group != len(job_ids) or len(job_ids) < 2:
+            return [self.claim(i, token, lock_ttl_s, max_attempts, group) for i in job_ids]
         with _redis_errors():
             reads = self.redis.pipeline(transaction=False)
             for job_id in job_ids:
                 _read_for_claim(reads, job_id)
             replies = reads.execute()
             steps = [
-                self._claim_step(job_id, replies[3 * n : 3 * n + 3], token, lock_ttl_s, max_attempts)
+                self._claim_step(job_id, replies[3 * n : 3 * n + 3], token, lock_ttl_s, max_attempts, group)
                 for n, job_id in enumerate(job_ids)
             ]
             writes = [step for step in steps if isinstance(step, _ClaimWrite)]
@@ -549,16 +632,17 @@ class JobStore:
         return [
             self._dead_lettered(job_id, c, max_attempts)
             if c is not None
-            else self.claim(job_id, token, lock_ttl_s, max_attempts)
+            else self.claim(job_id, token, lock_ttl_s, max_attempts, group)
             for job_id, c in zip(job_ids, claims, strict=True)
         ]
 
     def _claim_step(
-        self, job_id: str, read: list[Any], token: str, lock_ttl_s: float, max_attempts: int
+        self, job_id: str, read: list[Any], token: str, lock_ttl_s: float, max_attempts: int, group: int = 1
     ) -> Claim | _ClaimWrite:
         """Decide a claim from what :func:`_read_for_claim` read: an answer already (missing,
-        done, busy), or the compare-and-set that starts the job if nothing changed meanwhile."""
-        (raw, holder, count), held_ms, held_features = read
+        done, busy), or the compare-and-set that starts the job (or, ``LOST``, puts it back) if
+        nothing changed meanwhile."""
+        (raw, holder, record), held_ms, held_features = read
         if raw is None:
             return Claim(ClaimOutcome.MISSING)
         doc = JobDocument.from_json(raw)
@@ -566,12 +650,30 @@ class JobStore:
             return Claim(ClaimOutcome.DONE, doc)
         if holder is not None and not holder_is_dead(holder):
             return Claim(ClaimOutcome.BUSY, doc, max(int(held_ms), 1000) / 1000)
-        attempts = int(count or 0) + 1
-        running = (
-            None
-            if attempts > max_attempts
-            else doc.running(attempts).with_features({_text(k): _text(v) for k, v in held_features.items()})
-        )
+        charged, last_group = _attempt_record(record)
+        # Running, with no live holder: the last execution lost its process mid-run.
+        lost = doc.status is JobStatus.RUNNING
+        if lost:
+            if last_group > 1:
+                charged -= 1  # a group's loss is not charged to each of its jobs: bisect instead
+            doc = doc.model_copy(update={"error": worker_lost(doc, last_group)})
+        if lost and last_group > 1 and group > 1:
+            next_doc: JobDocument | None = doc.model_copy(update={"status": JobStatus.QUEUED, "attempts": charged})
+            value, lock_token = _attempt_value(charged, 1), ""
+            claim = Claim(ClaimOutcome.LOST, next_doc)
+        else:
+            attempts = charged + 1
+            next_doc = (
+                None
+                if attempts > max_attempts
+                else doc.running(attempts).with_features({_text(k): _text(v) for k, v in held_features.items()})
+            )
+            value, lock_token = _attempt_value(attempts, group), token
+            claim = (
+                Claim(ClaimOutcome.CLAIMED, next_doc)
+                if next_doc is not None
+                else Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
+            )
         raw_bytes = raw if isinstance(raw, bytes) else raw.encode()
         return _ClaimWrite(
             keys=[
@@ -584,20 +686,16 @@ class JobStore:
             args=[
                 hashlib.sha1(raw_bytes).hexdigest(),  # what Redis compares: a change detector, not a signature
                 holder or "",
-                count or "",
+                record or "",
                 job_id,
-                attempts,
+                value,
                 self.ttl_s,
-                token,
+                lock_token,
                 int(lock_ttl_s * 1000),
-                running.to_json() if running is not None else "",
+                next_doc.to_json() if next_doc is not None else "",
                 time.time() + lock_ttl_s,
             ],
-            claim=(
-                Claim(ClaimOutcome.CLAIMED, running)
-                if running is not None
-                else Claim(ClaimOutcome.EXHAUSTED, doc.model_copy(update={"attempts": attempts}))
-            ),
+            claim=claim,
         )
 
     def _dead_lettered(self, job_id: str, claim: Claim, max_attempts: int) -> Claim:

@@ -10,8 +10,9 @@ import threading
 import time
 
 from shared.errors import StorageError
-from shared.jobs.model import JobDocument, JobFailure
-from shared.jobs.store import Claim, ClaimOutcome, dead_letter, without_templates
+from shared.jobs.model import JobDocument, JobFailure, JobStatus
+from shared.jobs.owner import holder_is_dead
+from shared.jobs.store import Claim, ClaimOutcome, dead_letter, without_templates, worker_lost
 from shared.tenants import DEFAULT_TENANT, Tenant
 
 
@@ -27,6 +28,7 @@ class StubJobStore:
         self.docs: dict[str, JobDocument] = {}
         self.locks: dict[str, tuple[str, float]] = {}  # job id -> (token, expiry on time.monotonic)
         self.counts: dict[str, int] = {}
+        self.groups: dict[str, int] = {}  # job id -> how many jobs its last execution ran with
         self.unstarted_at: dict[str, float] = {}
         self.archive_error = archive_error
         self._lock = threading.Lock()
@@ -58,7 +60,7 @@ class StubJobStore:
     def attempts(self, job_id: str) -> int:
         return self.counts.get(job_id, 0)
 
-    def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int) -> Claim:
+    def claim(self, job_id: str, token: str, lock_ttl_s: float, max_attempts: int, group: int = 1) -> Claim:
         with self._lock:
             doc = self.docs.get(job_id)
             if doc is None:
@@ -66,14 +68,26 @@ class StubJobStore:
             if doc.status.terminal:
                 return Claim(ClaimOutcome.DONE, doc)
             held = self.locks.get(job_id)
-            if held is not None and held[1] > time.monotonic():
+            if held is not None and held[1] > time.monotonic() and not holder_is_dead(held[0]):
                 return Claim(ClaimOutcome.BUSY, doc, max(held[1] - time.monotonic(), 1.0))
-            attempts = self.counts[job_id] = self.counts.get(job_id, 0) + 1
+            charged, last_group = self.counts.get(job_id, 0), self.groups.pop(job_id, 1)
+            if doc.status is JobStatus.RUNNING:  # as the real store: its last execution was lost
+                charged -= 1 if last_group > 1 else 0
+                doc = doc.model_copy(update={"error": worker_lost(doc, last_group)})
+                if last_group > 1 and group > 1:
+                    self.counts[job_id] = charged
+                    self.locks.pop(job_id, None)
+                    self.docs[job_id] = queued = doc.model_copy(
+                        update={"status": JobStatus.QUEUED, "attempts": charged}
+                    )
+                    return Claim(ClaimOutcome.LOST, queued)
+            attempts = self.counts[job_id] = charged + 1
             self.unstarted_at.pop(job_id, None)
             if attempts > max_attempts:
                 exhausted = doc.model_copy(update={"attempts": attempts})
                 self.docs[job_id] = final = dead_letter(exhausted, max_attempts)
                 return Claim(ClaimOutcome.EXHAUSTED, final)
+            self.groups[job_id] = group
             self.locks[job_id] = (token, time.monotonic() + lock_ttl_s)
             self.docs[job_id] = running = doc.running(attempts)
             return Claim(ClaimOutcome.CLAIMED, running)
@@ -100,7 +114,7 @@ class StubJobStore:
         return [i in self.docs and self.docs[i].status.terminal for i in job_ids]
 
     def claim_many(self, job_ids: list[str], token: str, lock_ttl_s: float, max_attempts: int) -> list[Claim]:
-        return [self.claim(i, token, lock_ttl_s, max_attempts) for i in job_ids]
+        return [self.claim(i, token, lock_ttl_s, max_attempts, len(set(job_ids))) for i in job_ids]
 
     def finish_many(self, docs: list[JobDocument], token: str) -> list[JobDocument]:
         return [self.finish(d, token) for d in docs]

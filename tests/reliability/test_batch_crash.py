@@ -2,7 +2,8 @@
 (``KYC_BATCH_SIZE`` > 1) or one chunk message carrying several jobs (a backlog's).
 
 For a batch, the consumer acknowledges the finished jobs and gives back only the others; a chunk
-comes back whole and its finished jobs are no-ops. Either way every job must end ``succeeded``
+comes back whole and its finished jobs are no-ops. Either way the unfinished jobs of the group are
+then re-sent split (halves), uncharged. Either way every job must end ``succeeded``
 with exactly the engine's in-process answer, once, and no message may be left on the broker.
 """
 
@@ -90,8 +91,12 @@ def test_several_jobs_killed_mid_run_end_with_one_equal_document_each(
     assert not failed, failed
     wrong = [j for j, d in final.items() if d.result != expected[job_of[j]]]
     assert not wrong, f"{len(wrong)} jobs answered differently from the engine: {wrong[:5]}"
-    assert any(d.attempts > 1 for d in final.values()), "no job was caught mid-run by a kill"
+    # A group caught mid-run is re-sent split, uncharged (docs/OPERATIONS.md, "Poison jobs"); a job
+    # caught alone is charged its lost attempt.
+    log = log_path.read_text()
+    split = "came back after its process was lost" in log
+    assert split or any(d.attempts > 1 for d in final.values()), "no job was caught mid-run by a kill"
     if grouping == "batch":
-        given_back = [line for line in log_path.read_text().splitlines() if "lost or failed" in line]
+        given_back = [line for line in log.splitlines() if "lost or failed" in line]
         assert given_back, "the consumer never handled a lost batch"
     assert drained, "messages left on the broker after every job finished"

@@ -55,7 +55,8 @@ def test_claim_many_claims_each_and_answers_as_claim(store: JobStore, redis_url:
     client = redis.Redis.from_url(redis_url)
     for job_id in ("j0", "j3"):
         assert client.get(keys.job_lock_key(job_id)) == token.encode()
-        assert int(client.get(keys.job_attempts_key(job_id)) or 0) == 1
+        assert client.get(keys.job_attempts_key(job_id)) == b"1/5"  # one attempt, in a group of five
+        assert store.attempts(job_id) == 1
         assert store.get(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
     assert store.unstarted(0) == []
 

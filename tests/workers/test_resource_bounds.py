@@ -19,8 +19,10 @@ from shared.config import Settings
 from shared.engine import KYCDeepFace
 from shared.jobs import JobDocument, JobStatus
 from shared.jobs.model import utcnow
+from shared.jobs.registry import CHUNK_TASK
 from shared.producer import Producer
-from tests.conftest import S3Endpoint, celery_worker, features_of, pipeline_env
+from shared.schemas import to_dict
+from tests.conftest import FACES_DIR, S3Endpoint, celery_worker, features_of, pipeline_env
 from tests.reliability.conftest import wait_terminal
 from workers.policy import HARD_LIMIT_EXIT
 
@@ -151,3 +153,28 @@ def test_a_document_naming_a_local_path_is_refused_by_the_worker(producer: Produ
     final = wait_terminal(producer.jobs.redis, ["local-1"], timeout_s=30)["local-1"]
     assert final.status is JobStatus.FAILED and final.error is not None
     assert final.error.type == "ReferenceRejectedError" and "KYC_LOCAL_STORAGE_ROOT" in final.error.message
+
+
+def test_a_chunk_at_the_hard_time_limit_is_split_and_fails_only_the_stuck_job(
+    producer: Producer, worker: CeleryWorker, photos_s3: S3Endpoint, engine: KYCDeepFace
+) -> None:
+    """Which job of a chunk held it at the hard limit is unknown: its running jobs are given back
+    and split as after any lost process, and only the job that reaches the limit alone fails."""
+    photos = ["fr_obama.jpg", "fr_biden.jpg", "df_couple.jpg"]
+    faces = [
+        producer.store("faces", {"image": f"s3://{photos_s3.bucket}/faces/{name}"}, f"beside-stuck-{n}")[0]
+        for n, name in enumerate(photos)
+    ]
+    stuck = JobDocument(job_id="stuck-in-chunk", kind=STUCK, status=JobStatus.QUEUED, created_at=utcnow(), inputs={})
+    assert producer.jobs.create(stuck)[1]
+    job_ids = [faces[0].job_id, faces[1].job_id, stuck.job_id, faces[2].job_id]
+    producer.app.send_task(CHUNK_TASK, args=[job_ids], queue="kyc.heavy")
+    final = wait_terminal(producer.jobs.redis, job_ids, timeout_s=4 * HARD_LIMIT_S + 60)
+    assert final[stuck.job_id].status is JobStatus.FAILED and final[stuck.job_id].error is not None
+    assert final[stuck.job_id].error.type == "TimeLimitExceeded"
+    for doc, name in zip(faces, photos, strict=True):
+        done = final[doc.job_id]
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        assert done.result == to_dict(engine.get_faces((FACES_DIR / name).read_bytes()))
+        assert done.attempts == 1  # the chunk's lost run is not charged
+    assert "group of 4 came back after its process was lost" in worker.log()
