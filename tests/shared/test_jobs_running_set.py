@@ -53,8 +53,13 @@ def test_a_batch_claim_enters_every_job_and_a_dead_letter_none(store: JobStore) 
     assert all(expiry(store, j) is not None for j in jobs)
     time.sleep(0.1)
     assert sorted(store.expired_running(older_than_s=0)) == sorted(jobs)
-    # Past its attempts, the claim dead-letters the job: the terminal write takes it out.
-    exhausted = store.claim(jobs[0], "here:1:d", lock_ttl_s=10, max_attempts=1)
+    # A group's loss is charged to none of its jobs (the bisect rule), so the job first loses an
+    # execution of its own; past its attempts, the next claim dead-letters it and the terminal
+    # write takes it out.
+    alone = store.claim(jobs[0], "here:1:d", lock_ttl_s=0.05, max_attempts=1)
+    assert alone.outcome is ClaimOutcome.CLAIMED
+    time.sleep(0.1)
+    exhausted = store.claim(jobs[0], "here:1:e", lock_ttl_s=10, max_attempts=1)
     assert exhausted.outcome is ClaimOutcome.EXHAUSTED
     assert expiry(store, jobs[0]) is None
     store.look_again(jobs[1], time.time() + 60)
