@@ -17,8 +17,9 @@ not in ``lfw-calib``, are the check that counts).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -74,10 +75,9 @@ class CardSpec:
             glare_on_portrait=bool(rng.random() < 0.1),
         )
 
-    def replace(self, **changes: object) -> CardSpec:
+    def replace(self, **changes: Any) -> CardSpec:
         """The same card with some fields changed (a test's upright twin of a turned card)."""
-        fields = {**self.__dict__, **changes}
-        return CardSpec(**fields)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
 
 def _portrait_crop(photo: np.ndarray) -> np.ndarray:
@@ -178,8 +178,8 @@ def _table(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """A table top: a flat colour with coarse grain (wood or cloth), drawn small and upscaled."""
     w, h = size
     base = np.array([rng.uniform(40, 200), rng.uniform(40, 200), rng.uniform(40, 200)], np.float32)
-    grain = rng.normal(0, rng.uniform(4, 14), (h // 16 + 1, w // 16 + 1, 1)).astype(np.float32)
-    grain = cv2.resize(grain, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    coarse = rng.normal(0, rng.uniform(4, 14), (h // 16 + 1, w // 16 + 1)).astype(np.float32)
+    grain = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
     return np.clip(base + grain, 0, 255).astype(np.uint8)
 
 
