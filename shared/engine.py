@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import cv2
@@ -48,6 +49,10 @@ class FaceAnalysis(NamedTuple):
     appearance: Appearance | None  # measured on the aligned face, when it was aligned
     liveness: float | None = None  # P(real), when asked for
     orientation: int = 0  # degrees clockwise the face lies in the image (see shared/orientation.py)
+
+
+# A turn tried: its evidence, its degrees, its faces and the crops to embed.
+_Turn = tuple[tuple[int, float], int, list[FaceAnalysis], list[tuple[int, np.ndarray]]]
 
 
 class _Prepared(NamedTuple):
@@ -382,8 +387,8 @@ class KYCDeepFace:
         A usable portrait found upright but under ``orientation_min_score`` can only be upside
         down, so only 180 degrees is tried; otherwise the other quarter turns (the one the
         landmarks point to first), then 45-degree steps when no quarter turn gives a usable face.
-        Stops at the first settled turn. A document portrait still rolled by more than
-        :data:`orientation.REFINE_ROLL_DEG` is detected again on a copy turned by its roll.
+        Stops at the first settled turn. A document portrait whose card is tilted by more than
+        :data:`orientation.REFINE_TILT_DEG` is detected again on a copy turned by its card's tilt.
         A selfie's faces found turned are reported as ``TURNED`` partial faces.
         """
         usable = [f for f in found if f.reason is None]
@@ -395,25 +400,15 @@ class KYCDeepFace:
             if pointed and pointed[0] in turns:  # the best-scoring face's landmarks
                 turns.remove(pointed[0])
                 turns.insert(0, pointed[0])
-            turns += orientation.DIAGONALS
-        best = (_evidence(found), 0, found, aligned)
-        for degrees in turns:
-            if degrees in orientation.DIAGONALS and best[0][0]:
-                break
-            faces, crops = self._at_turn(image, degrees, embed_partial, gate)
-            if _evidence(faces) > best[0]:
-                best = (_evidence(faces), degrees, faces, crops)
-            if self._settled(faces, role, degrees):
-                break
+        best = self._best_turn(image, turns, (_evidence(found), 0, found, aligned), embed_partial, gate, role)
+        if not best[0][0]:
+            best = self._best_turn(image, orientation.DIAGONALS, best, embed_partial, gate, role)
         if role == "document" and not best[0][0] and (finer := self._finer(image)) is not None:
             # A portrait too small for the working copy: YuNet needs ~25 px faces, and a card
             # that fills half a 12 MP frame leaves its portrait's face about that size.
-            for degrees in (0, *orientation.QUARTER_TURNS[1:], *orientation.DIAGONALS):
-                faces, crops = self._at_turn(finer, degrees, embed_partial, gate)
-                if _evidence(faces) > best[0]:
-                    best = (_evidence(faces), degrees, faces, crops)
-                if self._settled(faces, role, degrees):
-                    break
+            best = self._best_turn(finer, (0, *orientation.QUARTER_TURNS[1:]), best, embed_partial, gate, role)
+            if not best[0][0]:
+                best = self._best_turn(finer, orientation.DIAGONALS, best, embed_partial, gate, role)
         _, degrees, found, aligned = best
         if role == "selfie" and degrees:
             found = [f._replace(reason=PartialReason.TURNED, vector=None) for f in found]
@@ -421,6 +416,25 @@ class KYCDeepFace:
         elif role == "document" and best[0][0]:
             found, aligned = self._straightened(image, found, aligned, degrees, embed_partial, gate)
         return found, aligned
+
+    def _best_turn(
+        self,
+        image: imaging.DecodedImage,
+        turns: Sequence[int],
+        best: _Turn,
+        embed_partial: bool,
+        gate: QualityGate | None,
+        role: Role,
+    ) -> _Turn:
+        """``best``, or the first of ``turns`` with better evidence, trying them in order until
+        one is settled."""
+        for degrees in turns:
+            faces, crops = self._at_turn(image, degrees, embed_partial, gate)
+            if _evidence(faces) > best[0]:
+                best = (_evidence(faces), degrees, faces, crops)
+            if self._settled(faces, role, degrees):
+                break
+        return best
 
     def _finer(self, image: imaging.DecodedImage) -> imaging.DecodedImage | None:
         """The image with a working copy of twice the usual size, or None when it has no more
@@ -447,14 +461,27 @@ class KYCDeepFace:
         embed_partial: bool,
         gate: QualityGate | None,
     ) -> tuple[list[FaceAnalysis], list[tuple[int, np.ndarray]]]:
-        """The faces again on a copy turned by the portrait's roll, when it rolls far enough to
-        spoil its landmarks and that copy still gives a usable face; else ``found`` as it is."""
+        """The faces again on a copy turned by the card's tilt, when the straight edges around the
+        portrait lean more than :data:`orientation.REFINE_TILT_DEG` from ``degrees`` and that copy
+        gives a usable portrait scoring at least as well; else ``found`` as it is (an untilted
+        card costs no pass)."""
         portrait = max((f for f in found if f.reason is None), key=_face_area)
-        rolled = orientation.relative_roll(portrait.landmarks, degrees)
-        if abs(rolled) <= orientation.REFINE_ROLL_DEG:
+        x1, y1, x2, y2 = portrait.box * image.scale
+        w, h = x2 - x1, y2 - y1
+        height, width = image.working.shape[:2]
+        region = image.working[
+            max(0, int(y1 - h)) : min(height, int(y2 + h)), max(0, int(x1 - w)) : min(width, int(x2 + w))
+        ]
+        lean = orientation.edge_tilt(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)) if region.size else None
+        if lean is None:
             return found, aligned
-        faces, crops = self._at_turn(image, round(degrees + rolled) % 360, embed_partial, gate)
-        return (faces, crops) if _evidence(faces)[0] else (found, aligned)
+        tilted = orientation.nearest_turn(lean, degrees)
+        if abs(tilted - degrees) <= orientation.REFINE_TILT_DEG:
+            return found, aligned
+        faces, crops = self._at_turn(image, round(tilted) % 360, embed_partial, gate)
+        # Kept only if the detector agrees (YuNet scores a face highest near upright): edges
+        # that lean in a plain photo's background must not turn its face away.
+        return (faces, crops) if _evidence(faces) >= _evidence(found) else (found, aligned)
 
     def align_faces(
         self,

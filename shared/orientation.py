@@ -30,10 +30,13 @@ QUARTER_TURNS = (0, 180, 90, 270)  # 180 first: the turn a detected-but-wrong fa
 DIAGONALS = (45, 315, 135, 225)  # tried only when no quarter turn gives a usable face
 # Landmarks pointing further than this from "up" say the face is not upright.
 MAX_UPRIGHT_ROLL_DEG = 50.0
-# A portrait whose landmarks roll further than this is detected again on a copy turned by the
-# roll: YuNet's landmarks lag a tilted face's roll (about 30 degrees of a 45-degree tilt), so
-# the alignment from them is off; on the turned-back copy the face is nearly upright.
-REFINE_ROLL_DEG = 15.0
+# A portrait on a card tilted further than this from the turn it was found at is detected again
+# on a copy turned by the card's tilt. YuNet's landmarks lag a tilted face's roll badly (on card
+# photos tilted 12-28 degrees they often read within 2 degrees of upright), so the alignment from
+# them is off, and the roll they give cannot say by how much: the card's straight edges can.
+REFINE_TILT_DEG = 5.0
+# The edge directions around the portrait must peak this far above their mean to count.
+_MIN_EDGE_PEAK = 2.0
 
 
 def relative_roll(landmarks: np.ndarray, degrees: float) -> float:
@@ -62,6 +65,38 @@ def is_upright(landmarks: np.ndarray, degrees: float = 0) -> bool:
 def implied_turn(landmarks: np.ndarray) -> int:
     """The quarter turn (0, 90, 180, 270) nearest to what the landmarks' roll says."""
     return round(roll(landmarks) / 90.0) % 4 * 90
+
+
+def edge_tilt(grey: np.ndarray) -> float | None:
+    """Degrees clockwise, in [-45, 45), by which the strongest straight edges of ``grey`` lean
+    from the image's axes; None when no direction stands out.
+
+    Around a card's portrait these are the portrait window's sides, the card's own edges and its
+    text lines, all square to the portrait: the card's tilt modulo 90 degrees. Only the strongest
+    tenth of the gradients vote (skin and hair texture point every way).
+    """
+    # Smoothed first: on a staircase edge 3x3 gradients snap towards 0 and 45 degrees.
+    smooth_grey = cv2.GaussianBlur(grey, (0, 0), 1.5)
+    gx = cv2.Sobel(smooth_grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth_grey, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude = cv2.magnitude(gx, gy)
+    strong = magnitude > np.percentile(magnitude, 90)
+    if not strong.any():
+        return None
+    # Image y points down, so a clockwise lean shows as a positive gradient angle.
+    angles = np.degrees(np.arctan2(gy[strong], gx[strong])) % 90.0
+    votes = np.bincount(angles.astype(np.int64) % 90, weights=magnitude[strong], minlength=90)
+    smooth = np.convolve(np.concatenate([votes[-2:], votes, votes[:2]]), np.ones(5), mode="valid")
+    peak = int(np.argmax(smooth))
+    if smooth[peak] < _MIN_EDGE_PEAK * smooth.mean():
+        return None
+    lean = peak + 0.5
+    return lean if lean < 45.0 else lean - 90.0
+
+
+def nearest_turn(lean: float, degrees: float) -> float:
+    """The angle congruent to ``lean`` modulo 90 that is nearest to ``degrees``."""
+    return degrees + (lean - degrees + 45.0) % 90.0 - 45.0
 
 
 def turn(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
