@@ -13,7 +13,7 @@ from harness.cards import CardSpec, card_photo
 from shared import orientation
 from shared.engine import KYCDeepFace
 from shared.models import Detection
-from shared.schemas import FacesResult, PartialReason
+from shared.schemas import Box, FacesResult, MatchResult, PartialFace, PartialReason
 from shared.verification import VerificationResult, VerifyCode, decide
 from tests.conftest import LFW_DIR, need
 
@@ -54,7 +54,7 @@ class CountingDetector:
 
     def detect(self, bgr: np.ndarray) -> Detection:
         self.calls += 1
-        return self.inner.detect(bgr)  # type: ignore[attr-defined, no-any-return]
+        return self.inner.detect(bgr)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -94,6 +94,7 @@ def test_cards_are_reproducible_from_their_seed() -> None:
     assert card_photo(portrait, spec.replace(index=8)) != first
     assert CardSpec.draw(26, 7) == CardSpec.draw(26, 7) != CardSpec.draw(27, 7)
     photo = cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR)
+    assert photo is not None
     turns = spec.rotation in (90, 270)
     assert photo.shape[:2] == ((1280, 960) if turns else (960, 1280))
     assert b"Exif" not in first[:64]
@@ -195,7 +196,9 @@ def test_a_grey_or_faded_portrait_verifies_against_its_colour_selfie(
 
 
 def test_someone_else_s_card_does_not_verify_at_any_orientation(engine: KYCDeepFace) -> None:
-    other = engine.selfie_faces(jpeg(cv2.imread(str(LFW_DIR / "images" / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg"))))
+    stranger = cv2.imread(str(LFW_DIR / "images" / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg"))
+    assert stranger is not None
+    other = engine.selfie_faces(jpeg(stranger))
     assert isinstance(other, FacesResult) and len(other.faces) == 1
     for rotation in (0, 90, 180, 270):
         answer = verify(engine, other, UPRIGHT.replace(rotation=rotation))
@@ -213,3 +216,19 @@ def test_a_turned_selfie_says_it_is_turned(engine: KYCDeepFace) -> None:
     document = engine.document_faces(card_photo(lfw_photo(4), UPRIGHT))
     answer = decide(result, document, engine.compare)
     assert answer.code is VerifyCode.NO_FACE and answer.image == "selfie" and "TURNED" in (answer.message or "")
+
+
+# --- reasons a person can act on -------------------------------------------------------------
+
+
+def test_a_document_without_a_usable_portrait_says_what_to_do(selfie: FacesResult) -> None:
+    def no_match(a: str, b: str) -> MatchResult:
+        raise AssertionError("nothing should be compared")
+
+    blank = decide(selfie, FacesResult(faces=[], partial_faces=[]), no_match)
+    assert blank.code is VerifyCode.NO_FACE and blank.image == "document"
+    assert "no face was found, upright or turned" in (blank.message or "")
+    marks = selfie.faces[0].landmarks
+    small = PartialFace(reason=PartialReason.TOO_SMALL, box=Box(x1=0, y1=0, x2=10, y2=12), score=0.85, landmarks=marks)
+    answer = decide(selfie, FacesResult(faces=[], partial_faces=[small]), no_match)
+    assert "TOO_SMALL" in (answer.message or "") and "too small in pixels" in (answer.message or "")
