@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench.calibrate import Pair, image_path, read_pairs  # noqa: E402
 from bench.results import command_line, machine  # noqa: E402
 from harness.cards import CardSpec, card_photo  # noqa: E402
+from shared import features  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.engine import KYCDeepFace  # noqa: E402
 from shared.models import Detection  # noqa: E402
@@ -61,6 +63,46 @@ class Row:
     verified: dict[str, bool]
     doc_acquired: dict[str, bool]
     confidence: dict[str, float | None]
+    selfie_identity: str
+    document_identity: str
+    selfie_vector: np.ndarray | None
+    portrait_vector: dict[str, np.ndarray | None]
+
+
+def _vectors(answer: VerificationResult) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The compared selfie face's and portrait's unit embeddings, where the pair was compared."""
+    if answer.selfie_face is None or answer.document_face is None:
+        return None, None
+    if not isinstance(answer.selfie, FacesResult) or not isinstance(answer.document, FacesResult):
+        return None, None
+    selfie = features.decode(answer.selfie.faces[answer.selfie_face].template()).vector
+    return selfie, features.decode(answer.document.faces[answer.document_face].template()).vector
+
+
+def cross_far(rows: list[Row], engine: KYCDeepFace) -> str:
+    """FAR at the default over every different-identity selfie x document pair of the run."""
+    lines = [
+        "| document | impostor pairs | FAR at verify_confidence | highest impostor confidence |",
+        "|---|---:|---:|---:|",
+    ]
+    compared = [r for r in rows if r.selfie_vector is not None]
+    if not compared:
+        return ""
+    selfies = np.stack([r.selfie_vector for r in compared if r.selfie_vector is not None])
+    names = np.array([r.selfie_identity for r in compared])
+    for column in ("plain", "card"):
+        kept = [r for r in rows if r.portrait_vector[column] is not None]
+        portraits = np.stack([r.portrait_vector[column] for r in kept])  # type: ignore[misc]
+        owners = np.array([r.document_identity for r in kept])
+        cosines = selfies @ portraits.T
+        impostor = names[:, None] != owners[None, :]
+        scores = cosines[impostor]
+        confidence = engine.confidence_map.confidence(scores)
+        accepted = float(np.mean(confidence >= engine.verify_confidence))
+        lines.append(
+            f"| {column} | {int(impostor.sum()):,} | {100 * accepted:.3f} % | {float(np.max(confidence)):.3f} |"
+        )
+    return "\n".join(lines)
 
 
 class CountingDetector:
@@ -164,11 +206,11 @@ def timed(describe: Callable[[bytes], object], counter: CountingDetector, data: 
     return 1000 * (time.perf_counter() - start), counter.calls - before
 
 
-def cost_table(engines: dict[str, tuple[KYCDeepFace, CountingDetector]], cards: dict[int, list[bytes]]) -> str:
+def cost_table(engines: dict[str, tuple[KYCDeepFace, CountingDetector]], cards: dict[str, list[bytes]]) -> str:
     """Median ms and mean detector passes of a document describe, per orientation and engine."""
     lines = ["| card orientation | cards | " + " | ".join(f"{name}: ms (passes)" for name in engines) + " | ratio |"]
     lines.append("|---|---:|" + "---:|" * len(engines) + "---:|")
-    for rotation, batch in sorted(cards.items()):
+    for label, batch in sorted(cards.items(), key=lambda item: (int(item[0].split()[0]), len(item[0]))):
         cells, medians = [], []
         for engine, counter in engines.values():
             runs = [timed(engine.document_faces, counter, data) for data in batch]
@@ -176,7 +218,7 @@ def cost_table(engines: dict[str, tuple[KYCDeepFace, CountingDetector]], cards: 
             medians.append(ms)
             cells.append(f"{ms:.1f} ({statistics.mean(p for _, p in runs):.2f})")
         ratio = medians[0] / medians[-1] if medians[-1] else float("nan")
-        lines.append(f"| {rotation} deg | {len(batch)} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+        lines.append(f"| {label} | {len(batch)} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
     return "\n".join(lines)
 
 
@@ -209,7 +251,7 @@ def main() -> None:
     new, old = engines["search"][0], engines["upright only"][0]
 
     rows: list[Row] = []
-    by_rotation: dict[int, list[bytes]] = defaultdict(list)
+    by_rotation: dict[str, list[bytes]] = defaultdict(list)
     started = time.perf_counter()
     for n, i in enumerate(indices):
         pair = pairs[i]
@@ -223,11 +265,13 @@ def main() -> None:
             "card": new.document_faces(card),
             "card, upright only": old.document_faces(card),
         }
-        if len(by_rotation[spec.rotation]) < args.timing:
-            by_rotation[spec.rotation].append(card)
+        for label in (f"{spec.rotation} deg", "0 deg, tilt < 5" if spec.rotation == 0 and abs(spec.tilt) < 5 else ""):
+            if label and len(by_rotation[label]) < args.timing:
+                by_rotation[label].append(card)
         answers: dict[str, VerificationResult] = {
             c: decide(selfie, doc, new.compare, new.enforced_liveness) for c, doc in documents.items()
         }
+        selfie_vector = _vectors(answers["plain"])[0]
         rows.append(
             Row(
                 genuine=pair[0] == pair[2],
@@ -235,6 +279,10 @@ def main() -> None:
                 verified={c: a.verified for c, a in answers.items()},
                 doc_acquired={c: acquired(doc) for c, doc in documents.items()},
                 confidence={c: a.confidence for c, a in answers.items()},
+                selfie_identity=pair[0],
+                document_identity=pair[2],
+                selfie_vector=selfie_vector if selfie_vector is not None else _vectors(answers["card"])[0],
+                portrait_vector={c: _vectors(answers[c])[1] for c in ("plain", "card")},
             )
         )
         if not rows[-1].doc_acquired["card"]:
@@ -255,6 +303,7 @@ def main() -> None:
         f"\nGenuine cards verified: upright {len(genuine_by_turn[0])}/{upright}, "
         f"upside down {len(genuine_by_turn[180])}/{down}.\n"
     )
+    print(cross_far(rows, new) + "\n")
     print(cost_table(engines, by_rotation))
 
 
