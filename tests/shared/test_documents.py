@@ -232,3 +232,16 @@ def test_a_document_without_a_usable_portrait_says_what_to_do(selfie: FacesResul
     small = PartialFace(reason=PartialReason.TOO_SMALL, box=Box(x1=0, y1=0, x2=10, y2=12), score=0.85, landmarks=marks)
     answer = decide(selfie, FacesResult(faces=[], partial_faces=[small]), no_match)
     assert "TOO_SMALL" in (answer.message or "") and "too small in pixels" in (answer.message or "")
+
+
+def test_a_chunk_of_verify_jobs_searches_its_documents_too(engine: KYCDeepFace) -> None:
+    card = card_photo(lfw_photo(4), UPRIGHT.replace(rotation=180))
+    level = engine.settings.quality_document
+    searched, as_given = engine.describe_many([(card, level, False), (card, level, False)], ["document", "image"])
+    alone = engine.document_faces(card)
+    assert isinstance(searched, FacesResult) and isinstance(alone, FacesResult) and isinstance(as_given, FacesResult)
+    assert [f.model_dump(exclude={"features"}) for f in searched.faces] == [
+        f.model_dump(exclude={"features"}) for f in alone.faces
+    ]
+    assert {f.orientation for f in searched.faces} == {180}
+    assert all(f.orientation == 0 for f in as_given.faces + as_given.partial_faces)
