@@ -3,7 +3,7 @@
 Usage::
 
     python bench/documents.py [--pairs 200] [--seed 26] [--lfw ../shared/lfw-calib]
-                              [--cache DIR] [--timing 40]
+                              [--cache DIR] [--timing 40] [--jobs 2] [--json PATH]
 
 For each LFW pair of ``lfw-calib`` (folds 1-3), the first photo is the selfie and the second is
 the document twice: as it is (the "plain" column) and printed as the portrait of a synthetic ID-1
@@ -27,6 +27,7 @@ deterministic, so a cached card is the card.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import statistics
 import sys
@@ -172,13 +173,19 @@ def summarise(rows: list[Row], column: str) -> tuple[float, float, float, float]
     return 100 * correct / max(1, n), 100 * tar, 100 * far, 100 * fta
 
 
-def table(rows: list[Row]) -> str:
+def grouped(rows: list[Row]) -> dict[str, list[Row]]:
+    """The rows of every line of the table: all, per orientation, tilt band and portrait style."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         groups["all"].append(r)
         groups[f"{r.spec.rotation} deg"].append(r)
         groups[tilt_band(r.spec.tilt)].append(r)
         groups[r.spec.style].append(r)
+    return groups
+
+
+def table(rows: list[Row]) -> str:
+    groups = grouped(rows)
     order = ["all", "0 deg", "90 deg", "180 deg", "270 deg", "tilt < 5", "tilt 5-20", "tilt 20-45"]
     order += ["colour", "grey", "faded"]
     head = "| cards | pairs (genuine) |"
@@ -230,6 +237,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--timing", type=int, default=40, help="cards per orientation in the cost table")
     parser.add_argument("--jobs", type=int, default=2, help="processes generating the missing cards")
+    parser.add_argument("--json", type=Path, default=None, help="write accuracy, TAR, FAR and FTA per line here")
     args = parser.parse_args()
     cache = args.cache or Path(tempfile.gettempdir()) / f"kyc-cards-{args.seed}"
     cache.mkdir(parents=True, exist_ok=True)
@@ -304,6 +312,12 @@ def main() -> None:
         f"upside down {len(genuine_by_turn[180])}/{down}.\n"
     )
     print(cross_far(rows, new) + "\n")
+    if args.json is not None:
+        measured = {
+            key: {c: dict(zip(("accuracy", "tar", "far", "fta"), summarise(group, c), strict=True)) for c in COLUMNS}
+            for key, group in grouped(rows).items()
+        }
+        args.json.write_text(json.dumps({"pairs": len(rows), "seed": args.seed, "percent": measured}, indent=1))
     print(cost_table(engines, by_rotation))
 
 
