@@ -178,7 +178,7 @@ class Settings(BaseSettings):
 
     # --- document orientation (ID cards photographed sideways, upside down or tilted) ---------
     # A verify document whose upright pass gives no settled portrait is searched at 90, 180 and
-    # 270 degrees (then 45-degree steps), and a selfie with no usable face is searched so its
+    # 270 degrees (then 45-degree steps), and a selfie where no face is found is searched so its
     # answer can say it is TURNED (see shared/orientation.py). False: the upright pass only.
     orientation_search: bool = True
     # Detection score from which an upright-looking portrait is taken as upright without trying

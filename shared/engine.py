@@ -66,8 +66,8 @@ class _Prepared(NamedTuple):
 _GRADED = (QualityLevel.HIGH, QualityLevel.MEDIUM, QualityLevel.LOW)
 
 # What an image is for. Only a verify document is searched for its portrait at other turns; a
-# selfie is searched only to say why it has no usable face (TURNED: a turned selfie is a retake,
-# and its liveness crop would be scored on its side); any other image is read upright.
+# selfie where no face is found upright is searched only to say why (TURNED: a turned selfie is
+# a retake, and its liveness crop would be scored on its side); any other image is read upright.
 Role = Literal["image", "selfie", "document"]
 
 
@@ -318,10 +318,13 @@ class KYCDeepFace:
         image = self.decode(image_bytes)
         gate = self.settings.quality_gate(level if level is not None else self.settings.quality_default)
         found, aligned = self.align_faces(image, self.detect(image), embed_partial, gate)
-        if role != "image" and self.settings.orientation_search:
+        if role == "selfie" and self.settings.orientation_search and not found:
+            # Only where nothing was found: a face refused upright keeps its own reason.
+            found, aligned = self._search_turns(image, found, aligned, embed_partial, gate, role)
+        elif role == "document" and self.settings.orientation_search:
             if not self._settled(found, role, 0):
                 found, aligned = self._search_turns(image, found, aligned, embed_partial, gate, role)
-            elif role == "document":
+            else:
                 found, aligned = self._straightened(image, found, aligned, 0, embed_partial, gate)
         if image.luma < self.settings.image_dark_luma and not any(f.reason is None for f in found):
             raise InvalidImageError(
