@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from shared.engine import Role
 from shared.features import Features
 from shared.jobs.context import JobContext
 from shared.jobs.inputs import FeaturesInput, Flag, ImageRef
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, batch_of, job_kind
 from shared.schemas import FacesResult, InvalidImageResult, MatchResult, QualityLevel
 from shared.verification import VerificationResult, decide
+
+if TYPE_CHECKING:  # the engine (onnxruntime, OpenCV) stays out of the API's process
+    from shared.engine import Role
 
 
 class FacesInputs(JobInputs):
