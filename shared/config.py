@@ -179,6 +179,16 @@ class Settings(BaseSettings):
     quality_selfie: QualityLevel = QualityLevel.HIGH
     quality_document: QualityLevel = QualityLevel.LOW
 
+    # --- document orientation (ID cards photographed sideways, upside down or tilted) ---------
+    # A verify document whose upright pass gives no settled portrait is searched at 90, 180 and
+    # 270 degrees (then 45-degree steps), and a selfie where no face is found is searched so its
+    # answer can say it is TURNED (see shared/orientation.py). False: the upright pass only.
+    orientation_search: bool = True
+    # Detection score from which an upright-looking portrait is taken as upright without trying
+    # the other turns. YuNet finds many upside-down faces with upright-looking landmarks; on LFW
+    # photos (not cards) 95 % of upright faces score above 0.914, 95 % of upside-down below 0.880.
+    orientation_min_score: float = Field(default=0.9, gt=0, lt=1)
+
     # --- liveness -----------------------------------------------------------------------------
     # off: never scored; report: the selfie face carries the score, the decision ignores it;
     # enforce: a selfie under the threshold is answered SPOOF_SUSPECTED.

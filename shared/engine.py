@@ -6,13 +6,15 @@ bad input: every outcome is a result document (see ``shared.schemas``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
 
-from shared import calibration, features, imaging
+from shared import calibration, features, imaging, orientation
 from shared.alignment import align, warp_scale
 from shared.config import Settings, get_settings
 from shared.errors import FaceCountError, FeaturesError, ImageReason, InvalidImageError, KYCFaceError, ModelError
@@ -46,6 +48,11 @@ class FaceAnalysis(NamedTuple):
     geometry: Geometry
     appearance: Appearance | None  # measured on the aligned face, when it was aligned
     liveness: float | None = None  # P(real), when asked for
+    orientation: int = 0  # degrees clockwise the face lies in the image (see shared/orientation.py)
+
+
+# A turn tried: its evidence, its degrees, its faces and the crops to embed.
+_Turn = tuple[tuple[int, float], int, list[FaceAnalysis], list[tuple[int, np.ndarray]]]
 
 
 class _Prepared(NamedTuple):
@@ -58,6 +65,11 @@ class _Prepared(NamedTuple):
 
 _GRADED = (QualityLevel.HIGH, QualityLevel.MEDIUM, QualityLevel.LOW)
 
+# What an image is for. Only a verify document is searched for its portrait at other turns; a
+# selfie where no face is found upright is searched only to say why (TURNED: a turned selfie is
+# a retake, and its liveness crop would be scored on its side); any other image is read upright.
+Role = Literal["image", "selfie", "document"]
+
 
 def _landmarks(points: np.ndarray) -> Landmarks:
     p = [(round(float(x), 1), round(float(y), 1)) for x, y in points]
@@ -66,6 +78,18 @@ def _landmarks(points: np.ndarray) -> Landmarks:
 
 def _first(reasons: list[PartialReason]) -> PartialReason | None:
     return reasons[0] if reasons else None
+
+
+def _face_area(f: FaceAnalysis) -> float:
+    return float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+def _evidence(found: list[FaceAnalysis]) -> tuple[int, float]:
+    """How strongly a turn's faces say the turn is right: a usable portrait, then its score."""
+    usable = [f for f in found if f.reason is None]
+    if usable:
+        return 1, max(usable, key=_face_area).score
+    return 0, max((f.score for f in found), default=0.0)
 
 
 def _box(b: np.ndarray) -> Box:
@@ -163,16 +187,17 @@ class KYCDeepFace:
             return ErrorResult.from_error(exc)
 
     def describe(
-        self, image_bytes: bytes, level: QualityLevel | None = None, liveness: bool = False
+        self, image_bytes: bytes, level: QualityLevel | None = None, liveness: bool = False, role: Role = "image"
     ) -> FacesResult | InvalidImageResult:
         """``get_faces`` for code that handles errors itself (the job runner): an unusable image
-        is still an answer, anything else raises its typed error.
+        is still an answer, anything else raises its typed error. ``role`` says whether other
+        turns of the image are searched (see :data:`Role`).
 
         Raises:
             KYCFaceError: a model or calibration failure.
         """
         try:
-            return self._describe(self.analyse(image_bytes, level=level, liveness=liveness))
+            return self._describe(self.analyse(image_bytes, level=level, liveness=liveness, role=role))
         except InvalidImageError as exc:
             return InvalidImageResult(reason=exc.reason, message=exc.message)
 
@@ -193,11 +218,14 @@ class KYCDeepFace:
 
     def selfie_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult:
         """``describe`` of a verify selfie: the strict gate, and liveness scored unless it is off."""
-        return self.describe(image_bytes, self.settings.quality_selfie, liveness=self.liveness is not None)
+        return self.describe(
+            image_bytes, self.settings.quality_selfie, liveness=self.liveness is not None, role="selfie"
+        )
 
     def document_faces(self, image_bytes: bytes) -> FacesResult | InvalidImageResult:
-        """``describe`` of an identity document: the lenient gate (a card photo has no retake)."""
-        return self.describe(image_bytes, self.settings.quality_document)
+        """``describe`` of an identity document: the lenient gate (a card photo has no retake), and
+        the portrait searched for at other turns when the upright pass does not settle it."""
+        return self.describe(image_bytes, self.settings.quality_document, role="document")
 
     @property
     def enforced_liveness(self) -> float | None:
@@ -210,17 +238,18 @@ class KYCDeepFace:
         embed_partial: bool = False,
         level: QualityLevel | None = None,
         liveness: bool = False,
+        role: Role = "image",
     ) -> list[FaceAnalysis]:
         """Every detected face with its quality verdict and, if usable (or asked), its embedding.
 
         The building block of ``get_faces``; calibration uses ``embed_partial=True`` to score
         every face of a benchmark regardless of the quality gates. Raises ``KYCFaceError``s.
         """
-        prepared = self._prepare(image_bytes, embed_partial, level)
+        prepared = self._prepare(image_bytes, embed_partial, level, role)
         return self._conclude(prepared, self.embed([a for _, a in prepared.aligned]), liveness)
 
     def describe_many(
-        self, images: list[tuple[bytes, QualityLevel | None, bool]]
+        self, images: list[tuple[bytes, QualityLevel | None, bool]], roles: list[Role] | None = None
     ) -> list[FacesResult | InvalidImageResult | KYCFaceError]:
         """``describe`` for several images at once: each is decoded, detected and aligned on its
         own (the detector runs per image), and the faces of consecutive images are embedded
@@ -232,6 +261,7 @@ class KYCDeepFace:
 
         Args:
             images: ``(image bytes, quality level, liveness)`` per image, as ``describe`` takes.
+            roles: per image, its ``role`` as ``describe`` takes it (default: every one ``image``).
 
         Returns:
             Per image, in order: what ``describe`` returns for it, or the typed error it would
@@ -242,7 +272,7 @@ class KYCDeepFace:
         faces, step = 0, self.settings.ort_batch_faces()
         for n, (image_bytes, level, liveness) in enumerate(images):
             try:
-                prepared = self._prepare(image_bytes, False, level)
+                prepared = self._prepare(image_bytes, False, level, roles[n] if roles else "image")
             except InvalidImageError as exc:
                 results[n] = InvalidImageResult(reason=exc.reason, message=exc.message)
                 continue
@@ -282,10 +312,20 @@ class KYCDeepFace:
         runs = [self.embedder.embed(np.stack(crops[i : i + step])) for i in range(0, len(crops), step)]
         return np.concatenate(runs)
 
-    def _prepare(self, image_bytes: bytes, embed_partial: bool, level: QualityLevel | None) -> _Prepared:
+    def _prepare(
+        self, image_bytes: bytes, embed_partial: bool, level: QualityLevel | None, role: Role = "image"
+    ) -> _Prepared:
         image = self.decode(image_bytes)
         gate = self.settings.quality_gate(level if level is not None else self.settings.quality_default)
         found, aligned = self.align_faces(image, self.detect(image), embed_partial, gate)
+        if role == "selfie" and self.settings.orientation_search and not found:
+            # Only where nothing was found: a face refused upright keeps its own reason.
+            found, aligned = self._search_turns(image, found, aligned, embed_partial, gate, role)
+        elif role == "document" and self.settings.orientation_search:
+            if not self._settled(found, role, 0):
+                found, aligned = self._search_turns(image, found, aligned, embed_partial, gate, role)
+            else:
+                found, aligned = self._straightened(image, found, aligned, 0, embed_partial, gate)
         if image.luma < self.settings.image_dark_luma and not any(f.reason is None for f in found):
             raise InvalidImageError(
                 ImageReason.TOO_DARK,
@@ -311,10 +351,140 @@ class KYCDeepFace:
     def decode(self, image_bytes: bytes) -> imaging.DecodedImage:
         return imaging.decode(image_bytes, self.settings, self.min_image_size, self.max_image_size)
 
-    def detect(self, image: imaging.DecodedImage) -> Detection:
-        """Faces on the working copy, in original-image pixels."""
-        detection = self.detector.detect(image.working)
+    def detect(self, image: imaging.DecodedImage, degrees: int = 0) -> Detection:
+        """Faces on the working copy turned back by ``degrees`` (a face lying that far clockwise
+        is upright there), in original-image pixels."""
+        if degrees:
+            turned, back = orientation.turn(image.working, degrees)
+            detection = orientation.mapped_back(self.detector.detect(turned), back)
+        else:
+            detection = self.detector.detect(image.working)
         return detection.scaled(1.0 / image.scale) if image.scale != 1.0 else detection
+
+    def _settled(self, found: list[FaceAnalysis], role: Role, degrees: int) -> bool:
+        """Whether the faces found at ``degrees`` leave nothing for another turn to change.
+
+        A selfie is settled by any usable face. A document by a portrait (its largest usable
+        face) that scores ``orientation_min_score`` or more with landmarks pointing up: a lower
+        score may be YuNet's reading of an upside-down face (see shared/orientation.py).
+        """
+        usable = [f for f in found if f.reason is None]
+        if role == "selfie" or not usable:
+            return bool(usable)
+        portrait = max(usable, key=_face_area)
+        return portrait.score >= self.settings.orientation_min_score and orientation.is_upright(
+            portrait.landmarks, degrees
+        )
+
+    def _search_turns(
+        self,
+        image: imaging.DecodedImage,
+        found: list[FaceAnalysis],
+        aligned: list[tuple[int, np.ndarray]],
+        embed_partial: bool,
+        gate: QualityGate | None,
+        role: Role,
+    ) -> tuple[list[FaceAnalysis], list[tuple[int, np.ndarray]]]:
+        """The faces of the turn with the best evidence: a usable portrait first, then its score.
+
+        A usable portrait found upright but under ``orientation_min_score`` can only be upside
+        down, so only 180 degrees is tried; otherwise the other quarter turns (the one the
+        landmarks point to first), then 45-degree steps when no quarter turn gives a usable face.
+        Stops at the first settled turn. A document portrait whose card is tilted by more than
+        :data:`orientation.REFINE_TILT_DEG` is detected again on a copy turned by its card's tilt.
+        A selfie's faces found turned are reported as ``TURNED`` partial faces.
+        """
+        usable = [f for f in found if f.reason is None]
+        if usable and orientation.is_upright(max(usable, key=_face_area).landmarks):
+            turns = [180]
+        else:
+            turns = list(orientation.QUARTER_TURNS[1:])
+            pointed = [orientation.implied_turn(f.landmarks) for f in found]
+            if pointed and pointed[0] in turns:  # the best-scoring face's landmarks
+                turns.remove(pointed[0])
+                turns.insert(0, pointed[0])
+        best = self._best_turn(image, turns, (_evidence(found), 0, found, aligned), embed_partial, gate, role)
+        if not best[0][0]:
+            best = self._best_turn(image, orientation.DIAGONALS, best, embed_partial, gate, role)
+        if role == "document" and not best[0][0] and (finer := self._finer(image)) is not None:
+            # A portrait too small for the working copy: YuNet needs ~25 px faces, and a card
+            # that fills half a 12 MP frame leaves its portrait's face about that size.
+            best = self._best_turn(finer, (0, *orientation.QUARTER_TURNS[1:]), best, embed_partial, gate, role)
+            if not best[0][0]:
+                best = self._best_turn(finer, orientation.DIAGONALS, best, embed_partial, gate, role)
+        _, degrees, found, aligned = best
+        if role == "selfie" and degrees:
+            found = [f._replace(reason=PartialReason.TURNED, vector=None) for f in found]
+            aligned = []
+        elif role == "document" and best[0][0]:
+            found, aligned = self._straightened(image, found, aligned, degrees, embed_partial, gate)
+        return found, aligned
+
+    def _best_turn(
+        self,
+        image: imaging.DecodedImage,
+        turns: Sequence[int],
+        best: _Turn,
+        embed_partial: bool,
+        gate: QualityGate | None,
+        role: Role,
+    ) -> _Turn:
+        """``best``, or the first of ``turns`` with better evidence, trying them in order until
+        one is settled."""
+        for degrees in turns:
+            faces, crops = self._at_turn(image, degrees, embed_partial, gate)
+            if _evidence(faces) > best[0]:
+                best = (_evidence(faces), degrees, faces, crops)
+            if self._settled(faces, role, degrees):
+                break
+        return best
+
+    def _finer(self, image: imaging.DecodedImage) -> imaging.DecodedImage | None:
+        """The image with a working copy of twice the usual size, or None when it has no more
+        pixels than the one it has."""
+        if image.scale >= 1.0:
+            return None
+        size = (2 * self.max_image_size[0], 2 * self.max_image_size[1])
+        pixels, reduction = image.source(imaging.reduction_for(2.0 * min(1.0, 2 * image.scale)))
+        working, local = imaging.working_copy(pixels, size)
+        return dataclasses.replace(image, working=working, scale=local / reduction)
+
+    def _at_turn(
+        self, image: imaging.DecodedImage, degrees: int, embed_partial: bool, gate: QualityGate | None
+    ) -> tuple[list[FaceAnalysis], list[tuple[int, np.ndarray]]]:
+        faces, crops = self.align_faces(image, self.detect(image, degrees), embed_partial, gate)
+        return [f._replace(orientation=degrees) for f in faces], crops
+
+    def _straightened(
+        self,
+        image: imaging.DecodedImage,
+        found: list[FaceAnalysis],
+        aligned: list[tuple[int, np.ndarray]],
+        degrees: int,
+        embed_partial: bool,
+        gate: QualityGate | None,
+    ) -> tuple[list[FaceAnalysis], list[tuple[int, np.ndarray]]]:
+        """The faces again on a copy turned by the card's tilt, when the straight edges around the
+        portrait lean more than :data:`orientation.REFINE_TILT_DEG` from ``degrees`` and that copy
+        gives a usable portrait scoring at least as well; else ``found`` as it is (an untilted
+        card costs no pass)."""
+        portrait = max((f for f in found if f.reason is None), key=_face_area)
+        x1, y1, x2, y2 = portrait.box * image.scale
+        w, h = x2 - x1, y2 - y1
+        height, width = image.working.shape[:2]
+        region = image.working[
+            max(0, int(y1 - h)) : min(height, int(y2 + h)), max(0, int(x1 - w)) : min(width, int(x2 + w))
+        ]
+        lean = orientation.edge_tilt(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)) if region.size else None
+        if lean is None:
+            return found, aligned
+        tilted = orientation.nearest_turn(lean, degrees)
+        if abs(tilted - degrees) <= orientation.REFINE_TILT_DEG:
+            return found, aligned
+        faces, crops = self._at_turn(image, round(tilted) % 360, embed_partial, gate)
+        # Kept only if the detector agrees (YuNet scores a face highest near upright): edges
+        # that lean in a plain photo's background must not turn its face away.
+        return (faces, crops) if _evidence(faces) >= _evidence(found) else (found, aligned)
 
     def align_faces(
         self,
@@ -392,10 +562,20 @@ class KYCDeepFace:
                         model=self.liveness.model_id,
                     )
                 faces.append(
-                    Face(box=box, score=score, landmarks=marks, features=encoded, quality=self.grade(f), liveness=live)
+                    Face(
+                        box=box,
+                        score=score,
+                        landmarks=marks,
+                        features=encoded,
+                        quality=self.grade(f),
+                        liveness=live,
+                        orientation=f.orientation,
+                    )
                 )
             elif f.reason is not None:
-                partial.append(PartialFace(reason=f.reason, box=box, score=score, landmarks=marks))
+                partial.append(
+                    PartialFace(reason=f.reason, box=box, score=score, landmarks=marks, orientation=f.orientation)
+                )
         return FacesResult(faces=faces, partial_faces=partial)
 
     # -- 2 features -> match -------------------------------------------------------------------

@@ -22,6 +22,8 @@ class PartialReason(str, Enum):
     NOT_FRONT_FACING = "NOT_FRONT_FACING"
     TOO_DARK = "TOO_DARK"
     BLURRY = "BLURRY"
+    # Found only on the image turned (see ``orientation``): a verify selfie must be upright.
+    TURNED = "TURNED"
 
 
 class QualityLevel(str, Enum):
@@ -104,6 +106,10 @@ class Face(_Doc):
     features: str | None
     quality: FaceQuality | None = None
     liveness: Liveness | None = None  # only when asked for (the verify selfie)
+    # Degrees clockwise the face lies in the image as given (0, 90, 180, 270, or 45-degree steps):
+    # the engine found it on the image turned back by as much. Box and landmarks stay in the
+    # image's own pixels. Only a verify document (or a selfie, to say so) is searched for turns.
+    orientation: int = 0
 
     def template(self) -> str:
         """The features string (raises ``FeaturesError`` when the result was built without it)."""
@@ -117,6 +123,7 @@ class PartialFace(_Doc):
     box: Box
     score: float
     landmarks: Landmarks
+    orientation: int = 0  # as ``Face.orientation``
 
 
 class FacesResult(_Doc):

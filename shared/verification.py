@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import SpoofSuspectedError
-from shared.schemas import Face, FacesResult, InvalidImageResult, Liveness, MatchResult
+from shared.schemas import Face, FacesResult, InvalidImageResult, Liveness, MatchResult, PartialReason
 
 Image = Literal["selfie", "document"]
 # The engine's ``compare``: raises a typed error (e.g. FeaturesError) rather than answering one.
@@ -71,10 +71,41 @@ def _area(face: Face) -> int:
     return face.box.width * face.box.height
 
 
+# What a person can do about each reason, said of the selfie or of the document's portrait.
+_ADVICE: dict[Image, dict[PartialReason, str]] = {
+    "selfie": {
+        PartialReason.CROPPED: "the face is cut by the frame: centre it",
+        PartialReason.TOO_SMALL: "the face is too small in pixels: come closer",
+        PartialReason.NOT_FRONT_FACING: "the face is turned away: look into the camera",
+        PartialReason.TOO_DARK: "the face is too dark: find more light",
+        PartialReason.BLURRY: "the face is blurred: hold the camera still",
+        PartialReason.TURNED: "the photo is on its side or upside down: take it upright",
+    },
+    "document": {
+        PartialReason.CROPPED: "the portrait is cut by the frame: photograph the whole card",
+        PartialReason.TOO_SMALL: "the portrait is too small in pixels: photograph the card closer, filling the frame",
+        PartialReason.NOT_FRONT_FACING: "the portrait is seen too far from the front: photograph the card flat",
+        PartialReason.TOO_DARK: "the portrait is too dark or washed out (glare or shadow): photograph it in even light",
+        PartialReason.BLURRY: "the portrait is blurred: hold the camera still and let it focus",
+        PartialReason.TURNED: "the portrait is turned",
+    },
+}
+_NOTHING_FOUND: dict[Image, str] = {
+    "selfie": "no face was found: take the selfie facing the camera",
+    "document": (
+        "no face was found, upright or turned: photograph the card flat and close, filling the frame, "
+        "without glare on the portrait"
+    ),
+}
+
+
 def _why_none(image: Image, result: FacesResult) -> str:
-    reasons = sorted({p.reason.value for p in result.partial_faces})
-    detail = f" ({len(result.partial_faces)} unusable: {', '.join(reasons)})" if reasons else ""
-    return f"no usable face on the {image}{detail}"
+    reasons = sorted({p.reason for p in result.partial_faces}, key=lambda r: r.value)
+    if not reasons:
+        return f"no usable face on the {image}: {_NOTHING_FOUND[image]}"
+    codes = ", ".join(r.value for r in reasons)
+    advice = "; ".join(_ADVICE[image][r] for r in reasons)
+    return f"no usable face on the {image} ({len(result.partial_faces)} unusable: {codes}): {advice}"
 
 
 def check_liveness(face: Face, threshold: float) -> None:

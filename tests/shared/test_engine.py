@@ -45,9 +45,9 @@ def test_document_shape_is_the_seed_format(engine: KYCDeepFace) -> None:
     assert set(doc) == {"code", "faces", "partial_faces"}
     assert doc["code"] == "SUCCESS"
     face = doc["faces"][0]
-    # The seed's four fields, and since the quality policy and liveness two optional ones.
-    assert set(face) == {"box", "score", "landmarks", "features", "quality", "liveness"}
-    assert face["quality"]["level"] == "high" and face["liveness"] is None
+    # The seed's four fields, and since the quality policy, liveness and documents three optional ones.
+    assert set(face) == {"box", "score", "landmarks", "features", "quality", "liveness", "orientation"}
+    assert face["quality"]["level"] == "high" and face["liveness"] is None and face["orientation"] == 0
     assert set(face["box"]) == {"x1", "y1", "x2", "y2"}
     assert 0.8 <= face["score"] <= 1.0
     assert features.decode(face["features"]).vector.shape == (engine.embedder.spec.dim,)

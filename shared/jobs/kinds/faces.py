@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -12,6 +13,9 @@ from shared.jobs.inputs import FeaturesInput, Flag, ImageRef
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, batch_of, job_kind
 from shared.schemas import FacesResult, InvalidImageResult, MatchResult, QualityLevel
 from shared.verification import VerificationResult, decide
+
+if TYPE_CHECKING:  # the engine (onnxruntime, OpenCV) stays out of the API's process
+    from shared.engine import Role
 
 
 class FacesInputs(JobInputs):
@@ -60,11 +64,11 @@ def _fetch(job: JobContext, ref: ImageRef) -> bytes | Exception:
 
 
 def _describe_all(
-    jobs: list[JobContext], images: list[tuple[bytes, QualityLevel | None, bool]]
+    jobs: list[JobContext], images: list[tuple[bytes, QualityLevel | None, bool]], roles: list[Role] | None = None
 ) -> list[BaseModel | Exception]:
     """``engine.describe_many``, its time shared out as ``compute_s`` between the jobs."""
     start = time.perf_counter()
-    described: list[BaseModel | Exception] = list(jobs[0].engine.describe_many(images)) if images else []
+    described: list[BaseModel | Exception] = list(jobs[0].engine.describe_many(images, roles)) if images else []
     for job in jobs:
         job.add("compute_s", (time.perf_counter() - start) / len(jobs))
     return described
@@ -83,10 +87,12 @@ def verify_batch(inputs: list[VerifyInputs], jobs: list[JobContext]) -> list[Bas
     fetched = [(_fetch(job, i.selfie), _fetch(job, i.document)) for i, job in zip(inputs, jobs, strict=True)]
     live = engine.liveness is not None
     images: list[tuple[bytes, QualityLevel | None, bool]] = []
+    roles: list[Role] = []
     for selfie, document in fetched:
         if isinstance(selfie, bytes) and isinstance(document, bytes):
             images += [(selfie, settings.quality_selfie, live), (document, settings.quality_document, False)]
-    described = iter(_describe_all(jobs, images))
+            roles += ["selfie", "document"]
+    described = iter(_describe_all(jobs, images, roles))
     answers: list[BaseModel | Exception] = []
     for job, wanted, (selfie_bytes, document_bytes) in zip(jobs, inputs, fetched, strict=True):
         if isinstance(selfie_bytes, Exception) or isinstance(document_bytes, Exception):
