@@ -9,6 +9,7 @@ import sys
 from harness import TEST_FEATURES_KEY
 from shared import features
 from shared.engine import KYCDeepFace
+from shared.exits import EX_CONFIG
 from tests.conftest import features_of
 
 
@@ -39,5 +40,5 @@ def test_reseal_turns_untenanted_strings_into_a_tenants_line_by_line(engine: KYC
 
 def test_reseal_needs_the_deployments_key(engine: KYCDeepFace) -> None:
     done = reseal(features_of(engine, "fr_obama.jpg") + "\n", "--tenant", "acme")
-    assert done.returncode == 1 and "KYC_FEATURES_KEY is not set" in done.stderr
+    assert done.returncode == EX_CONFIG and "KYC_FEATURES_KEY is not set" in done.stderr
     assert done.stdout == ""  # nothing written without the key
