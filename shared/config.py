@@ -354,7 +354,7 @@ class Settings(BaseSettings):
             )
         if isinstance(value, Mapping):
             for key_id in value:
-                if not re.match(API_KEY_ID_PATTERN, str(key_id)):
+                if not re.fullmatch(API_KEY_ID_PATTERN, str(key_id)):
                     raise SettingsError("KYC_API_KEYS: key ids must be 1-64 letters, digits, '.', '_' or '-'")
         return value
 

@@ -139,7 +139,7 @@ class JobDocument(BaseModel):
             if isinstance(value, features.Features):
                 text, clean[name] = clean[name], features.digest(value)
                 held[clean[name]] = text
-        if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
+        if job_id is not None and not re.fullmatch(JOB_ID_PATTERN, job_id):
             raise JobError(f"job id {job_id!r} must match {JOB_ID_PATTERN}")
         doc = cls(
             job_id=job_id or uuid.uuid4().hex,
