@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     # Tenants' images are the objects under "<tenant>/" in the allowed buckets: a key of tenant
     # acme may name s3://kyc-images/acme/... only (the default tenant is not restricted).
     s3_tenant_prefixes: bool = False
+    # Tenant prefix confinement (on by default): once a tenant is named in these settings (an API
+    # key's, an event rule's or a webhook map's), "<that tenant>/" in the allowed buckets is its
+    # own, and no other tenant, the default one included, may name an object under it.
+    s3_tenant_prefix_guard: bool = True
 
     # --- pipeline -----------------------------------------------------------------------------
     broker_url: str | None = None
