@@ -347,6 +347,10 @@ class Settings(BaseSettings):
     review_liveness_below: float = Field(default=0.7, ge=0, le=1)
     review_stream: str = "kyc:reviews"  # one entry per decision
     review_session_ttl_s: int = Field(default=8 * 3600, ge=60)  # a reviewer's login
+    # Review form origins (login CSRF): a form POST whose Origin (or Referer) is another site is
+    # refused. Empty: the origin must name the request's own Host; behind a proxy that rewrites
+    # Host, list the page's public origins ("https://review.example.com").
+    review_origins: list[str] = Field(default_factory=list)
 
     @field_validator("api_keys", mode="before")
     @classmethod
