@@ -308,6 +308,11 @@ class Settings(BaseSettings):
     # (a receiver inside the cluster); everything else must be https to a public address.
     webhook_allow_private: list[str] = Field(default_factory=list)
     webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Webhook delivery isolation: one attempt (connect, TLS, request, answer) ends at this
+    # deadline however the receiver trickles (webhook_timeout_s bounds each read, and a byte a
+    # second resets it), and no more of an answer than this is read.
+    webhook_attempt_deadline_s: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_s: float = Field(default=2.0, ge=0)  # doubled per attempt
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)

@@ -122,3 +122,15 @@ def test_no_default_features_key_and_results_expire_with_their_jobs(compose: dic
     init = " ".join(compose["services"]["minio-init"]["command"])
     assert "mc ilm import local/kyc-results" in init and '"Key":"kyc-expire-days"' in init
     assert compose["services"]["minio-init"]["environment"]["KYC_JOB_TTL_S"] == env["KYC_JOB_TTL_S"]
+
+
+def test_webhooks_have_their_own_queue_and_thread_pool(compose: dict[str, Any]) -> None:
+    from shared.jobs.registry import WEBHOOK_QUEUE
+    from workers.app import WEBHOOK_TASK, app
+
+    services = compose["services"]
+    command = services["worker-webhooks"]["command"]
+    assert command[command.index("--queues") + 1] == WEBHOOK_QUEUE and command[command.index("--pool") + 1] == "threads"
+    for name in ("worker", "worker-light"):  # the job workers never consume deliveries
+        assert WEBHOOK_QUEUE not in services[name]["command"], name
+    assert app.conf.task_routes[WEBHOOK_TASK] == {"queue": WEBHOOK_QUEUE}

@@ -33,10 +33,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.broker_url:
         raise JobError("no broker: set KYC_BROKER_URL (a backlog without one runs embedded: `kycface backlog`)")
-    from shared.jobs.registry import QUEUES
+    from shared.jobs.registry import QUEUES, WEBHOOK_QUEUE
     from workers.app import app
 
     pool = args.pool or settings.worker_pool
+    if pool == "threads" and set((args.queues or ",".join(QUEUES)).split(",")) != {WEBHOOK_QUEUE}:
+        # Jobs hold the process's models and time limits per process: never in threads.
+        raise JobError(f"--pool threads serves the webhook queue only: add --queues {WEBHOOK_QUEUE}")
     concurrency = 1 if pool == "solo" else args.concurrency or settings.worker_processes()
     argv = [
         "worker",
@@ -186,8 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("-c", "--concurrency", type=int, help="processes (default: KYC_WORKER_CONCURRENCY or cores)")
     worker.add_argument(
         "--pool",
-        choices=["prefork", "solo"],
-        help="prefork (default, KYC_WORKER_POOL) or solo: one process, run one per core with KYC_INTRA_OP_THREADS",
+        choices=["prefork", "solo", "threads"],
+        help="prefork (default, KYC_WORKER_POOL) or solo: one process, run one per core with KYC_INTRA_OP_THREADS; "
+        "threads: for the webhook queue only (kyc.webhooks), whose tasks wait on the network",
     )
     worker.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")
     worker.add_argument("-n", "--hostname", help="worker node name")
