@@ -16,6 +16,7 @@ from shared.jobs.context import JobContext
 from shared.jobs.erasure import purge_intake
 from shared.jobs.inputs import FaceId, Flag, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
+from shared.jobs.store import JobStore
 from shared.schemas import DeleteResult, EnrolResult, FindManyResult, ForgetResult
 from shared.storage.refs import Ref
 from shared.tenants import Scope, scoped
@@ -87,7 +88,8 @@ def erase_documents(job: JobContext, digests: set[str]) -> int:
     if not digests or job.settings.resolved_redis_url() is None:
         return 0  # no job store (the library, the embedded demo): no job documents to erase
     store = job.resources.jobs
-    purge_intake(store.redis, job.settings, digests, job.tenant)
+    if isinstance(store, JobStore):  # the in-memory store of the unit tests has no intake
+        purge_intake(store.redis, job.settings, digests, job.tenant)
     return store.erase_templates(digests, job.tenant)
 
 
