@@ -118,6 +118,11 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._cut)
         self._timer.daemon = True
 
+    def expired(self) -> bool:
+        """Whether the deadline has passed (the cut may not have run yet: a read's own timeout
+        can fire at the same moment)."""
+        return self.passed or time.monotonic() >= self.at
+
     def remaining_s(self) -> float:
         left = self.at - time.monotonic()
         if left <= 0:
@@ -137,7 +142,9 @@ class _Deadline:
             self.passed, sock = True, self._sock
         if sock is not None:
             with contextlib.suppress(OSError):  # closed already
-                sock.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop the
+                # TLS state another thread is reading with.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def __enter__(self) -> _Deadline:
         self._timer.start()
@@ -149,7 +156,8 @@ class _Deadline:
 
 def _connect_any(addresses: tuple[str, ...], port: int, timeout_s: float | None, deadline: _Deadline) -> socket.socket:
     """A connection to the first of ``addresses`` that answers (they were all checked), each
-    try within what is left of the deadline."""
+    try within what is left of the deadline (which then stays each read's timeout: no read
+    outlives the deadline even before the cut)."""
     error: OSError = OSError("no address")
     for address in addresses:
         try:
@@ -185,9 +193,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self._deadline = deadline
 
     def connect(self) -> None:
-        # The deadline holds the plain socket: shutting it ends a trickled TLS handshake too.
         sock = _connect_any(self._addresses, self.port, self.timeout, self._deadline)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        # wrap_socket detaches the plain socket: the deadline holds the TLS one, before the
+        # handshake, so a trickled handshake is cut too.
+        tls = self._context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)  # type: ignore[attr-defined]
+        self._deadline.hold(tls)
+        tls.do_handshake()
+        self.sock = tls
 
 
 def _post(settings: Settings, callback: Callback, body: str, headers: dict[str, str]) -> int:
@@ -211,14 +223,19 @@ def _post(settings: Settings, callback: Callback, body: str, headers: dict[str, 
                 headers={**headers, "Content-Type": "application/json", "User-Agent": "kycdeepface"},
             )
             response = conn.getresponse()
+            status = response.status
             # A receiver's body is never used: drain at most the cap, 64 KiB at a time (read(n)
-            # allocates n bytes up front).
+            # allocates n bytes up front). The status came in time: a deadline here ends the drain.
             left = settings.webhook_max_response_bytes
-            while left > 0 and (chunk := response.read(min(left, _READ_BYTES))):
-                left -= len(chunk)
-            return response.status
+            try:
+                while left > 0 and (chunk := response.read(min(left, _READ_BYTES))):
+                    left -= len(chunk)
+            except (OSError, http.client.HTTPException):
+                if not deadline.expired():
+                    raise
+            return status
         except (OSError, http.client.HTTPException) as exc:
-            if deadline.passed and not isinstance(exc, DeadlineExceededError):
+            if deadline.expired() and not isinstance(exc, DeadlineExceededError):
                 raise DeadlineExceededError(f"deadline of {deadline.seconds:g} s passed") from None
             raise
         finally:
