@@ -198,8 +198,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         # handshake, so a trickled handshake is cut too.
         tls = self._context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)  # type: ignore[attr-defined]
         self._deadline.hold(tls)
+        self.sock = tls  # before the handshake, so close() closes it when the handshake fails
         tls.do_handshake()
-        self.sock = tls
 
 
 def _post(settings: Settings, callback: Callback, body: str, headers: dict[str, str]) -> int:
