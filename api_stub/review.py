@@ -3,7 +3,10 @@
 Server-rendered HTML with no script and no asset from elsewhere; the decision is a plain form
 POST. A browser logs in once with its API key (a key with the ``review`` scope): the answer sets
 an HttpOnly, SameSite=Strict session cookie, kept in Redis by its hash with the key's id and a
-CSRF token that every form carries back. Images are served only to such a session, never cached.
+CSRF token that every form carries back. The login form itself carries a token that must match
+a cookie set with the form (so another site cannot log a browser in under its own key: login
+CSRF), and every form POST from another origin is refused. Images are served only to such a
+session, never cached.
 
 The crops are cut on demand (``api_stub/crops.py``) from the stored images and the landmarks the
 job's result already holds (the same similarity warp the engine aligns with): the stub loads no
@@ -20,7 +23,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -37,6 +40,8 @@ from shared.tenants import Scope, scoped
 log = logging.getLogger(__name__)
 
 COOKIE = "kyc_review"
+LOGIN_COOKIE = "kyc_review_login"  # the login form's token, double-submitted
+LOGIN_FORM_TTL_S = 3600
 ROLES = ("selfie", "document")
 DISPLAY_PX = 720  # longest side of an image on the page
 CROP_PX = 224  # the 112 px aligned crop, shown at twice its size
@@ -96,6 +101,24 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in parsed.items()}
 
 
+def _same_origin(request: Request, allowed: list[str]) -> bool:
+    """Whether a form POST comes from the page's own origin: its ``Origin`` header, else its
+    ``Referer``'s, is one of ``allowed`` or (when that is empty) names the request's ``Host``.
+
+    A request with neither header passes (browsers send ``Origin`` with every form POST; a
+    client that sends none is no browser to forge a form in), and the form's token still holds.
+    """
+    origin = request.headers.get("origin")
+    if origin is None and (referer := request.headers.get("referer")):
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    if origin is None:
+        return True
+    if allowed:
+        return origin.rstrip("/") in {a.rstrip("/") for a in allowed}
+    return origin != "null" and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -132,7 +155,12 @@ def router(settings: Settings) -> APIRouter:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in at /review/login with a key holding 'review'")
         return session
 
+    def check_origin(request: Request) -> None:
+        if not _same_origin(request, settings.review_origins):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "form posted from another origin")
+
     async def checked_form(request: Request, session: Session) -> dict[str, str]:
+        check_origin(request)
         form = await _form(request)
         if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "stale or missing form token; reload the page")
@@ -145,28 +173,45 @@ def router(settings: Settings) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job to review (or it expired)")
         return doc
 
-    def login_form(message: str = "", code: int = 200) -> HTMLResponse:
+    def login_form(request: Request, message: str = "", code: int = 200) -> HTMLResponse:
+        """The login form with a fresh token, set in its cookie too (each answer a new one)."""
+        token = secrets.token_urlsafe(32)
         note = f'<p class="low">{html.escape(message)}</p>' if message else ""
         body = (
-            f'{note}<form method="post" action="/review/login"><label>API key '
+            f'{note}<form method="post" action="/review/login">'
+            f'<input type="hidden" name="csrf" value="{token}"><label>API key '
             '<input type="password" name="key" autocomplete="current-password" required></label> '
             '<button type="submit">Log in</button></form>'
         )
-        return _page("Review: log in", body, code)
+        page = _page("Review: log in", body, code)
+        page.set_cookie(
+            LOGIN_COOKIE,
+            token,
+            max_age=LOGIN_FORM_TTL_S,
+            path="/review/login",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return page
 
     @routes.get("/login")
-    def login_page() -> HTMLResponse:
-        return login_form()
+    def login_page(request: Request) -> HTMLResponse:
+        return login_form(request)
 
     @routes.post("/login")
     async def login(request: Request) -> Response:
+        check_origin(request)
         form = await _form(request)
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(form.get("csrf", "").encode(), expected.encode()):
+            return login_form(request, "The login form expired; log in again.", status.HTTP_403_FORBIDDEN)
         keyring: KeyRing = request.app.state.keyring
         principal = keyring.principal(form.get("key"))
         if principal is None:
-            return login_form("Unknown API key.", status.HTTP_401_UNAUTHORIZED)
+            return login_form(request, "Unknown API key.", status.HTTP_401_UNAUTHORIZED)
         if not principal.may(Scope.REVIEW):
-            return login_form("This key lacks the review scope.", status.HTTP_403_FORBIDDEN)
+            return login_form(request, "This key lacks the review scope.", status.HTTP_403_FORBIDDEN)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         value = json.dumps({"key_id": principal.key_id, "csrf": csrf})
         producer_of(request).jobs.redis.set(
@@ -182,6 +227,7 @@ def router(settings: Settings) -> APIRouter:
             samesite="strict",
             secure=request.url.scheme == "https",
         )
+        response.delete_cookie(LOGIN_COOKIE, path="/review/login")
         return response
 
     @routes.post("/logout")

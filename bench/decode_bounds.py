@@ -191,6 +191,83 @@ def tiff_with_strips(strips: int, size: tuple[int, int] = (400, 500)) -> bytes:
     )
 
 
+def zeros_zlib(size: int) -> bytes:
+    """A zlib stream of ``size`` zero bytes, in a second: one full-flushed 16 MiB block repeated
+    (after a full flush the compressor starts afresh, so each block's output is the same bytes),
+    then the rest and the Adler-32 of ``size`` zeros (a = 1, b = size mod 65521)."""
+    block = 16 << 20
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(bytes(min(block, size))) + compressor.flush(zlib.Z_FULL_FLUSH)
+    if size <= block:
+        return first + compressor.flush()
+    repeat = compressor.compress(bytes(block)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    full, rest = divmod(size - block, block)
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    tail = raw.compress(bytes(rest)) + raw.flush()
+    return first + repeat * full + tail + struct.pack(">I", (size % 65521) << 16 | 1)
+
+
+def tiff_tiled(size: tuple[int, int], tile: tuple[int, int], tile_data: list[bytes], spp: int = 3) -> bytes:
+    """A deflate TIFF of ``size`` (w, h) in tiles of ``tile`` (w, h), 8 bits per sample, RGB (3
+    samples) or grey (1), with the given compressed tiles (one per tile, row by row)."""
+    entries = 12
+    head = 8 + 2 + 12 * entries + 4
+    offsets_at, counts_at, bits_at = head, head + 4 * len(tile_data), head + 8 * len(tile_data)
+    data_at = bits_at + 8
+    offsets = np.cumsum([data_at, *(len(t) for t in tile_data[:-1])])
+
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, kind, count, value)
+
+    many = len(tile_data) > 1
+    ifd = struct.pack("<H", entries) + b"".join(
+        [
+            entry(256, 4, 1, size[0]),
+            entry(257, 4, 1, size[1]),
+            entry(258, 3, spp, bits_at if spp > 2 else 8),  # BitsPerSample: 8 each
+            entry(259, 3, 1, 8),  # deflate
+            entry(262, 3, 1, 2 if spp == 3 else 1),  # RGB or grey
+            entry(277, 3, 1, spp),
+            entry(278, 4, 1, tile[1]),  # RowsPerStrip (unused by tiled readers)
+            entry(284, 3, 1, 1),  # chunky
+            entry(322, 4, 1, tile[0]),
+            entry(323, 4, 1, tile[1]),
+            entry(324, 4, len(tile_data), offsets_at if many else int(offsets[0])),
+            entry(325, 4, len(tile_data), counts_at if many else len(tile_data[0])),
+        ]
+    )
+    return (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + ifd
+        + struct.pack("<I", 0)
+        + offsets.astype("<u4").tobytes()
+        + np.array([len(t) for t in tile_data], "<u4").tobytes()
+        + struct.pack("<HHHH", 8, 8, 8, 0)
+        + b"".join(tile_data)
+    )
+
+
+def tiff_tiled_image(image: Image.Image, tile: tuple[int, int]) -> bytes:
+    """An RGB image as a deflate TIFF in ``tile`` tiles, edge tiles padded as libtiff pads them."""
+    w, h = size = image.size
+    across, down = -(-w // tile[0]), -(-h // tile[1])
+    padded = np.zeros((down * tile[1], across * tile[0], 3), np.uint8)
+    padded[:h, :w] = np.asarray(image.convert("RGB"))
+    tiles = [
+        zlib.compress(padded[y : y + tile[1], x : x + tile[0]].tobytes())
+        for y in range(0, down * tile[1], tile[1])
+        for x in range(0, across * tile[0], tile[0])
+    ]
+    return tiff_tiled(size, tile, tiles)
+
+
+def tiff_tile_bomb(side: int = 26_704, size: tuple[int, int] = (640, 480)) -> bytes:
+    """A TIFF declaring ``size`` whose one tile is ``side`` px square: 2 MB of deflated zeros
+    that libtiff inflates into a 2.1 GB tile buffer (the pixel limit only sees ``size``)."""
+    return tiff_tiled(size, (side, side), [zeros_zlib(side * side * 3)])
+
+
 def gif_with_junk(junk: int, size: tuple[int, int] = (400, 500)) -> bytes:
     """A real GIF of the photo with ``junk`` zero bytes before its first image (Pillow skips
     them one by one)."""
@@ -253,6 +330,12 @@ def _png(image: Image.Image) -> bytes:
     return encode(image, "PNG", compress_level=6)
 
 
+def _orientation_exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
 def _tiff_pages(pixels: int) -> bytes:
     pages = [Image.new("RGB", (64, 48), (i % 256, 0, 0)) for i in range(2000)]
     return encode(_blocky(pixels), "TIFF", compression="tiff_deflate", save_all=True, append_images=pages)
@@ -288,6 +371,16 @@ CASES: dict[str, tuple[str, Builder, bool]] = {
     "jpeg_grey": ("libjpeg via OpenCV, DCT-reduced", lambda p: encode(photo_rgb(_dims(p)).convert("L"), "JPEG"), False),
     "png_rgb": ("libpng via OpenCV", lambda p: _png(_blocky(p)), False),
     "png_rgba": ("libpng via OpenCV, alpha on white", lambda p: _png(with_alpha(_blocky(p))), False),
+    "png_grey_alpha": (
+        "libpng, grey and alpha on white",
+        lambda p: _png(with_alpha(_blocky(p)).convert("LA")),
+        False,
+    ),
+    "png_palette_transparent": (
+        "libpng via OpenCV, palette with transparency on white",
+        lambda p: encode(_blocky(p).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0),
+        False,
+    ),
     "png_16bit_grey": (
         "libpng via Pillow, 16-bit scaled",
         lambda p: _png(Image.fromarray(np.asarray(_blocky(p).convert("L"), np.uint16) * 257)),
@@ -318,6 +411,17 @@ CASES: dict[str, tuple[str, Builder, bool]] = {
         lambda p: encode(_blocky(p).convert("CMYK"), "TIFF", compression="tiff_deflate"),
         False,
     ),
+    "tiff_tiled": ("libtiff via Pillow, 256 px tiles", lambda p: tiff_tiled_image(_blocky(p), (256, 256)), False),
+    "tiff_rgba": (
+        "libtiff via Pillow, alpha on white",
+        lambda p: encode(with_alpha(_blocky(p)), "TIFF", compression="tiff_deflate"),
+        False,
+    ),
+    "tiff_rotated": (
+        "libtiff via Pillow, EXIF orientation 6",
+        lambda p: encode(_blocky(p), "TIFF", compression="tiff_deflate", exif=_orientation_exif(6)),
+        False,
+    ),
     "gif_2000_frames": ("Pillow GIF, first frame", _gif_frames, False),
     "bmp_rle8": ("BMP RLE8 via OpenCV", lambda p: bmp_rle8(_blocky(p)), False),
     "bmp_24bit_max_bytes": (
@@ -330,6 +434,7 @@ CASES: dict[str, tuple[str, Builder, bool]] = {
     "png_1M_chunks": ("refused: chunks", lambda p: png_many_chunks(1_000_000), False),
     "tiff_3M_strips": ("refused: strips", lambda p: tiff_with_strips(3_000_000), False),
     "tiff_65536_strips": ("Pillow raw TIFF, at the strip bound", lambda p: tiff_with_strips(MAX_TIFF_STRIPS), False),
+    "tiff_tile_bomb": ("refused: a tile over the bound", lambda p: tiff_tile_bomb(), False),
     "gif_24M_junk": ("refused: junk before the image", lambda p: gif_with_junk(24_000_000), False),
 }
 
@@ -343,19 +448,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(path: Path, full_scale: bool) -> dict[str, object]:
-    """Decode the file once in this process: wall time, peak RSS and the answer."""
+def measure(path: Path, full_scale: bool, engine: bool = False) -> dict[str, object]:
+    """Decode the file once in this process: wall time, peak RSS and the answer.
+
+    With ``engine``, as a worker's pool process does: the models loaded and warmed first
+    (``before_mb`` then includes them), then the whole ``get_faces`` on the bytes.
+    """
     settings = Settings()
     data = path.read_bytes()
+    runner = None
+    if engine:
+        from shared.engine import KYCDeepFace
+
+        runner = KYCDeepFace(settings=settings)
+        runner.get_faces(encode(photo_rgb((640, 480)), "JPEG"))  # warm, as worker_process_init does
     before = peak_rss_mb()
     start = time.perf_counter()
-    try:
-        image = decode(data, settings, MIN_SIZE, WORKING_SIZE)
-        if full_scale:
-            image.source(1)
-        answer = f"{image.size[0]}x{image.size[1]} at 1/{image.reduction}"
-    except InvalidImageError as exc:
-        answer = f"INVALID_IMAGE {exc.reason.value}"
+    if runner is not None:
+        result = runner.get_faces(data)
+        answer = f"{result.code} {getattr(result, 'reason', None) or ''}".strip()
+    else:
+        try:
+            image = decode(data, settings, MIN_SIZE, WORKING_SIZE)
+            if full_scale:
+                image.source(1)
+            answer = f"{image.size[0]}x{image.size[1]} at 1/{image.reduction}"
+        except InvalidImageError as exc:
+            answer = f"INVALID_IMAGE {exc.reason.value}"
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_mb": peak_rss_mb(), "before_mb": before, "answer": answer}
 
@@ -367,9 +486,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child: decode this file
     parser.add_argument("--full-scale", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)  # child: as a pool process
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.full_scale)))
+        print(json.dumps(measure(args.measure, args.full_scale, args.engine)))
         return 0
     names = args.only.split(",") if args.only else list(CASES)
     rows = []

@@ -54,7 +54,7 @@ class CeleryWorker:
         env: dict[str, str],
         log_path: Path,
         concurrency: int = 2,
-        queues: str = "kyc.heavy,kyc.light",
+        queues: str = "kyc.heavy,kyc.light,kyc.webhooks",
         loglevel: str = "INFO",
         extra_args: list[str] | None = None,
         pool: str = "prefork",
@@ -88,8 +88,9 @@ class CeleryWorker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log()
-            # A solo worker is one process: it loads its models once ready, as a pool child would.
-            processes = 1 if self.pool == "solo" else self.concurrency
+            # A solo worker is one process: it loads its models once ready, as a pool child would;
+            # a thread pool (the webhook queue's) loads none.
+            processes = {"solo": 1, "threads": 0}.get(self.pool, self.concurrency)
             if " ready." in text and text.count("worker process ") >= processes:
                 return
             if self.proc.poll() is not None:

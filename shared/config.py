@@ -216,6 +216,10 @@ class Settings(BaseSettings):
     # Tenants' images are the objects under "<tenant>/" in the allowed buckets: a key of tenant
     # acme may name s3://kyc-images/acme/... only (the default tenant is not restricted).
     s3_tenant_prefixes: bool = False
+    # Tenant prefix confinement (on by default): once a tenant is named in these settings (an API
+    # key's, an event rule's or a webhook map's), "<that tenant>/" in the allowed buckets is its
+    # own, and no other tenant, the default one included, may name an object under it.
+    s3_tenant_prefix_guard: bool = True
 
     # --- pipeline -----------------------------------------------------------------------------
     broker_url: str | None = None
@@ -361,6 +365,11 @@ class Settings(BaseSettings):
     # (a receiver inside the cluster); everything else must be https to a public address.
     webhook_allow_private: list[str] = Field(default_factory=list)
     webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Webhook delivery isolation: one attempt (connect, TLS, request, answer) ends at this
+    # deadline however the receiver trickles (webhook_timeout_s bounds each read, and a byte a
+    # second resets it), and no more of an answer than this is read.
+    webhook_attempt_deadline_s: float = Field(default=10.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_s: float = Field(default=2.0, ge=0)  # doubled per attempt
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
@@ -404,6 +413,10 @@ class Settings(BaseSettings):
     review_liveness_below: float = Field(default=0.7, ge=0, le=1)
     review_stream: str = "kyc:reviews"  # one entry per decision
     review_session_ttl_s: int = Field(default=8 * 3600, ge=60)  # a reviewer's login
+    # Review form origins (login CSRF): a form POST whose Origin (or Referer) is another site is
+    # refused. Empty: the origin must name the request's own Host; behind a proxy that rewrites
+    # Host, list the page's public origins ("https://review.example.com").
+    review_origins: list[str] = Field(default_factory=list)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -415,7 +428,7 @@ class Settings(BaseSettings):
             )
         if isinstance(value, Mapping):
             for key_id in value:
-                if not re.match(API_KEY_ID_PATTERN, str(key_id)):
+                if not re.fullmatch(API_KEY_ID_PATTERN, str(key_id)):
                     raise SettingsError("KYC_API_KEYS: key ids must be 1-64 letters, digits, '.', '_' or '-'")
         return value
 

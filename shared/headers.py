@@ -6,6 +6,7 @@ carries two bytes of data (an end-of-band run). Pillow's own parsers loop in Pyt
 JPEG marker, PNG chunk, GIF sub-block (or junk byte) and TIFF strip. These walks count those
 units with C-speed searches and a bounded number of Python steps, and refuse a file that has
 more of them than any real encoder writes (INVALID_FORMAT, naming what there is too much of).
+A TIFF's tile or strip is also held to its image's size: libtiff allocates one whole.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ MAX_GIF_STEPS = 10_000
 MAX_TIFF_STRIPS = 65_536
 # Entries of the first IFD, each a Python step for Pillow; real files carry 10 to 60.
 MAX_TIFF_ENTRIES = 4_096
+# libtiff allocates a whole tile (or strip) and inflates it before Pillow crops it to the image:
+# a 640x480 TIFF whose one tile was 26,704 px square took a process to 2.4 GB. So a tile or strip
+# may hold no more pixels than its image (whose pixels the pixel limit bounds), or this floor
+# where the image is smaller: encoders tile at 256 or 512 px and never beyond 1024.
+MIN_TIFF_CHUNK_BOUND_PX = 1024 * 1024
 
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
 # libjpeg's next_marker(): skip to a 0xFF, skip fill 0xFFs, and a 0x00 after it is a stuffed
@@ -139,27 +145,59 @@ _TIFF_OFFSET_TAGS = {273, 279, 324, 325}  # StripOffsets, StripByteCounts, TileO
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 
 
+# ImageWidth, ImageLength, RowsPerStrip, TileWidth, TileLength: single SHORT, LONG or LONG8 values.
+_TIFF_SIZE_TAGS = {256, 257, 278, 322, 323}
+_TIFF_INLINE = {3: "H", 4: "I", 16: "Q"}  # field type -> struct code
+
+
+def _tiff_first_ifd(data: bytes) -> tuple[int, dict[int, tuple[int, int]]]:
+    """(entries of the first IFD, {tag: (count, inline value)} of its first
+    ``MAX_TIFF_ENTRIES + 1`` entries; the value is 0 unless one SHORT, LONG or LONG8)."""
+    order = "<" if data[:2] == b"II" else ">"
+    (magic,) = struct.unpack_from(order + "H", data, 2)
+    if magic == 43:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
+        (ifd,) = struct.unpack_from(order + "Q", data, 8)
+        (entries,) = struct.unpack_from(order + "Q", data, ifd)
+        first, size, fmt = ifd + 8, 20, order + "HHQ"
+    else:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (entries,) = struct.unpack_from(order + "H", data, ifd)
+        first, size, fmt = ifd + 2, 12, order + "HHI"
+    tags: dict[int, tuple[int, int]] = {}
+    for i in range(min(entries, MAX_TIFF_ENTRIES + 1)):
+        at = first + i * size
+        tag, kind, count = struct.unpack_from(fmt, data, at)
+        value = 0
+        if tag in _TIFF_SIZE_TAGS and count == 1 and kind in _TIFF_INLINE:
+            (value,) = struct.unpack_from(order + _TIFF_INLINE[kind], data, at + struct.calcsize(fmt))
+        tags.setdefault(tag, (count, value))
+    return entries, tags
+
+
 def tiff_counts(data: bytes) -> tuple[int, int]:
     """(entries of the first IFD, largest strip or tile count it declares); zeros if unreadable."""
-    order = "<" if data[:2] == b"II" else ">"
     try:
-        (magic,) = struct.unpack_from(order + "H", data, 2)
-        if magic == 43:  # BigTIFF: 8-byte offsets and counts, 20-byte entries
-            (ifd,) = struct.unpack_from(order + "Q", data, 8)
-            (entries,) = struct.unpack_from(order + "Q", data, ifd)
-            first, size, fmt = ifd + 8, 20, order + "HHQ"
-        else:
-            (ifd,) = struct.unpack_from(order + "I", data, 4)
-            (entries,) = struct.unpack_from(order + "H", data, ifd)
-            first, size, fmt = ifd + 2, 12, order + "HHI"
-        strips = 0
-        for i in range(min(entries, MAX_TIFF_ENTRIES + 1)):
-            tag, _, count = struct.unpack_from(fmt, data, first + i * size)
-            if tag in _TIFF_OFFSET_TAGS:
-                strips = max(strips, count)
+        entries, tags = _tiff_first_ifd(data)
     except struct.error:  # truncated: Pillow reports it
         return 0, 0
-    return entries, strips
+    return entries, max((count for tag, (count, _) in tags.items() if tag in _TIFF_OFFSET_TAGS), default=0)
+
+
+def tiff_chunk_pixels(data: bytes) -> tuple[int, int]:
+    """(pixels of the first IFD's largest tile or strip, pixels of its image); zeros if unreadable.
+
+    A strip holds ``RowsPerStrip`` rows (libtiff clamps it to the image's height, as here); a
+    tile ``TileWidth`` x ``TileLength`` pixels, whatever the image's size.
+    """
+    try:
+        _, tags = _tiff_first_ifd(data)
+    except struct.error:
+        return 0, 0
+    width, height = tags.get(256, (0, 0))[1], tags.get(257, (0, 0))[1]
+    if 322 in tags or 323 in tags:
+        return tags.get(322, (0, 0))[1] * tags.get(323, (0, 0))[1], width * height
+    rows = tags.get(278, (0, 0))[1] or height
+    return width * min(rows, height), width * height
 
 
 def check_structure(data: bytes) -> None:
@@ -183,6 +221,13 @@ def check_structure(data: bytes) -> None:
             raise _too_many("TIFF", f"directory entries (more than {MAX_TIFF_ENTRIES})")
         if strips > MAX_TIFF_STRIPS:
             raise _too_many("TIFF", f"strips or tiles (more than {MAX_TIFF_STRIPS})")
+        chunk, image = tiff_chunk_pixels(data)
+        if chunk > max(image, MIN_TIFF_CHUNK_BOUND_PX):
+            raise InvalidImageError(
+                ImageReason.INVALID_FORMAT,
+                f"TIFF tile or strip of {chunk} pixels is larger than its {image}-pixel image "
+                f"(and than {MIN_TIFF_CHUNK_BOUND_PX})",
+            )
 
 
 def _too_many(kind: str, what: str) -> InvalidImageError:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from shared.config import Settings
 from shared.errors import ImageReason, InvalidImageError
@@ -126,24 +127,50 @@ class Header(NamedTuple):
     size: tuple[int, int]  # (width, height) once the orientation is applied
 
 
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
 def _to_bgr(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode to 8-bit BGR: 16-bit and float scaled, alpha composited on white."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        peak = 65535.0 if im.mode.startswith("I;16") or float(arr.max(initial=0)) > 255 else 255.0
-        grey = np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8)
-        return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im if im.mode == "RGBA" else im.convert("RGBA")
-        pixels = np.asarray(rgba)
-        rgba.close()  # the array holds its own copy
-        return _on_white(pixels, _FROM_RGBA)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    # One writable copy, swapped to BGR in place: large PNG/TIFF decodes are the worker's peak RSS.
-    pixels = np.array(im)
+    """Any Pillow mode to 8-bit BGR: 16-bit and float scaled, alpha composited on white.
+
+    Converted a band of rows at a time into the one output array: a whole-image ``convert``
+    (and ``np.asarray``'s copy of it) cost 4-8 B/px more at the peak, a 50 MP grey+alpha image
+    1 GB where this path holds Pillow's pixels plus the 3 B/px result.
+    """
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    peak = 255.0
+    if im.mode in _HIGH_DEPTH:
+        extrema = cast(tuple[float, float], im.getextrema())  # one band: (min, max)
+        high = float(extrema[1] or 0)
+        peak = 65535.0 if im.mode.startswith("I;16") or high > 255 else 255.0
+    alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    for top in range(0, h, _BAND_ROWS):
+        band = im.crop((0, top, w, min(h, top + _BAND_ROWS)))
+        rows = out[top : top + _BAND_ROWS]
+        if im.mode in _HIGH_DEPTH:
+            grey = np.clip(np.asarray(band, dtype=np.float32) * (255.0 / peak), 0, 255).astype(np.uint8)
+            cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR, dst=rows)
+        elif alpha:
+            rows[...] = _on_white(np.asarray(band.convert("RGBA")), _FROM_RGBA)
+        else:
+            cv2.cvtColor(np.asarray(band if band.mode == "RGB" else band.convert("RGB")), cv2.COLOR_RGB2BGR, dst=rows)
+        band.close()
     im.close()
-    return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels)
+    return out
+
+
+# EXIF orientation -> the OpenCV steps of Pillow's exif_transpose, applied to the BGR result
+# (3 B/px) instead of a transposed copy of Pillow's own pixels (4 B/px for RGB).
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: (lambda a: cv2.flip(a, 1)),
+    3: (lambda a: cv2.rotate(a, cv2.ROTATE_180)),
+    4: (lambda a: cv2.flip(a, 0)),
+    5: cv2.transpose,
+    6: (lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE)),
+    7: (lambda a: cv2.flip(cv2.transpose(a), -1)),
+    8: (lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)),
+}
 
 
 _BAND_ROWS = 256  # rows composited at a time: the temporaries stay a few MB
@@ -241,6 +268,18 @@ def _decode_jpeg(data: bytes, reduction: int) -> np.ndarray | None:
     return _imdecode(data, reduction)
 
 
+def _opaque_8bit(im: Image.Image) -> bool:
+    """RGB, grey, or a PNG's palette without transparency: OpenCV's BGR is Pillow's, exactly."""
+    return im.mode in ("RGB", "L") or (im.format == "PNG" and im.mode == "P" and "transparency" not in im.info)
+
+
+def _alpha_8bit(im: Image.Image) -> bool:
+    """RGBA, or a PNG's grey+alpha or palette with transparency: OpenCV reads each as BGRA."""
+    return im.mode == "RGBA" or (
+        im.format == "PNG" and (im.mode == "LA" or (im.mode == "P" and "transparency" in im.info))
+    )
+
+
 def _decode_with_opencv(data: bytes) -> np.ndarray | None:
     """Upright 8-bit RGB or grey PNG, WebP and BMP straight into BGR: one copy of the pixels
     instead of Pillow's four-byte buffer plus conversions."""
@@ -259,8 +298,12 @@ def _decode_bgra_with_opencv(data: bytes) -> np.ndarray | None:
 def _decode_with_pillow(im: Image.Image) -> np.ndarray:
     im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame only
     im.load()
-    im = ImageOps.exif_transpose(im) or im
-    return _to_bgr(im)
+    # Read after the load, as exif_transpose reads it: libtiff has turned a TIFF upright by now
+    # and Pillow dropped its tag; a PNG's late eXIf chunk is in its info now.
+    orientation = _orientation(im)
+    pixels = _to_bgr(im)
+    upright = _UPRIGHT.get(orientation)
+    return pixels if upright is None else upright(pixels)
 
 
 def working_copy(full: np.ndarray, max_size: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -302,9 +345,9 @@ def decode(data: bytes, settings: Settings, min_size: tuple[int, int], max_size:
             if jpeg is not None:
                 reduction = reduction_for(2.0 * min(1.0, max_size[0] / size[0], max_size[1] / size[1]))
                 pixels = _decode_jpeg(jpeg, reduction)
-            elif im.format in _OPENCV_FORMATS and im.mode in ("RGB", "L") and orientation == 1:
+            elif im.format in _OPENCV_FORMATS and _opaque_8bit(im) and orientation == 1:
                 pixels = _decode_with_opencv(data)
-            elif im.format in ("PNG", "WEBP") and im.mode == "RGBA" and orientation == 1:
+            elif im.format in ("PNG", "WEBP") and _alpha_8bit(im) and orientation == 1:
                 pixels = _decode_bgra_with_opencv(data)
             elif im.format == "BMP" and im.info.get("compression") in _BMP_RLE:
                 pixels = _decode_with_opencv(data)

@@ -60,6 +60,14 @@ def celery_config() -> dict[str, Any]:
     }
 
 
+def configured_tenants(settings: Settings) -> frozenset[str]:
+    """The tenants ``settings`` name (API keys, event rules, webhook maps) other than the default
+    one: each owns ``<tenant>/`` in the allowed buckets under the prefix guard."""
+    named = {key.tenant for key in settings.api_keys.values()} | {rule.tenant or "" for rule in settings.event_rules}
+    named |= set(settings.webhook_allowed_hosts) | set(settings.webhook_secrets)
+    return frozenset(named - {"", DEFAULT_TENANT})
+
+
 # kombu's Redis transport keeps each message a worker has taken but not yet acknowledged in this
 # hash (its ``unacked_key`` transport option, left at its default): not a key of ours.
 KOMBU_UNACKED_KEY = "unacked"
@@ -124,6 +132,7 @@ class Producer:
         self.images = store_for(self.settings)
         self.app = _sender(self.settings)
         self._broker: redis.Redis | None = None  # the broker's Redis, for the sweeper's peeks
+        self._prefixed_tenants = configured_tenants(self.settings)
 
     def submit(
         self, kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
@@ -228,9 +237,14 @@ class Producer:
                 raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
 
     def _check_image(self, ref: Ref, tenant: Tenant) -> None:
-        """With ``KYC_S3_TENANT_PREFIXES``, a tenant's images are the objects under ``<tenant>/``."""
+        """With ``KYC_S3_TENANT_PREFIXES``, a tenant's images are the objects under ``<tenant>/``;
+        with ``KYC_S3_TENANT_PREFIX_GUARD`` (the default), no tenant names an object under another
+        configured tenant's prefix."""
         if self.settings.s3_tenant_prefixes and tenant != DEFAULT_TENANT and not ref.key.startswith(f"{tenant}/"):
             raise ReferenceRejectedError("reference is outside the tenant's prefix")
+        owner = ref.key.partition("/")[0]
+        if self.settings.s3_tenant_prefix_guard and owner != tenant and owner in self._prefixed_tenants:
+            raise ReferenceRejectedError("reference is inside another tenant's prefix")
 
     def _send(self, doc: JobDocument) -> None:
         spec = REGISTRY.get(doc.kind)

@@ -37,7 +37,7 @@ class Tenant(str):
     def __new__(cls, name: str) -> Tenant:
         if isinstance(name, Tenant):
             return name
-        if not isinstance(name, str) or not re.match(TENANT_PATTERN, name):
+        if not isinstance(name, str) or not re.fullmatch(TENANT_PATTERN, name):
             raise ValueError("tenant must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
         return super().__new__(cls, name)
 

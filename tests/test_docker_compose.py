@@ -133,3 +133,15 @@ def test_workers_have_time_to_drain_before_the_sigkill(compose: dict[str, Any]) 
         grace = compose["services"][name]["stop_grace_period"]
         assert grace.endswith("s") and int(grace[:-1]) >= limit_s + 20, (name, grace)
     assert compose["services"]["beat"]["command"][:2] == ["kycface", "beat"]  # its refusals have a status
+
+
+def test_webhooks_have_their_own_queue_and_thread_pool(compose: dict[str, Any]) -> None:
+    from shared.jobs.registry import WEBHOOK_QUEUE
+    from workers.app import WEBHOOK_TASK, app
+
+    services = compose["services"]
+    command = services["worker-webhooks"]["command"]
+    assert command[command.index("--queues") + 1] == WEBHOOK_QUEUE and command[command.index("--pool") + 1] == "threads"
+    for name in ("worker", "worker-light"):  # the job workers never consume deliveries
+        assert WEBHOOK_QUEUE not in services[name]["command"], name
+    assert app.conf.task_routes[WEBHOOK_TASK] == {"queue": WEBHOOK_QUEUE}

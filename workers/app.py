@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from shared.config import Settings, get_settings
-from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE
+from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, WEBHOOK_QUEUE
 from shared.producer import celery_config
 from shared.storage.redis_client import broker_transport_options
 from workers import broker, gallery_schedule
@@ -17,7 +17,8 @@ from workers.policy import KYCTask
 
 # Periodic upkeep (celery beat), on the light queue: it only reads Redis and sends messages.
 SWEEP_TASK = "kyc.maintenance.requeue_stale"
-# One webhook attempt (workers/webhook_task.py): a slow receiver holds a light slot, never a job's.
+# One webhook attempt (workers/webhook_task.py), on its own queue: a slow receiver holds a
+# delivery thread, never a job's slot.
 WEBHOOK_TASK = "kyc.events.deliver_webhook"
 
 # Celery kills a child whose worker_process_init handler runs longer than this (default 4 s);
@@ -59,7 +60,7 @@ def create_app(settings: Settings) -> Celery:
     routes = {
         **shared_config.pop("task_routes"),
         SWEEP_TASK: {"queue": LIGHT_QUEUE},
-        WEBHOOK_TASK: {"queue": LIGHT_QUEUE},
+        WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
     }
     app.conf.update(
         **shared_config,

@@ -36,7 +36,7 @@ def _scopes(text: str) -> list[Scope]:
 
 
 def _key_id(text: str) -> str:
-    if not re.match(API_KEY_ID_PATTERN, text):
+    if not re.fullmatch(API_KEY_ID_PATTERN, text):
         raise argparse.ArgumentTypeError("key id must be 1-64 letters, digits, '.', '_' or '-'")
     return text
 

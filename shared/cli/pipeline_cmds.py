@@ -37,11 +37,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from shared import preflight
 
     preflight.require_broker(settings, "worker")
-    from shared.jobs.registry import QUEUES
+    from shared.jobs.registry import QUEUES, WEBHOOK_QUEUE
     from workers import startup
     from workers.app import app
 
     pool = args.pool or settings.worker_pool
+    if pool == "threads" and set((args.queues or ",".join(QUEUES)).split(",")) != {WEBHOOK_QUEUE}:
+        # Jobs hold the process's models and time limits per process: never in threads.
+        raise JobError(f"--pool threads serves the webhook queue only: add --queues {WEBHOOK_QUEUE}")
     concurrency = 1 if pool == "solo" else args.concurrency or settings.worker_processes()
     # Here, before Celery takes stderr over: a refusal is one line and a status, never 0.
     startup.check(settings.model_copy(update={"worker_concurrency": concurrency}))
@@ -216,8 +219,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("-c", "--concurrency", type=int, help="processes (default: KYC_WORKER_CONCURRENCY or cores)")
     worker.add_argument(
         "--pool",
-        choices=["prefork", "solo"],
-        help="prefork (default, KYC_WORKER_POOL) or solo: one process, run one per core with KYC_INTRA_OP_THREADS",
+        choices=["prefork", "solo", "threads"],
+        help="prefork (default, KYC_WORKER_POOL) or solo: one process, run one per core with KYC_INTRA_OP_THREADS; "
+        "threads: for the webhook queue only (kyc.webhooks), whose tasks wait on the network",
     )
     worker.add_argument("-Q", "--queues", help="comma-separated queues (default: all)")
     worker.add_argument("-n", "--hostname", help="worker node name")

@@ -5,15 +5,21 @@ Each attempt re-checks the callback (allow-list, addresses), POSTs the event as 
 checked, and says what to do next: done, try again after an exponential backoff, or dead
 (written to the dead-letter stream after ``webhook_max_attempts``). :func:`attempt` is one try,
 for a task queue to schedule (see ``workers/webhook_task.py``); :func:`deliver` loops in-process.
+
+An attempt ends by ``webhook_attempt_deadline_s`` whatever the receiver does (a tarpit that
+sends a byte a second included) and reads at most ``webhook_max_response_bytes`` of the answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
+import math
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +41,7 @@ from shared.storage.redis_client import execute_scripted
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = "job.completed"
+_READ_BYTES = 64 * 1024
 
 
 class WebhookDelivery(BaseModel):
@@ -93,60 +100,146 @@ def sign(settings: Settings, delivery: WebhookDelivery, body: str, now: datetime
     }
 
 
-def _connect_any(addresses: tuple[str, ...], port: int, timeout_s: float | None) -> socket.socket:
-    """A connection to the first of ``addresses`` that answers (they were all checked)."""
+class DeadlineExceededError(OSError):
+    """The attempt's total deadline passed (``webhook_attempt_deadline_s``)."""
+
+
+class _Deadline:
+    """One attempt's deadline: it bounds each connect, and once it passes, shuts the attempt's
+    socket down, which ends a read blocked in another frame (a receiver that sends a byte a
+    second resets every per-read timeout, never this)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.passed = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed (the cut may not have run yet: a read's own timeout
+        can fire at the same moment)."""
+        return self.passed or time.monotonic() >= self.at
+
+    def remaining_s(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceededError(f"deadline of {self.seconds:g} s passed")
+        return left
+
+    def hold(self, sock: socket.socket) -> None:
+        """Shut ``sock`` at the deadline (or now, if it already passed)."""
+        with self._lock:
+            self._sock = sock
+            passed = self.passed
+        if passed:
+            self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.passed, sock = True, self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop the
+                # TLS state another thread is reading with.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+
+def _connect_any(addresses: tuple[str, ...], port: int, timeout_s: float | None, deadline: _Deadline) -> socket.socket:
+    """A connection to the first of ``addresses`` that answers (they were all checked), each
+    try within what is left of the deadline (which then stays each read's timeout: no read
+    outlives the deadline even before the cut)."""
     error: OSError = OSError("no address")
     for address in addresses:
         try:
-            return socket.create_connection((address, port), timeout_s)
+            sock = socket.create_connection((address, port), min(timeout_s or math.inf, deadline.remaining_s()))
+        except DeadlineExceededError:
+            raise
         except OSError as exc:
             error = exc
+            continue
+        deadline.hold(sock)
+        return sock
     raise error
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Plain HTTP to the checked addresses; ``Host`` still names the host."""
 
-    def __init__(self, callback: Callback, timeout_s: float) -> None:
+    def __init__(self, callback: Callback, timeout_s: float, deadline: _Deadline) -> None:
         super().__init__(callback.host, callback.port, timeout=timeout_s)
         self._addresses = callback.addresses
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = _connect_any(self._addresses, self.port, self.timeout)
+        self.sock = _connect_any(self._addresses, self.port, self.timeout, self._deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to the checked addresses, with SNI and the certificate checked for the host."""
 
-    def __init__(self, callback: Callback, timeout_s: float) -> None:
+    def __init__(self, callback: Callback, timeout_s: float, deadline: _Deadline) -> None:
         super().__init__(callback.host, callback.port, timeout=timeout_s, context=ssl.create_default_context())
         self._addresses = callback.addresses
+        self._deadline = deadline
 
     def connect(self) -> None:
-        sock = _connect_any(self._addresses, self.port, self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        sock = _connect_any(self._addresses, self.port, self.timeout, self._deadline)
+        # wrap_socket detaches the plain socket: the deadline holds the TLS one, before the
+        # handshake, so a trickled handshake is cut too.
+        tls = self._context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)  # type: ignore[attr-defined]
+        self._deadline.hold(tls)
+        self.sock = tls  # before the handshake, so close() closes it when the handshake fails
+        tls.do_handshake()
 
 
-def _post(callback: Callback, body: str, headers: dict[str, str], timeout_s: float) -> int:
-    conn: http.client.HTTPConnection
-    if callback.scheme == "https":
-        conn = _PinnedHTTPSConnection(callback, timeout_s)
-    else:
-        conn = _PinnedHTTPConnection(callback, timeout_s)
+def _post(settings: Settings, callback: Callback, body: str, headers: dict[str, str]) -> int:
+    """POST ``body``; the status of the answer, of which at most ``webhook_max_response_bytes``
+    are read (http.client caps its header block at 100 lines of 64 KiB).
+
+    Raises:
+        DeadlineExceededError: ``webhook_attempt_deadline_s`` passed.
+        OSError, http.client.HTTPException: the connection failed.
+    """
     parts = urlsplit(callback.url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        conn.request(
-            "POST",
-            path,
-            body=body.encode(),
-            headers={**headers, "Content-Type": "application/json", "User-Agent": "kycdeepface"},
-        )
-        response = conn.getresponse()
-        response.read(64 * 1024)  # drain a little; a receiver's body is never used
-        return response.status
-    finally:
-        conn.close()
+    with _Deadline(settings.webhook_attempt_deadline_s) as deadline:
+        connection = _PinnedHTTPSConnection if callback.scheme == "https" else _PinnedHTTPConnection
+        conn = connection(callback, settings.webhook_timeout_s, deadline)
+        try:
+            conn.request(
+                "POST",
+                path,
+                body=body.encode(),
+                headers={**headers, "Content-Type": "application/json", "User-Agent": "kycdeepface"},
+            )
+            response = conn.getresponse()
+            status = response.status
+            # A receiver's body is never used: drain at most the cap, 64 KiB at a time (read(n)
+            # allocates n bytes up front). The status came in time: a deadline here ends the drain.
+            left = settings.webhook_max_response_bytes
+            try:
+                while left > 0 and (chunk := response.read(min(left, _READ_BYTES))):
+                    left -= len(chunk)
+            except (OSError, http.client.HTTPException):
+                if not deadline.expired():
+                    raise
+            return status
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.expired() and not isinstance(exc, DeadlineExceededError):
+                raise DeadlineExceededError(f"deadline of {deadline.seconds:g} s passed") from None
+            raise
+        finally:
+            conn.close()
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:
@@ -163,9 +256,11 @@ def attempt(settings: Settings, client: redis.Redis, delivery: WebhookDelivery, 
     body = delivery.body()
     try:
         callback = check_callback(settings, delivery.tenant, delivery.url)
-        status = _post(callback, body, sign(settings, delivery, body), settings.webhook_timeout_s)
+        status = _post(settings, callback, body, sign(settings, delivery, body))
     except CallbackRefusedError as exc:
         return _dead(settings, client, delivery, number, exc.message)
+    except DeadlineExceededError as exc:
+        reason = f"no answer within the attempt's deadline ({exc})"
     except (OSError, http.client.HTTPException) as exc:
         reason = f"connection failed ({type(exc).__name__})"
     else:

@@ -107,4 +107,4 @@ def gallery_names(settings: Settings, prefix: str = "", client: Redis | None = N
         found = {path.stem for path in (settings.gallery_file_dir / prefix).glob("*.sqlite3")}
     names = {_SHARD_SUFFIX.sub("", name) for name in found}
     # Another tenant's "tenant/name" never matches: "/" is not in a gallery name.
-    return sorted(name for name in names if GALLERY_NAME_PATTERN.match(name))
+    return sorted(name for name in names if GALLERY_NAME_PATTERN.fullmatch(name))

@@ -26,7 +26,7 @@ MAX_FACE_ID_CHARS = 256
 
 
 def check_gallery_name(name: str) -> str:
-    if not isinstance(name, str) or not GALLERY_NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not GALLERY_NAME_PATTERN.fullmatch(name):
         raise GalleryError("gallery name must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
     return name
 
@@ -37,7 +37,7 @@ def check_stored_gallery_name(name: str) -> str:
     if not isinstance(name, str):
         raise GalleryError("gallery name must be a string")
     tenant, _, gallery = name.rpartition(SEPARATOR)
-    if tenant and not re.match(TENANT_PATTERN, tenant):
+    if tenant and not re.fullmatch(TENANT_PATTERN, tenant):
         raise GalleryError("gallery tenant must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
     check_gallery_name(gallery)
     return name

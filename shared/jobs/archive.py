@@ -69,8 +69,11 @@ class ResultArchive:
         return existing if existing is not None else doc
 
     def replace(self, doc: JobDocument) -> None:
-        """Overwrite an archived document (erasure redacts a template out of it)."""
-        self.s3.put(self.ref_for(doc.address), doc.to_json().encode(), self.tags)
+        """Overwrite an archived document (erasure redacts a template out of it), and delete the
+        versions it replaced: in a versioned results bucket they still hold the template."""
+        ref = self.ref_for(doc.address)
+        self.s3.put(ref, doc.to_json().encode(), self.tags)
+        self.s3.drop_older_versions(ref)
 
     def read(self, job_id: str) -> JobDocument | None:
         try:

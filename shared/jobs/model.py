@@ -141,7 +141,7 @@ class JobDocument(BaseModel):
                 features.check_tenant(value, tenant)  # another tenant's template is refused here
                 text, clean[name] = clean[name], features.digest(value)
                 held[clean[name]] = text
-        if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
+        if job_id is not None and not re.fullmatch(JOB_ID_PATTERN, job_id):
             raise JobError(f"job id {job_id!r} must match {JOB_ID_PATTERN}")
         doc = cls(
             job_id=job_id or uuid.uuid4().hex,

@@ -36,7 +36,11 @@ if TYPE_CHECKING:
 
 HEAVY_QUEUE = "kyc.heavy"  # image decoding and networks
 LIGHT_QUEUE = "kyc.light"  # feature arithmetic and single Redis calls: answers in milliseconds
-QUEUES = (HEAVY_QUEUE, LIGHT_QUEUE)
+# Webhook deliveries: waits on tenants' receivers, on a pool of their own (a thread pool), so
+# a receiver that trickles never holds a slot a job could use.
+WEBHOOK_QUEUE = "kyc.webhooks"
+JOB_QUEUES = (HEAVY_QUEUE, LIGHT_QUEUE)
+QUEUES = (*JOB_QUEUES, WEBHOOK_QUEUE)
 TASK_PREFIX = "kyc.jobs."
 # One message for several jobs (a backlog's chunk, see ``Producer.send``): its argument is the
 # list of their addresses, routed to their kinds' queue, run together by ``execute_many``.
@@ -126,7 +130,7 @@ class Registry:
         with self._lock:
             if spec.name in self._kinds:
                 raise ValueError(f"job kind {spec.name!r} is declared twice")
-            if spec.queue not in QUEUES:
+            if spec.queue not in JOB_QUEUES:
                 raise ValueError(f"job kind {spec.name!r}: unknown queue {spec.queue!r}")
             self._kinds[spec.name] = spec
         return spec

@@ -260,11 +260,29 @@ def redacted(result: object, digests: set[str]) -> object:
     return result
 
 
+ERASED = "erased"  # what an erased template's digest or image reference reads in a job's inputs
+
+
 def without_templates(doc: JobDocument, digests: set[str]) -> JobDocument | None:
-    """The document with those templates erased, or None when it holds none of them."""
-    if doc.result is None or not result_digests(doc.result) & digests:
+    """The document with those templates erased, or None when it holds none of them.
+
+    A finished job that held one (in its result, or its probe's digest in its inputs) also
+    loses those digests and its image references (``s3://``): they would still link the job
+    to the erased face. An unfinished one keeps its inputs: it fails as erased when it runs.
+    """
+    in_result = doc.result is not None and bool(result_digests(doc.result) & digests)
+    in_inputs = doc.status.terminal and any(value in digests for value in doc.inputs.values())
+    if not (in_result or in_inputs):
         return None
-    return doc.model_copy(update={"result": redacted(doc.result, digests)})
+    update: dict[str, Any] = {}
+    if in_result:
+        update["result"] = redacted(doc.result, digests)
+    if doc.status.terminal:
+        update["inputs"] = {
+            name: ERASED if value in digests or value.startswith("s3://") else value
+            for name, value in doc.inputs.items()
+        }
+    return doc.model_copy(update=update)
 
 
 class JobStore:

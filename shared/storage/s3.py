@@ -185,6 +185,27 @@ class S3Store:
         except Exception as exc:
             raise translate_error(exc, parsed) from None
 
+    def drop_older_versions(self, ref: str) -> int:
+        """Delete every version of the object but the current one (and old delete markers): in
+        a versioned bucket an overwrite keeps what it replaced. Needs ``s3:ListBucketVersions``
+        and ``s3:DeleteObjectVersion``; a bucket without versioning has none to delete.
+
+        Returns:
+            How many versions were deleted.
+        """
+        parsed = self.check(ref)
+        client = s3_client(self.settings)
+        dropped = 0
+        try:
+            for page in client.get_paginator("list_object_versions").paginate(Bucket=parsed.bucket, Prefix=parsed.key):
+                for version in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if version["Key"] == parsed.key and not version.get("IsLatest"):
+                        client.delete_object(Bucket=parsed.bucket, Key=parsed.key, VersionId=version["VersionId"])
+                        dropped += 1
+        except Exception as exc:
+            raise translate_error(exc, parsed) from None
+        return dropped
+
     def put_new(self, ref: str, data: bytes, tags: dict[str, str] | None = None) -> bool:
         """Upload only if no object exists under ``ref`` (``If-None-Match: *``).
 

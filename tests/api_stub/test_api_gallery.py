@@ -43,6 +43,7 @@ def test_gallery_kinds_are_accepted(client: TestClient, engine: KYCDeepFace) -> 
     ("body", "field"),
     [
         ({"kind": "enroll", "gallery": "bad name", "face_id": "x", "probe": PROBE_REF}, "gallery"),
+        ({"kind": "enroll", "gallery": "customers\n", "face_id": "x", "probe": PROBE_REF}, "gallery"),
         ({"kind": "enroll", "gallery": "g", "face_id": "a\nb", "probe": PROBE_REF}, "face_id"),
         ({"kind": "enroll", "gallery": "g", "face_id": "x", "probe": str(FACES_DIR / "fr_obama.jpg")}, "probe"),
         ({"kind": "search", "gallery": "g", "probe": PROBE_REF, "top_k": "0"}, "top_k"),

@@ -29,7 +29,7 @@ def test_at_least_once_settings() -> None:
     assert visibility == visibility_timeout_s(settings) > lock_ttl_s(settings) > 80
     assert conf.worker_proc_alive_timeout >= 60
     assert {spec.task: {"queue": spec.queue} for spec in REGISTRY}.items() <= conf.task_routes.items()
-    assert {q.name for q in conf.task_queues} == {"kyc.heavy", "kyc.light"}
+    assert {q.name for q in conf.task_queues} == {"kyc.heavy", "kyc.light", "kyc.webhooks"}
 
 
 def test_every_kind_has_its_task_on_its_queue() -> None:

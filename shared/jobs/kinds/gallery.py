@@ -16,8 +16,10 @@ from shared.gallery.audit import audit_near_misses
 from shared.gallery.factory import gallery_names
 from shared.gallery.probe_patterns import process_patterns
 from shared.jobs.context import JobContext
+from shared.jobs.erasure import purge_intake
 from shared.jobs.inputs import FaceId, Flag, GalleryName, Probe, TopK
 from shared.jobs.registry import HEAVY_QUEUE, LIGHT_QUEUE, JobInputs, job_kind
+from shared.jobs.store import JobStore
 from shared.metrics import metrics
 from shared.schemas import DeleteResult, EnrolResult, FindManyResult, ForgetResult
 from shared.storage.refs import Ref
@@ -50,7 +52,13 @@ class EnrollInputs(JobInputs):
 @job_kind("enroll", queue=HEAVY_QUEUE, help="enrol (or replace) a face in a gallery", scope=Scope.GALLERY_ENROLL)
 def enroll(inputs: EnrollInputs, job: JobContext) -> EnrolResult:
     probe = probe_features(inputs.probe, job)
-    enrolled = job.compute(job.gallery(inputs.gallery).put, inputs.face_id, probe)
+    gallery = job.gallery(inputs.gallery)
+    replaced = job.compute(gallery.templates, [inputs.face_id]).get(inputs.face_id)
+    enrolled = job.compute(gallery.put, inputs.face_id, probe)
+    # A re-enrolment replaces the template: the old one is erased everywhere, as a forget would,
+    # or a later forget (which finds only the new one) would leave its copies behind.
+    if replaced is not None and (old := features.digest_of_string(replaced)) != features.digest(probe):
+        erase_documents(job, {old})
     return enrolled.model_copy(update={"features": probe.text}) if inputs.include_features else enrolled
 
 
@@ -92,10 +100,14 @@ def erase(gallery: KYCDeepFaceDB, face_id: str) -> tuple[DeleteResult, set[str]]
 
 
 def erase_documents(job: JobContext, digests: set[str]) -> int:
-    """Redact those templates from stored job results (Redis and the S3 archive)."""
+    """Redact those templates from stored job results (Redis and every version of the S3
+    archive) and drop the intake requests that carried them."""
     if not digests or job.settings.resolved_redis_url() is None:
         return 0  # no job store (the library, the embedded demo): no job documents to erase
-    return job.resources.jobs.erase_templates(digests, job.tenant)
+    store = job.resources.jobs
+    if isinstance(store, JobStore):  # the in-memory store of the unit tests has no intake
+        purge_intake(store.redis, job.settings, digests, job.tenant)
+    return store.erase_templates(digests, job.tenant)
 
 
 class DeleteInputs(JobInputs):
