@@ -271,7 +271,7 @@ class Settings(BaseSettings):
     # searches their shards itself.
     gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)
     # Gallery re-rank store in float16 (issue 27, docs/GALLERY.md "Memory"): half the memory per
-    # 512-d template, cosines off by up to ~5e-5; off keeps every reported similarity exact.
+    # 512-d template, cosines off by up to ~5e-5 (near ties may swap); off keeps them exact.
     gallery_float16: bool = False
 
     # --- sealed features and template erasure (docs/OPERATIONS.md, "Templates") ----------------

@@ -5,8 +5,8 @@ scan reads 128 bytes per template (122 MB at 1M) and takes 10-23 ms per query on
 faiss's fast scan (``IndexPQFastScan``) holds a product-quantised code of 4 bits per two
 coordinates (32 bytes per template at 128-d) and scores a block of 32 codes with in-register
 table look-ups (``pshufb``), so the same 1M templates take ~1.5-4 ms. Its scores are coarser, so
-it hands 16 times the shortlist to the 8-bit codes, which pick the shortlist the exact float32
-re-rank scores (``bench/gallery.py`` measures recall@10 through all three passes).
+it hands 1/256 of the gallery (at least 8 x the shortlist) to the 8-bit codes, which pick the
+shortlist the exact float32 re-rank scores (``bench/gallery.py`` measures recall@10 through all three passes).
 
 The codebook is data-free: the view is turned by a fixed random rotation, so each pair of
 coordinates is close to an isotropic 2-d Gaussian of variance 1/D, and the 16 centres of every

@@ -3,8 +3,9 @@
 Search is two passes. The first scans 8-bit codes of every template for a shortlist of
 ``shortlist`` rows; the second re-scores that shortlist exactly in float32 and keeps the best
 ``k``. A single query (fewer than 8) scans 4-bit fast-scan codes instead
-(:mod:`shared.gallery.fastscan`, a quarter of the bytes and SIMD table look-ups) for 16 times the
-shortlist and lets the 8-bit codes of just those rows pick the shortlist. The codes are of the template itself when it has at most 128 dimensions, else of its
+(:mod:`shared.gallery.fastscan`, a quarter of the bytes and SIMD table look-ups) for the best
+``max(8 x shortlist, N / 256)`` rows and lets the 8-bit codes of just those rows pick the
+shortlist. The codes are of the template itself when it has at most 128 dimensions, else of its
 projection onto the model's shipped 128-d subspace (:mod:`shared.gallery.projection`), so a
 512-d gallery scans 128 bytes per template, as a 128-d one does. Reported similarities are
 exact cosines either way; a true top-k row is lost only if the first pass (8-bit rounding,
@@ -60,8 +61,9 @@ class VectorIndex:
             vectors' own coordinates).
         fast_scan: scan single queries' 4-bit fast-scan codes (False: the 8-bit codes, as batches
             do; the benchmark's comparison and a fallback for odd code dimensions).
-        float16: keep the re-rank store in float16 (half the memory; cosines off by up to ~5e-5,
-            which at 512-d changed no top-10 at 1M in ``bench/gallery.py``) instead of float32.
+        float16: keep the re-rank store in float16 instead of float32: half the memory, cosines
+            off by up to ~5e-5, which at 512-d swapped near-tied neighbours in the top-10 of 2 %
+            of queries at 1M and 2M (``bench/gallery.py``).
     """
 
     def __init__(
