@@ -1,8 +1,14 @@
 """Gallery search on one core, 128-d and 512-d models in one run: our index beside numpy float32
-brute force and faiss IndexFlatIP (and, at 512-d, faiss's data-free RaBitQ code).
+brute force and faiss IndexFlatIP, our index without its single-query fast scan (as before issue
+27) and with a float16 re-rank store, faiss's own batched fast scan of the same 4-bit codes (and,
+at 512-d, faiss's data-free RaBitQ code), and what an inverted file's nearest cells would hold.
 
     python bench/gallery.py [--models mobilefacenet fr_feature] [--sizes 10000 100000 1000000]
-        [--queries 300] [--batches 5] [--enrol 10000] [--lfw ../shared/lfw-calib] [--results bench/RESULTS.md]
+        [--queries 300] [--batches 5] [--enrol 10000] [--methods ours ours-8bit ...]
+        [--lfw ../shared/lfw-calib] [--cpu N] [--results bench/RESULTS.md]
+
+Methods are built one at a time and dropped after measuring (at 2M an index is 2-4.5 GB); numpy
+always runs first, as the baseline of the ratios and of recall.
 
 Data, per model, from its real embeddings of ``lfw-calib`` split by identity into two halves:
 
