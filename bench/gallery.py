@@ -1,8 +1,14 @@
 """Gallery search on one core, 128-d and 512-d models in one run: our index beside numpy float32
-brute force and faiss IndexFlatIP (and, at 512-d, faiss's data-free RaBitQ code).
+brute force and faiss IndexFlatIP, our index without its single-query fast scan (as before issue
+27) and with a float16 re-rank store, faiss's own batched fast scan of the same 4-bit codes (and,
+at 512-d, faiss's data-free RaBitQ code), and what an inverted file's nearest cells would hold.
 
     python bench/gallery.py [--models mobilefacenet fr_feature] [--sizes 10000 100000 1000000]
-        [--queries 300] [--batches 5] [--enrol 10000] [--lfw ../shared/lfw-calib] [--results bench/RESULTS.md]
+        [--queries 300] [--batches 5] [--enrol 10000] [--methods ours ours-8bit ...]
+        [--lfw ../shared/lfw-calib] [--cpu N] [--results bench/RESULTS.md]
+
+Methods are built one at a time and dropped after measuring (at 2M an index is 2-4.5 GB); numpy
+always runs first, as the baseline of the ratios and of recall.
 
 Data, per model, from its real embeddings of ``lfw-calib`` split by identity into two halves:
 
@@ -92,20 +98,23 @@ class Workload:
             enrolled = vectors[[rows[0] for rows in several]]
             mated = vectors[np.concatenate([rows[1:] for rows in several])]
             strangers = vectors[np.concatenate([rows for rows in by_name if len(rows) == 1])]
-        synthetic, centres = population.gallery(size - len(enrolled))
         if real is None:
             strangers = population.samples(population.centres(n_queries - n_queries // 2))
         n_real_mated = min(len(mated), n_queries // 3)
         n_strangers = min(len(strangers), n_queries - n_queries // 2 if real is None else n_queries // 3)
         n_synthetic = n_queries - n_real_mated - n_strangers
+        # Built in place (2M x 512 float32 is 4 GB): real templates first, then shuffled row by row.
+        gallery = np.empty((size, population.dim), np.float32)
+        gallery[: len(enrolled)] = enrolled
+        centres = population.gallery_into(gallery[len(enrolled) :], n_synthetic)
+        rng.shuffle(gallery)
         self.queries = np.vstack([
             mated[rng.permutation(len(mated))[:n_real_mated]],
-            population.samples(centres[rng.integers(0, len(centres), n_synthetic)]),
+            population.samples(centres),
             strangers[rng.permutation(len(strangers))[:n_strangers]],
         ]).astype(np.float32)  # fmt: skip
         self.mated = np.arange(len(self.queries)) < n_real_mated + n_synthetic
-        gallery = np.vstack([enrolled, synthetic]).astype(np.float32)
-        self.gallery = gallery[rng.permutation(len(gallery))]
+        self.gallery = gallery
         self.real_enrolled = len(enrolled)
         self.truth = exact_top(self.gallery, self.queries)
 
@@ -224,27 +233,85 @@ class FaissRaBitQ(Method):
         return [self._rerank(q, r) for q, r in zip(qs, rows, strict=True)]
 
 
-class Ours(Method):
+class FaissPQFastScan(Method):
+    """faiss's fast scan of the same 4-bit codes our single queries scan, for batches too, then an
+    exact float32 re-rank of its best rows: the kept library beside our batch kernel."""
+
     def __init__(self, gallery: np.ndarray, basis: np.ndarray | None) -> None:
-        first = "8-bit scan" if basis is None else f"8-bit scan of a {basis.shape[1]}-d projection"
-        self.name = f"KYCDeepFaceDB index ({first} + float32 re-rank)"
+        from shared.gallery.fastscan import FastScanCodes
+
+        self.basis = basis
+        view = gallery if basis is None else gallery @ basis
+        self.codes = FastScanCodes(view.shape[1])
+        for lo in range(0, len(gallery), 100_000):
+            self.codes.append(view[lo : lo + 100_000])
+        self.handed = max(1024, len(gallery) // 256)  # what our index hands on (shared/gallery/index.py)
+        self.name = f"faiss IndexPQFastScan (the same 4-bit codes, batched too) + float32 re-rank of {self.handed:,}"
+        self.gallery = gallery
+        self.bytes_per_template = self.codes.code_size + gallery.nbytes / len(gallery)
+        self.bytes_scanned = self.codes.code_size * len(gallery)
+
+    def _view(self, qs: np.ndarray) -> np.ndarray:
+        return qs if self.basis is None else qs @ self.basis
+
+    def _rerank(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rows = rows[rows >= 0]
+        return rows[np.argsort(-(self.gallery[rows] @ q))[:K]]
+
+    def single(self, q: np.ndarray) -> np.ndarray:
+        return self._rerank(q, self.codes.search(self._view(q), self.handed))
+
+    def batch(self, qs: np.ndarray) -> list[np.ndarray]:
+        _, rows = self.codes._index.search(self.codes._turned(self._view(qs)), self.handed)
+        return [self._rerank(q, r) for q, r in zip(qs, rows, strict=True)]
+
+
+class Ours(Method):
+    def __init__(
+        self, gallery: np.ndarray, basis: np.ndarray | None, fast_scan: bool = True, float16: bool = False
+    ) -> None:
+        code = "8-bit scan" if basis is None else f"8-bit scan of a {basis.shape[1]}-d projection"
+        single = "4-bit fast scan, then " if fast_scan else ""
+        store = "float16" if float16 else "float32"
+        self.name = f"KYCDeepFaceDB index ({single}{code} + {store} re-rank)"
+        if not fast_scan:
+            self.name += ", without the fast scan (before issue 27)"
         rss_before = rss_mb()
-        self.index = VectorIndex(gallery.shape[1], projection=basis)
+        self.index = VectorIndex(gallery.shape[1], projection=basis, fast_scan=fast_scan, float16=float16)
         ids = [str(i) for i in range(len(gallery))]
         start = time.perf_counter()
         for lo in range(0, len(gallery), 10_000):  # enrolment arrives in pieces, not one array
             self.index.upsert(ids[lo : lo + 10_000], gallery[lo : lo + 10_000])
         self.enrol_rate = len(gallery) / (time.perf_counter() - start)
         self.rss_per_million = (rss_mb() - rss_before) / (len(gallery) / 1e6)
+        self.rss_total = rss_mb()
         self.bytes_per_template = self.index.bytes_per_template
         self.bytes_scanned = self.index.bytes_scanned
         self.allocated_per_template = self.index.nbytes / len(gallery)
+        self.gallery = gallery
 
     def single(self, q: np.ndarray) -> np.ndarray:
         return np.array([int(f) for f in self.index.search(q[None, :], K)[0][0]])
 
     def batch(self, qs: np.ndarray) -> list[np.ndarray]:
         return [np.array([int(f) for f in ids]) for ids, _ in self.index.search(qs, K)]
+
+    def churn(self, n: int = 1000) -> dict[str, float]:
+        """Microseconds per erasure (``remove``) and per enrolment of one template (``upsert`` of
+        one new face, as a replica applies a lone ``set``), and whether a face enrolled is found
+        at once as its own best match."""
+        rng = np.random.default_rng(1)
+        rows = rng.choice(len(self.gallery), n, replace=False)
+        start = time.perf_counter()
+        for r in rows:
+            self.index.remove(str(r))
+        remove_us = (time.perf_counter() - start) / n * 1e6
+        start = time.perf_counter()
+        for r in rows:
+            self.index.upsert([str(r)], self.gallery[r : r + 1])
+        enrol_us = (time.perf_counter() - start) / n * 1e6
+        found = sum(self.index.search(self.gallery[r : r + 1], 1)[0][0] == [str(r)] for r in rows[:50])
+        return {"remove_us": remove_us, "enrol_us": enrol_us, "found_at_once": found / 50}
 
 
 def measure(method: Method, work: Workload, batches: int) -> dict[str, float]:
@@ -355,6 +422,39 @@ def enrolment_through_redis(model: str, population: FacePopulation, n: int) -> d
     }
 
 
+def ivf_coverage(work: Workload, basis: np.ndarray | None, cells: int = 1024) -> str:
+    """Why the single query is not an inverted file: k-means cells of the first-pass view, fitted
+    on the gallery itself (the most favourable fit), and per ``nprobe`` the share of each query's
+    true top-10 lying in its ``nprobe`` nearest cells (what any IVF can find at best) and the share
+    of the gallery those cells hold (what it would scan)."""
+    import faiss
+
+    def view(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x if basis is None else x @ basis, np.float32)
+
+    sample = np.random.default_rng(2).choice(len(work.gallery), min(len(work.gallery), 64 * cells), replace=False)
+    kmeans = faiss.Kmeans(view(work.gallery[:1]).shape[1], cells, niter=20, seed=1, spherical=True)
+    kmeans.train(view(work.gallery[np.sort(sample)]))
+    centroids = np.asarray(kmeans.centroids)
+    cell = np.concatenate([
+        np.argmax(view(work.gallery[lo : lo + 100_000]) @ centroids.T, axis=1)
+        for lo in range(0, len(work.gallery), 100_000)
+    ])  # fmt: skip
+    sizes = np.bincount(cell, minlength=cells)
+    nearest = np.argsort(-(view(work.queries) @ centroids.T), axis=1)
+    parts = []
+    for nprobe in (8, 32, 128, 512):
+        probed = nearest[:, :nprobe]
+        covered = np.mean([np.isin(cell[t], p).mean() for t, p in zip(work.truth, probed, strict=True)])
+        scanned = np.mean([sizes[p].sum() for p in probed]) / len(work.gallery)
+        parts.append(f"nprobe {nprobe}: {covered:.3f} of the true top-10 in cells holding {scanned:.1%} of the gallery")
+    return f"inverted file of {cells} k-means cells: " + "; ".join(parts)
+
+
+# What --methods names: the baseline always runs first (ratios are to it).
+METHODS = ("faiss-flat", "ours", "ours-8bit", "ours-float16", "faiss-pq4", "faiss-rabitq", "ivf")
+
+
 def run_model(model: str, args: argparse.Namespace) -> tuple[list[str], list[str], FacePopulation]:
     """Table rows and notes for one model at every size."""
     spec = get_spec(model, "embedding")
@@ -367,12 +467,22 @@ def run_model(model: str, args: argparse.Namespace) -> tuple[list[str], list[str
     rows, notes = [], []
     for size in args.sizes:
         work = Workload(population, size, args.queries, real=(held, held_names))
-        ours = Ours(work.gallery, basis)
-        methods: list[Method] = [NumpyBrute(work.gallery), FaissFlat(work.gallery), ours]
+        # Built one at a time and dropped after measuring: at 2M each index is 2-4 GB.
+        factories: list[tuple[str, Callable[[np.ndarray], Method]]] = [
+            ("faiss-flat", FaissFlat),
+            ("ours", lambda g: Ours(g, basis)),
+            ("ours-8bit", lambda g: Ours(g, basis, fast_scan=False)),
+            ("ours-float16", lambda g: Ours(g, basis, float16=True)),
+            ("faiss-pq4", lambda g: FaissPQFastScan(g, basis)),
+        ]
         if basis is not None:
-            methods.append(FaissRaBitQ(work.gallery))
+            factories.append(("faiss-rabitq", FaissRaBitQ))
         base: dict[str, float] = {}
-        for method in methods:
+        size_notes = []
+        for key, factory in [("numpy", NumpyBrute), *factories]:
+            if key != "numpy" and key not in args.methods:
+                continue
+            method = factory(work.gallery)
             got = measure(method, work, args.batches)
             base = base or got
             print(f"{spec.dim:>4}-d {size:>9} {method.name[:60]:<60} single p50 {got['single_p50']:7.2f} ms  "
@@ -385,17 +495,32 @@ def run_model(model: str, args: argparse.Namespace) -> tuple[list[str], list[str
                 f"{base['single_p50'] / got['single_p50']:.1f}x | {base['batch_p50'] / got['batch_p50']:.1f}x | "
                 f"{got['scanned'] / 2**20:,.1f} MB | {got['bytes']:,.0f} |"
             )
+            if isinstance(method, Ours):
+                churn = method.churn() if key == "ours" else None
+                size_notes.append(
+                    f"{method.name}: added {method.rss_per_million:,.0f} MB RSS per million templates "
+                    f"({method.allocated_per_template:,.0f} bytes/template allocated, growth slack included; "
+                    f"process RSS {method.rss_total / 1024:,.1f} GB with the bench's own copy of the gallery); "
+                    f"in-memory enrolment {method.enrol_rate:,.0f} templates/s (upserts in pieces of 10k)"
+                    + (
+                        ""
+                        if churn is None
+                        else f"; one at a time: {churn['enrol_us']:,.0f} us per enrolment, {churn['remove_us']:,.0f} us "
+                        f"per erasure (1,000 of each), {churn['found_at_once']:.0%} of re-enrolled faces their own "
+                        "best match at the next search"
+                    )
+                )
+            del method
         cost = rerank_store_cost(work)
+        ivf = ivf_coverage(work, basis) if "ivf" in args.methods else None
         notes.append(
-            f"- {spec.name}, N = {size:,} ({work.real_enrolled} real LFW templates among them; {population_note}): "
-            f"our index added {ours.rss_per_million:,.0f} MB RSS per million templates "
-            f"({ours.allocated_per_template:,.0f} bytes/template allocated, growth slack included); in-memory "
-            f"enrolment {ours.enrol_rate:,.0f} templates/s (upserts in pieces of 10k). A float16 re-rank store "
-            f"would be off by up to {cost['float16_error']:.1e} in cosine and change the top-10 of "
-            f"{cost['float16_changed']:.1%} of queries; 8-bit codes by up to {cost['int8_error']:.1e}, "
-            f"changing {cost['int8_changed']:.1%}."
+            f"- {spec.name}, N = {size:,} ({work.real_enrolled} real LFW templates among them; {population_note}). "
+            + ". ".join(size_notes)
+            + f". A float16 re-rank store is off by up to {cost['float16_error']:.1e} in cosine and changes the "
+            f"top-10 of {cost['float16_changed']:.1%} of queries; 8-bit codes by up to {cost['int8_error']:.1e}, "
+            f"changing {cost['int8_changed']:.1%}." + ("" if ivf is None else f" An {ivf}.")
         )
-        del ours, methods, work
+        del work
     return rows, notes, population
 
 
@@ -406,6 +531,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=300, help="single queries per size")
     parser.add_argument("--batches", type=int, default=5, help="batches of 64 per size")
     parser.add_argument("--enrol", type=int, default=10_000, help="templates enrolled through Redis (0: skip)")
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="beside numpy, which always runs"
+    )
     parser.add_argument("--lfw", type=Path, default=ROOT.parent / "shared" / "lfw-calib")
     parser.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last one)")
     parser.add_argument("--results", type=Path, help="write the tables into this Markdown file")

@@ -154,6 +154,24 @@ class FacePopulation:
         self.rng.shuffle(owner)
         return self.samples(centres[owner]), centres[owner]
 
+    def gallery_into(self, out: np.ndarray, picks: int) -> np.ndarray:
+        """Fill ``out`` (n, D) with templates as :meth:`gallery` makes them, and return the identity
+        centres of ``picks`` random templates among them (for mated queries).
+
+        Templates are drawn in pieces and the identity centres kept in float16 (they only seed
+        samples), so a 2M x 512 gallery needs its own 4 GB and 1.7 GB more, not four copies.
+        """
+        n = len(out)
+        n_ids = max(1, int(n / 1.2))
+        centres = np.empty((n_ids, self.dim), np.float16)
+        for start in range(0, n_ids, 100_000):
+            centres[start : start + 100_000] = self.centres(min(100_000, n_ids - start))
+        owner = np.concatenate([np.arange(n_ids), self.rng.integers(0, n_ids, n - n_ids)])
+        self.rng.shuffle(owner)
+        for start in range(0, n, 100_000):
+            out[start : start + 100_000] = self.samples(centres[owner[start : start + 100_000]].astype(np.float32))
+        return centres[owner[self.rng.integers(0, n, picks)]].astype(np.float32)
+
     def describe(self, vectors: np.ndarray, names: np.ndarray) -> str:
         """Stranger and same-identity cosine mean / sd, real beside synthetic."""
         same = names[:, None] == names[None, :]

@@ -325,6 +325,9 @@ class Settings(BaseSettings):
     # Sharded search on Celery: how long a search waits for the other shards' workers before it
     # searches their shards itself.
     gallery_fanout_timeout_s: float = Field(default=10.0, gt=0)
+    # Gallery re-rank store in float16 (issue 27, docs/GALLERY.md "Memory"): half the memory per
+    # 512-d template, cosines off by up to ~5e-5 (near ties may swap); off keeps them exact.
+    gallery_float16: bool = False
 
     # --- sealed features and template erasure (docs/OPERATIONS.md, "Templates") ----------------
     # "<key id>:<secret>" sealing every features string this service issues (HMAC-SHA256), and

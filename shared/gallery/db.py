@@ -85,7 +85,9 @@ class KYCDeepFaceDB:
             raise GalleryError(f"{len(self.stores)} stores given for {len(names)} shards")
         self.verify_confidence = self.settings.verify_confidence if verify_confidence is None else verify_confidence
         self.fpir = self.settings.gallery_fpir if fpir is None else fpir
-        self._replicas = [Replica(store, self.settings.gallery_shortlist) for store in self.stores]
+        self._replicas = [
+            Replica(store, self.settings.gallery_shortlist, self.settings.gallery_float16) for store in self.stores
+        ]
         # Set by a worker to search shards 1..S-1 in other processes (Celery group); None: here.
         self.fan_out: FanOut | None = None
         # Searches read the replicas while refreshes rewrite them: one at a time per instance.

@@ -191,3 +191,7 @@ def warm_up() -> None:
     codes = np.full((64, 8), 128, np.uint8)
     scan_one(codes, 64, np.ones(8, np.int16), 4)
     scan_many(codes, 64, np.ones((8, 8), np.int8), 4)
+    # The single-query fast scan: faiss's import and the data-free codebook of 128-d views.
+    from shared.gallery.fastscan import FastScanCodes
+
+    FastScanCodes(128).append(np.eye(128, dtype=np.float32)[:4])

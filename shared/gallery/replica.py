@@ -31,11 +31,13 @@ class Replica:
     Args:
         store: the gallery's store.
         shortlist: rows re-scored exactly per query (see :class:`VectorIndex`).
+        float16: keep the index's re-rank store in float16 (see :class:`VectorIndex`).
     """
 
-    def __init__(self, store: GalleryStore, shortlist: int = 128) -> None:
+    def __init__(self, store: GalleryStore, shortlist: int = 128, float16: bool = False) -> None:
         self.store = store
         self.shortlist = shortlist
+        self.float16 = float16
         self.index: VectorIndex | None = None
         self.model_id: str | None = None
         self._epoch: str | None = None
@@ -132,5 +134,5 @@ class Replica:
             return
         if self.index is None:
             dim = vectors.shape[1]
-            self.index = VectorIndex(dim, self.shortlist, projection_for(self.model_id, dim))
+            self.index = VectorIndex(dim, self.shortlist, projection_for(self.model_id, dim), float16=self.float16)
         self.index.upsert(face_ids, vectors)

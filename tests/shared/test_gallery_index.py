@@ -112,7 +112,7 @@ def test_real_512d_embeddings_get_their_exact_top_k(fr_feature: dict[str, Any]) 
     gallery = fr_feature["lfw"]
     queries = np.vstack([fr_feature["held_out"], gallery[:20]])
     index = VectorIndex(512, shortlist=32, projection=fr_feature["projection"])
-    assert index.code_dim == 128 and index.bytes_per_template == 4 * 512 + 128
+    assert index.code_dim == 128 and index.bytes_per_template == 4 * 512 + 128 + 32  # + the fast-scan code
     index.upsert([str(i) for i in range(len(gallery))], gallery)
     for q, (ids, sims), expected in zip(queries, index.search(queries, 10), brute(gallery, queries, 10), strict=True):
         rows = [int(i) for i in ids]
