@@ -34,10 +34,12 @@ from shared.events.reasons import PATTERN_WORDS, Problem
 from shared.events.records import ObjectEvent, parse_notification
 from shared.events.sources import Entry
 from shared.jobs.model import JobOrigin
-from shared.storage.s3 import s3_client
+from shared.storage.refs import Ref
+from shared.storage.s3 import s3_client, translate_error
 from shared.tenants import TENANT_PATTERN
 
-# The newest object under a prefix of a bucket, as s3://bucket/key; None when there is none.
+# The newest object under a prefix of a bucket, as s3://bucket/key pinned to the version found
+# (see shared.storage.refs); None when there is none.
 Lookup = Callable[[str, str], str | None]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MAX_LISTED = 10_000  # keys examined per lookup: a case folder holds a handful
@@ -79,7 +81,9 @@ class Rule:
 
 
 def s3_lookup(settings: Settings) -> Lookup:
-    """A :data:`Lookup` listing the prefix on the configured S3 endpoint."""
+    """A :data:`Lookup` listing the prefix on the configured S3 endpoint, and pinning the newest
+    object to the version it has now (``HEAD``: its version id, or its ETag when the bucket keeps
+    no versions), so a document re-uploaded after the job was made is not read in its place."""
 
     def newest(bucket: str, prefix: str) -> str | None:
         best: tuple[Any, str] | None = None
@@ -94,7 +98,14 @@ def s3_lookup(settings: Settings) -> Lookup:
                 candidate = (obj["LastModified"], obj["Key"])
                 if best is None or candidate > best:
                     best = candidate
-        return None if best is None else f"s3://{bucket}/{best[1]}"
+        if best is None:
+            return None
+        found = Ref("s3", best[1], bucket)
+        try:
+            head = s3_client(settings).head_object(Bucket=bucket, Key=found.key)
+        except Exception as exc:  # gone since the listing, or S3 down: the project's storage error
+            raise translate_error(exc, found) from None
+        return str(found.pinned(head.get("VersionId"), head.get("ETag")))
 
     return newest
 

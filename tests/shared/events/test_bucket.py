@@ -39,7 +39,7 @@ def test_a_selfie_upload_verifies_against_the_case_document(
 ) -> None:
     put(s3, "documents/case-7/passport-retake.jpg")
     time.sleep(1.1)  # S3's LastModified has one-second resolution
-    put(s3, "documents/case-7/passport.jpg")  # newest: the one to use
+    document = put(s3, "documents/case-7/passport.jpg")  # newest: the one to use
     record = put(s3, "selfies/case-7/selfie.jpg")
     client.rpush(ev_settings.events_bucket_key, minio_access(record))  # MinIO's access format RPUSHes
     client.rpush(ev_settings.events_bucket_key, minio_access(record))  # the same event delivered twice
@@ -49,9 +49,11 @@ def test_a_selfie_upload_verifies_against_the_case_document(
     assert job_id.startswith("acme/s3e-") and task_messages(client) == [job_id]  # the rule's tenant
     doc = JobStore(ev_settings, client).get(job_id)
     assert doc is not None and doc.kind == "verify"
+    # Both pinned: the selfie to the event's object, the document to the version listed (ETags,
+    # as the bucket keeps no versions).
     assert doc.inputs == {
-        "selfie": f"s3://{s3.bucket}/selfies/case-7/selfie.jpg",
-        "document": f"s3://{s3.bucket}/documents/case-7/passport.jpg",
+        "selfie": f"s3://{s3.bucket}/selfies/case-7/selfie.jpg?etag={record['s3']['object']['eTag']}",
+        "document": f"s3://{s3.bucket}/documents/case-7/passport.jpg?etag={document['s3']['object']['eTag']}",
         "include_features": "false",
     }
     assert client.llen(ev_settings.events_bucket_key) == 0
@@ -86,7 +88,7 @@ def test_an_enrol_upload_enrols_the_face(
     assert doc.inputs == {
         "gallery": "customers",
         "face_id": "cust-42",
-        "probe": f"s3://{s3.bucket}/enrol/customers/cust-42.jpg",
+        "probe": f"s3://{s3.bucket}/enrol/customers/cust-42.jpg?etag={record['s3']['object']['eTag']}",
         "include_features": "false",
     }
 
