@@ -134,7 +134,7 @@ class Consumer:
         )
         fields: dict[Any, Any] = {"source": entry.source, "entry_id": entry.entry_id, "reason": result.reason}
         self.client.xadd(
-            self.settings.events_rejects_stream, fields, maxlen=self.settings.events_stream_max_len, approximate=True
+            self.settings.events_rejects_stream, fields, maxlen=self.settings.events_rejects_max_len, approximate=True
         )
 
     def run(self, stop: threading.Event | None = None, max_batches: int | None = None) -> Counter[Outcome]:

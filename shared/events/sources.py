@@ -47,7 +47,15 @@ def _digest(text: str) -> str:
 
 
 class StreamSource:
-    """A stream read by a consumer group; an entry is XACKed only once its job exists."""
+    """A stream read by a consumer group; an entry is XACKed only once its job exists, and deleted
+    with it (``XDEL``), so the stream holds only what is still to do: entries not yet read and
+    the pending ones of each consumer.
+
+    Deleting an acknowledged entry is safe for any number of consumers of the group: each entry
+    is delivered to one of them, and only its own consumer acknowledges it; pending entries are
+    never touched. The stream belongs to the group: another group reading it would miss what
+    this one handled.
+    """
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str) -> None:
         self.client = client
@@ -84,7 +92,10 @@ class StreamSource:
         return entries
 
     def ack(self, entry: Entry) -> None:
-        self.client.xack(self.name, self.group, entry.entry_id)
+        pipe = self.client.pipeline(transaction=True)  # both or neither: no acked entry is left behind
+        pipe.xack(self.name, self.group, entry.entry_id)
+        pipe.xdel(self.name, entry.entry_id)
+        pipe.execute()
 
     def release(self, entry: Entry) -> None:
         self._recover = True
