@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from shared import logs
-from shared.cli import bench_cmds, engine_cmds, events_cmds, gallery_cmds, key_cmds, pipeline_cmds
+from shared.cli import bench_cmds, engine_cmds, events_cmds, gallery_cmds, key_cmds, pipeline_cmds, webhook_cmds
 from shared.config import get_settings
 from shared.errors import KYCFaceError
 
-GROUPS = (engine_cmds, pipeline_cmds, gallery_cmds, bench_cmds, key_cmds, events_cmds)
+GROUPS = (engine_cmds, pipeline_cmds, gallery_cmds, bench_cmds, key_cmds, events_cmds, webhook_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
