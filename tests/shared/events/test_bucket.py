@@ -149,3 +149,24 @@ def test_a_relay_can_use_a_stream(client: redis.Redis, redis_url: str, s3: S3End
     consumer.run(max_batches=1)
     assert len(job_ids(client)) == 1
     assert client.xpending(settings.events_bucket_key, settings.events_group)["pending"] == 0
+
+
+def test_a_lambda_sqs_batch_and_an_eventbridge_event_make_their_jobs(
+    client: redis.Redis, s3: S3Endpoint, ev_settings: Settings, consumer: Consumer
+) -> None:
+    from tests.shared.events.test_records import eventbridge, lambda_sqs_event
+
+    put(s3, "documents/case-8/id.jpg")
+    put(s3, "documents/case-9/id.jpg")
+    batch = lambda_sqs_event({"Records": [put(s3, "selfies/case-8/selfie.jpg")]})
+    bridged = eventbridge(key="selfies/case-9/selfie.jpg")
+    put(s3, "selfies/case-9/selfie.jpg")
+    bridged["detail"]["object"].pop("version-id")  # the bucket keeps no versions: the ETag pins it
+    client.rpush(ev_settings.events_bucket_key, json.dumps(batch), json.dumps(bridged))
+    totals = consumer.run(max_batches=2)
+    assert totals[Outcome.CREATED] == 2 and totals[Outcome.MALFORMED] == 0
+    selfies = sorted(doc.inputs["selfie"] for job in job_ids(client) if (doc := JobStore(ev_settings, client).get(job)))
+    assert [s.partition("?")[0] for s in selfies] == [
+        f"s3://{s3.bucket}/selfies/case-8/selfie.jpg",
+        f"s3://{s3.bucket}/selfies/case-9/selfie.jpg",
+    ]
