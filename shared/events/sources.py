@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -34,6 +35,8 @@ class Source(Protocol):
     def read(self, count: int, block_ms: int) -> list[Entry]: ...
 
     def ack(self, entry: Entry) -> None: ...
+
+    def ack_many(self, entries: Sequence[Entry]) -> None: ...
 
     def release(self, entry: Entry) -> None: ...
 
@@ -92,9 +95,13 @@ class StreamSource:
         return entries
 
     def ack(self, entry: Entry) -> None:
+        self.ack_many([entry])
+
+    def ack_many(self, entries: Sequence[Entry]) -> None:
+        ids = [entry.entry_id for entry in entries]
         pipe = self.client.pipeline(transaction=True)  # both or neither: no acked entry is left behind
-        pipe.xack(self.name, self.group, entry.entry_id)
-        pipe.xdel(self.name, entry.entry_id)
+        pipe.xack(self.name, self.group, *ids)
+        pipe.xdel(self.name, *ids)
         pipe.execute()
 
     def release(self, entry: Entry) -> None:
@@ -144,6 +151,12 @@ class ListSource:
     def ack(self, entry: Entry) -> None:
         self.client.lrem(self.processing, 1, entry.body or "")
 
+    def ack_many(self, entries: Sequence[Entry]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.lrem(self.processing, 1, entry.body or "")
+        pipe.execute()
+
     def release(self, entry: Entry) -> None:
         self._recover = True
 
@@ -181,6 +194,10 @@ class HashSource:
     def ack(self, entry: Entry) -> None:
         field = (entry.fields or {}).get("field", "")
         self._hdel_if_same(keys=[self.name], args=[field, entry.body or ""])
+
+    def ack_many(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:  # a scan's few fields: one script call each
+            self.ack(entry)
 
     def release(self, entry: Entry) -> None:
         """Nothing to do: the field stays in the hash and the next scan finds it."""
