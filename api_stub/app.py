@@ -23,13 +23,14 @@ from api_stub import review
 from api_stub.auth import KeyRing, Principal, check_scope, require
 from api_stub.limits import BodySizeLimitMiddleware
 from api_stub.quotas import Admission, check_quota_names
-from api_stub.schemas import JobRequest, image_fields
+from api_stub.schemas import JobRequest, check_request
 from shared import features
 from shared.config import Settings, get_settings
 from shared.errors import ForeignFeaturesError, JobError, KYCFaceError, ReferenceRejectedError, UnreadableJobError
-from shared.events.callbacks import check_callback
-from shared.events.model import CallbackRefusedError
+from shared.events.bodies import KINDS
+from shared.events.model import CallbackRefusedError, RequestRejectedError
 from shared.events.outbox import JobMeta, forget_unless_submitted, remember
+from shared.events.reasons import problems_of
 from shared.gallery.probe_patterns import ProbePatterns
 from shared.jobs import REGISTRY, JobDocument
 from shared.jobs.model import JOB_ID_PATTERN
@@ -62,21 +63,6 @@ def _error_status(exc: KYCFaceError) -> int:
     return status.HTTP_400_BAD_REQUEST
 
 
-def _reason(error: Any) -> str:
-    """The 422 message of one validation error, without the submitted value.
-
-    Our own messages never quote the value; pydantic's quote it for a few error types (a wrong
-    ``kind`` tag), so a message that contains the value is replaced by its kind of error.
-    """
-    if error["type"] == "union_tag_invalid":
-        return f"kind does not match any of the expected tags: {error['ctx']['expected_tags']}"
-    given = error.get("input")
-    message = str(error["msg"])
-    if isinstance(given, str) and given and given in message:
-        return f"invalid value ({error['type']})"
-    return message
-
-
 def _producer(request: Request) -> Producer:
     producer: Producer | None = request.app.state.producer
     if producer is None:
@@ -85,18 +71,6 @@ def _producer(request: Request) -> Producer:
 
 
 ProducerDep = Annotated[Producer, Depends(_producer)]
-
-
-def _check_buckets(job: JobRequest, producer: Producer) -> None:
-    """Refuse references to buckets outside the allow-list, naming the offending field."""
-    errors = []
-    for name in image_fields(job.kind):
-        try:
-            producer.images.validate(getattr(job, name))
-        except ReferenceRejectedError as exc:
-            errors.append({"loc": ("body", name), "msg": exc.message, "type": "reference_rejected"})
-    if errors:
-        raise RequestValidationError(errors)
 
 
 def create_app(settings: Settings | None = None, producer: Producer | None = None) -> FastAPI:
@@ -136,9 +110,16 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # loc/msg/type only: echoing ``input`` back would copy features strings into responses
-        # (and into any proxy that logs them).
-        errors = [{"loc": list(e["loc"]), "msg": _reason(e), "type": e["type"]} for e in exc.errors()]
+        # loc/msg/type only, in the intake's words (shared.events.reasons): echoing ``input``
+        # back would copy features strings into responses (and into any proxy that logs them).
+        errors = [problem.http() for problem in problems_of(exc.errors(), KINDS)]
+        return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": errors})
+
+    @app.exception_handler(RequestRejectedError)
+    async def on_rejected(request: Request, exc: RequestRejectedError) -> JSONResponse:
+        errors = [problem.http() for problem in exc.problems] or [
+            {"loc": ["body"], "msg": exc.message, "type": "invalid"}
+        ]
         return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": errors})
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
@@ -169,12 +150,12 @@ def create_app(settings: Settings | None = None, producer: Producer | None = Non
         the job's completion event is POSTed there, signed, once it finishes.
         """
         check_scope(caller, REGISTRY.get(job.kind).scope)
-        _check_buckets(job, producer)
+        check_request(job, caller.tenant, settings, producer.images.validate)
         admission = Admission(settings, producer.jobs.redis, patterns, api_metrics)
         address = None if job.job_id is None else scoped(caller.tenant, job.job_id)
         admission.admit(caller, job.kind, job.inputs(), address)
         if job.callback_url is None:
-            doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant)
+            doc = producer.submit(job.kind, job.inputs(), job.job_id, caller.tenant, reference=job.reference)
         else:
             doc = _submit_with_callback(job, job.callback_url, caller, producer, settings)
         admission.live.add(caller.tenant, doc.address)
@@ -240,15 +221,14 @@ def _metrics_route(app: FastAPI, settings: Settings) -> ApiMetrics:
 def _submit_with_callback(
     job: JobRequest, url: str, caller: Principal, producer: Producer, settings: Settings
 ) -> JobDocument:
-    """Submit ``job`` with its webhook: the callback is checked first (a refusal makes no job),
-    and remembered before the job exists, so a fast worker finds it when the job finishes."""
-    check_callback(settings, caller.tenant, url)
+    """Submit ``job`` with its webhook (its callback checked by :func:`check_request`):
+    remembered before the job exists, so a fast worker finds it when the job finishes."""
     job_id = job.job_id or uuid.uuid4().hex
     address = scoped(caller.tenant, job_id)
     client = producer.jobs.redis
     remember(client, settings, address, JobMeta(caller.tenant, url))
     try:
-        return producer.submit(job.kind, job.inputs(), job_id, caller.tenant)
+        return producer.submit(job.kind, job.inputs(), job_id, caller.tenant, reference=job.reference)
     except Exception:
         forget_unless_submitted(client, address)
         raise

@@ -377,6 +377,11 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=2.0, ge=0)  # doubled per attempt
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
     webhook_dead_stream: str = "kyc:webhooks-dead"
+    # Bounded streams (issue 30, docs/EVENTS.md "Caps"): the approximate length (XADD MAXLEN ~)
+    # the rejects and dead-letter streams are trimmed to; the completion stream's is
+    # events_stream_max_len. The intake stream needs none: the consumer deletes what it handled.
+    events_rejects_max_len: int = Field(default=10_000, ge=100)
+    webhook_dead_max_len: int = Field(default=10_000, ge=100)
 
     # --- backlogs and observability (issue #14; docs/OPERATIONS.md) ---------------------------
     # Manifest rows a backlog keeps in flight at most: what bounds Redis memory for any length.

@@ -14,6 +14,7 @@ class ResultCode(str, Enum):
     INVALID_IMAGE = "INVALID_IMAGE"
     ERROR = "ERROR"
     SPOOF_SUSPECTED = "SPOOF_SUSPECTED"
+    SUPERSEDED = "SUPERSEDED"
 
 
 class ImageReason(str, Enum):
@@ -86,6 +87,14 @@ class StorageError(KYCFaceError):
 
 class ObjectNotFoundError(StorageError):
     """The referenced object does not exist. Retrying will not make it appear."""
+
+
+class ObjectSupersededError(StorageError):
+    """A reference pinned by ETag (``?etag=``) names an object that has been overwritten since:
+    the job is refused rather than answered on other bytes (its failure code ``SUPERSEDED``).
+    The new version's own event makes its own job."""
+
+    code = ResultCode.SUPERSEDED
 
 
 class ReferenceRejectedError(StorageError):

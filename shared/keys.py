@@ -130,6 +130,11 @@ def job_webhook_key(job_id: str) -> str:
     return f"{EVENTS_PREFIX}webhook:{job_id}"
 
 
+def webhook_replay_key(dead_entry_id: str) -> str:
+    """Set once a dead letter (its entry id on the dead-letter stream) has been replayed."""
+    return f"{EVENTS_PREFIX}replayed:{dead_entry_id}"
+
+
 RATE_PREFIX = PREFIX + "rate:"
 
 

@@ -25,7 +25,7 @@ from shared.config import Settings, get_settings
 from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError, UnreadableJobError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType, parse_probe
-from shared.jobs.model import utcnow
+from shared.jobs.model import JobOrigin, utcnow
 from shared.jobs.owner import holder_is_dead
 from shared.jobs.registry import CHUNK_TASK, QUEUES
 from shared.jobs.store import dead_letter
@@ -135,7 +135,14 @@ class Producer:
         self._prefixed_tenants = configured_tenants(self.settings)
 
     def submit(
-        self, kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+        self,
+        kind: str,
+        inputs: dict[str, Any],
+        job_id: str | None = None,
+        tenant: Tenant = DEFAULT_TENANT,
+        *,
+        reference: str | None = None,
+        origin: JobOrigin | None = None,
     ) -> JobDocument:
         """Submit a job, or return the existing one if ``job_id`` was already submitted.
 
@@ -144,6 +151,8 @@ class Producer:
             inputs: the kind's inputs (see its input model in :mod:`shared.jobs.kinds`).
             job_id: idempotency key within ``tenant``; a random id when omitted.
             tenant: who the job (and any gallery it names) belongs to.
+            reference, origin: the client's correlation string and the intake entry the job was
+                made from, kept in the document for its completion event (the first submit's).
 
         Returns:
             The job document (``queued``, or the existing document on a duplicate id).
@@ -154,7 +163,7 @@ class Producer:
             FeaturesError: a malformed features string.
             StorageUnavailableError: Redis or the broker is unreachable.
         """
-        stored, created = self.store(kind, inputs, job_id, tenant)
+        stored, created = self.store_many([JobDocument.new(kind, inputs, job_id, tenant, reference, origin)])[0]
         if created:
             self.send([stored])
             log.info("submitted %s job %s", stored.kind, stored.address)

@@ -27,12 +27,23 @@ from shared.cli import (
     gallery_cmds,
     key_cmds,
     pipeline_cmds,
+    webhook_cmds,
 )
 from shared.config import get_settings
 from shared.errors import KYCFaceError, SettingsError
 from shared.exits import EX_CONFIG, EX_FAILURE, EX_SOFTWARE, StartRefused, one_line, settings_message
 
-GROUPS = (engine_cmds, pipeline_cmds, celery_cmds, gallery_cmds, bench_cmds, key_cmds, events_cmds, features_cmds)
+GROUPS = (
+    engine_cmds,
+    pipeline_cmds,
+    celery_cmds,
+    gallery_cmds,
+    bench_cmds,
+    key_cmds,
+    events_cmds,
+    features_cmds,
+    webhook_cmds,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,12 +30,16 @@ from shared.events.model import (
     handled_error,
 )
 from shared.events.outbox import JobMeta, remember
+from shared.events.reasons import PATTERN_WORDS, Problem
 from shared.events.records import ObjectEvent, parse_notification
 from shared.events.sources import Entry
-from shared.storage.s3 import s3_client
+from shared.jobs.model import JobOrigin
+from shared.storage.refs import Ref
+from shared.storage.s3 import s3_client, translate_error
 from shared.tenants import TENANT_PATTERN
 
-# The newest object under a prefix of a bucket, as s3://bucket/key; None when there is none.
+# The newest object under a prefix of a bucket, as s3://bucket/key pinned to the version found
+# (see shared.storage.refs); None when there is none.
 Lookup = Callable[[str, str], str | None]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MAX_LISTED = 10_000  # keys examined per lookup: a case folder holds a handful
@@ -77,7 +81,9 @@ class Rule:
 
 
 def s3_lookup(settings: Settings) -> Lookup:
-    """A :data:`Lookup` listing the prefix on the configured S3 endpoint."""
+    """A :data:`Lookup` listing the prefix on the configured S3 endpoint, and pinning the newest
+    object to the version it has now (``HEAD``: its version id, or its ETag when the bucket keeps
+    no versions), so a document re-uploaded after the job was made is not read in its place."""
 
     def newest(bucket: str, prefix: str) -> str | None:
         best: tuple[Any, str] | None = None
@@ -92,7 +98,14 @@ def s3_lookup(settings: Settings) -> Lookup:
                 candidate = (obj["LastModified"], obj["Key"])
                 if best is None or candidate > best:
                     best = candidate
-        return None if best is None else f"s3://{bucket}/{best[1]}"
+        if best is None:
+            return None
+        found = Ref("s3", best[1], bucket)
+        try:
+            head = s3_client(settings).head_object(Bucket=bucket, Key=found.key)
+        except Exception as exc:  # gone since the listing, or S3 down: the project's storage error
+            raise translate_error(exc, found) from None
+        return str(found.pinned(head.get("VersionId"), head.get("ETag")))
 
     return newest
 
@@ -133,19 +146,20 @@ class BucketEvents:
             return [Handled(Outcome.MALFORMED, reason=exc.message)]
         if not events:
             return [Handled(Outcome.IGNORED)]
-        return [self._one(event) for event in events]
+        origin = JobOrigin(source=entry.source, entry_id=entry.entry_id)
+        return [self._one(event, origin) for event in events]
 
-    def _one(self, event: ObjectEvent) -> Handled:
+    def _one(self, event: ObjectEvent, origin: JobOrigin) -> Handled:
         for rule in self.rules:
             values = rule.match(event)
             if values is not None:
                 try:
-                    return self._job(rule.spec, event, values)
+                    return self._job(rule.spec, event, values, origin)
                 except Exception as exc:
                     return handled_error(exc)
         return Handled(Outcome.UNMATCHED)
 
-    def _job(self, spec: EventRule, event: ObjectEvent, values: dict[str, str]) -> Handled:
+    def _job(self, spec: EventRule, event: ObjectEvent, values: dict[str, str], origin: JobOrigin) -> Handled:
         seen_key = keys.event_seen_key(event.idempotency_key())
         seen = self.client.get(seen_key)
         if seen is not None:
@@ -155,13 +169,21 @@ class BucketEvents:
             prefix = prefix_template.format_map(values)
             found = self.lookup(event.bucket, prefix)
             if found is None:
-                raise RequestRejectedError(f"{name}: no object under {prefix!r} in the event's bucket")
+                raise RequestRejectedError.of(
+                    [Problem(name, "no object under the rule's prefix in the event's bucket", "missing")]
+                )
             fields[name] = found
-        inputs = self.validate(spec.kind, fields)
         tenant = spec.tenant.format_map(values) if spec.tenant else DEFAULT_TENANT
         if not re.match(TENANT_PATTERN, tenant):
-            raise RequestRejectedError(f"tenant: must match {TENANT_PATTERN}")
-        request = JobRequest(kind=spec.kind, inputs=inputs, job_id=f"s3e-{event.idempotency_key()}", tenant=tenant)
+            raise RequestRejectedError.of([Problem("tenant", PATTERN_WORDS["tenant"], "form")])
+        valid = self.validate({"kind": spec.kind, **fields}, tenant)
+        request = JobRequest(
+            kind=spec.kind,
+            inputs=valid.inputs,
+            job_id=f"s3e-{event.idempotency_key()}",
+            tenant=tenant,
+            origin=origin,
+        )
         remember(self.client, self.settings, request.address, JobMeta(tenant=tenant))
         job_id = self.submit(request)
         self.client.set(seen_key, job_id, ex=self.settings.job_ttl_s)

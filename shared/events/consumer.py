@@ -1,7 +1,7 @@
 """The consumer loop: read each source, hand each entry to its handler, count, ack or reject.
 
-An entry is acknowledged only after its jobs exist (or it was rejected, unmatched, malformed);
-a transient error leaves it to be read again. Rejected requests go to the rejects stream with
+An entry is acknowledged only after its jobs exist (or it was rejected, unmatched, malformed),
+the settled entries of one read together; a transient error leaves it to be read again. Rejected requests go to the rejects stream with
 their reason and never their content (a request may carry features, which are biometric).
 Nothing an entry holds stops the loop; it ends when ``stop`` is set or after ``max_batches``.
 """
@@ -101,11 +101,31 @@ class Consumer:
             log.warning("cannot read %s (%s); trying again", route.source.name, type(exc).__name__)
             batch[Outcome.RETRY] += 1
             return 0
+        settled: list[tuple[Entry, list[Outcome]]] = []
         for entry in entries:
-            batch.update(self._handle(route, entry))
+            outcomes = self._handle(route, entry)
+            if Outcome.RETRY in outcomes:
+                batch.update(outcomes)
+            else:
+                settled.append((entry, outcomes))
+        if settled:
+            # One acknowledgement for the read's settled entries: one round trip, not one each.
+            # A crash before it leaves them pending; read again, each finds the job it made.
+            try:
+                route.source.ack_many([entry for entry, _ in settled])
+            except redis.RedisError as exc:
+                log.warning("cannot acknowledge %d entries of %s (%s)", len(settled), route.source.name,
+                            type(exc).__name__)  # fmt: skip
+                route.source.release(settled[0][0])
+                batch[Outcome.RETRY] += len(settled)
+            else:
+                for _, outcomes in settled:
+                    batch.update(outcomes)
         return len(entries)
 
     def _handle(self, route: Route, entry: Entry) -> list[Outcome]:
+        """Handle one entry: its outcomes, its reject written; acknowledged by the caller unless
+        the outcomes hold a retry (then it is released here)."""
         try:
             results = route.handler(entry)
         except Exception as exc:  # a handler bug must not stop the consumer
@@ -120,7 +140,6 @@ class Consumer:
                     self._reject(entry, result)
                 elif result.outcome is Outcome.MALFORMED:
                     log.warning("dropped malformed entry %s of %s: %s", entry.entry_id, entry.source, result.reason)
-            route.source.ack(entry)
         except redis.RedisError as exc:
             log.warning("cannot settle entry %s of %s (%s)", entry.entry_id, entry.source, type(exc).__name__)
             route.source.release(entry)
@@ -134,7 +153,7 @@ class Consumer:
         )
         fields: dict[Any, Any] = {"source": entry.source, "entry_id": entry.entry_id, "reason": result.reason}
         self.client.xadd(
-            self.settings.events_rejects_stream, fields, maxlen=self.settings.events_stream_max_len, approximate=True
+            self.settings.events_rejects_stream, fields, maxlen=self.settings.events_rejects_max_len, approximate=True
         )
 
     def run(self, stop: threading.Event | None = None, max_batches: int | None = None) -> Counter[Outcome]:

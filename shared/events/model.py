@@ -8,7 +8,7 @@ today's request models and producer), so the kinds stay declared in one place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -16,18 +16,29 @@ from typing import Any, Protocol
 import redis
 
 from shared.errors import JobError, KYCFaceError
+from shared.events.reasons import MAX_REASON_CHARS, Problem, joined
+from shared.jobs.model import JobOrigin
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
 
 log = logging.getLogger(__name__)
-MAX_REASON_CHARS = 300
 
 
 class RequestRejectedError(JobError):
     """A job request that can never become a job as sent (bad kind, inputs, job id or callback).
 
     The message is the reason a producer reads on the rejects stream: it names fields, never
-    their values.
+    their values. ``problems`` holds them one by one (see :mod:`shared.events.reasons`), for the
+    422 of the HTTP API.
     """
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> RequestRejectedError:
+        """The error of ``problems``, its message their joined reason."""
+        return cls(joined(problems), problems)
 
 
 class CallbackRefusedError(RequestRejectedError):
@@ -42,8 +53,9 @@ class MalformedEventError(JobError):
 class JobRequest:
     """A validated request: the kind's inputs as the job system takes them, plus the envelope.
 
-    ``job_id`` is always set: the producer's idempotency key, or one derived from the event so a
-    redelivery finds the same job.
+    ``job_id`` is always set: the producer's idempotency key, or one derived from the request so
+    a redelivery finds the same job. ``reference`` is the client's correlation string and
+    ``origin`` the entry the request came from; both travel to the completion event.
     """
 
     kind: str
@@ -51,6 +63,8 @@ class JobRequest:
     job_id: str
     tenant: str = DEFAULT_TENANT
     callback_url: str | None = None
+    reference: str | None = None
+    origin: JobOrigin | None = None
 
     @property
     def address(self) -> str:
@@ -58,17 +72,31 @@ class JobRequest:
         return scoped(Tenant(self.tenant), self.job_id)
 
 
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request that passed every check of the HTTP API: the kind's inputs as the job system
+    takes them, and the envelope fields as sent (absent ones None)."""
+
+    kind: str
+    inputs: dict[str, str]
+    job_id: str | None = None
+    callback_url: str | None = None
+    reference: str | None = None
+
+
 class Validate(Protocol):
-    """Check one kind's inputs the way the HTTP API does.
+    """Check a request (the body of ``POST /v1/jobs``) of ``tenant`` the way the HTTP API does:
+    its fields, the buckets its images name, its callback.
 
     Returns:
-        The inputs as the job system takes them.
+        The valid request.
 
     Raises:
-        RequestRejectedError: unknown kind or invalid inputs (the reason names the fields).
+        RequestRejectedError: anything wrong, each problem naming its field (the same problems,
+            in the same words, as the API's 422).
     """
 
-    def __call__(self, kind: str, fields: Mapping[str, Any]) -> dict[str, str]: ...
+    def __call__(self, request: Mapping[str, Any], tenant: str) -> ValidRequest: ...
 
 
 class Submit(Protocol):

@@ -1,7 +1,8 @@
 """Completion events: one entry per terminal job on a length-trimmed Redis stream.
 
 Consumers read it with consumer groups (``XREADGROUP``), each group once. An event carries the
-job's id, kind, tenant, status, code, verified, confidence and time: never images, templates or
+job's id, kind, tenant, status, code, verified, confidence and time, and what correlates it (the
+client's ``reference``, the intake ``source`` and ``entry_id``): never images, templates or
 features. The tenant is the job document's; its callback URL lives beside the document
 (:func:`remember`), which does not carry it.
 """
@@ -21,7 +22,10 @@ from shared.config import Settings
 from shared.events.model import DEFAULT_TENANT
 from shared.jobs.model import JobDocument
 
-EVENT_FIELDS = ("job_id", "kind", "tenant", "status", "code", "verified", "confidence", "time")
+EVENT_FIELDS = (
+    "job_id", "kind", "tenant", "status", "code", "verified", "confidence", "time",
+    "reference", "source", "entry_id",
+)  # fmt: skip
 
 # The marker and the XADD in one script: a finish that runs twice (a retried worker, a sweeper)
 # publishes once, and a crash cannot leave a marker without its event. The marker lives as long as
@@ -92,6 +96,9 @@ def completion_event(doc: JobDocument) -> dict[str, str]:
         "verified": "" if verified is None else str(bool(verified)).lower(),
         "confidence": "" if confidence is None else f"{float(confidence):.{digits}f}",
         "time": finished.isoformat(),
+        "reference": doc.reference or "",
+        "source": doc.origin.source if doc.origin is not None else "",
+        "entry_id": doc.origin.entry_id if doc.origin is not None else "",
     }
 
 

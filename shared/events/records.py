@@ -1,9 +1,12 @@
 """S3 event records (``Records[].s3``) in every wrapping they reach us in.
 
 AWS puts the same JSON in an SQS message body, in an SNS envelope's ``Message``, or in an SNS
-envelope inside an SQS body; MinIO's Redis target writes ``{"Records": [...]}`` (namespace
-format) or ``[{"Event": [...], "EventTime": ...}]`` (access format). :func:`parse_notification`
-unwraps all of them to :class:`ObjectEvent` values, one per created object.
+envelope inside an SQS body; a Lambda function's SQS event holds a batch of those messages as
+``{"Records": [{"body": ...}, ...]}`` (its SNS event as ``{"Records": [{"Sns": {"Message":
+...}}]}``); EventBridge sends its own shape (``"detail-type": "Object Created"``). MinIO's Redis
+target writes ``{"Records": [...]}`` (namespace format) or ``[{"Event": [...], "EventTime":
+...}]`` (access format). :func:`parse_notification` unwraps all of them to :class:`ObjectEvent`
+values, one per created object.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class ObjectEvent:
 
     @property
     def ref(self) -> str:
+        """``s3://bucket/key`` pinned to this version: ``?versionId=`` where the bucket keeps
+        versions, else ``?etag=`` (see :mod:`shared.storage.refs`)."""
+        if self.version_id and self.version_id != "null":
+            return f"s3://{self.bucket}/{self.key}?versionId={self.version_id}"
+        if self.etag:
+            return f"s3://{self.bucket}/{self.key}?etag={self.etag}"
         return f"s3://{self.bucket}/{self.key}"
 
     def idempotency_key(self) -> str:
@@ -69,11 +78,20 @@ def _unwrap(data: Any, depth: int) -> list[ObjectEvent]:
         raise MalformedEventError("notification is not a JSON object")
     if data.get("Event") == "s3:TestEvent" or data.get("Type") == "SubscriptionConfirmation":
         return []
+    if "detail-type" in data and "detail" in data:
+        return _eventbridge(data)
     if "Records" in data or "Event" in data:
         records = data.get("Records", data.get("Event"))
         if not isinstance(records, list):
             raise MalformedEventError("Records is not a list")
-        return [event for record in records if (event := _record(record)) is not None]
+        events: list[ObjectEvent] = []
+        for record in records:
+            if isinstance(record, dict) and "s3" not in record and ("body" in record or "Sns" in record):
+                # A Lambda event: each record is one SQS message (or SNS notification) around a notification.
+                events += _unwrap(record.get("Sns", record), depth + 1)
+            elif (event := _record(record)) is not None:
+                events.append(event)
+        return events
     for envelope in ("Message", "Body", "body"):  # SNS, SQS (boto3 spelling), SQS (Lambda spelling)
         inner = data.get(envelope)
         if isinstance(inner, str):
@@ -105,3 +123,29 @@ def _record(record: Any) -> ObjectEvent | None:
         etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
         sequencer=str(obj.get("sequencer") or ""),
     )
+
+
+def _eventbridge(data: dict[str, Any]) -> list[ObjectEvent]:
+    """An EventBridge event of S3: ``Object Created`` is one object; any other type is nothing.
+
+    Its object key is not URL-encoded (unlike a notification record's).
+    """
+    if data.get("detail-type") != "Object Created":
+        return []
+    detail = data.get("detail")
+    bucket = detail.get("bucket") if isinstance(detail, dict) else None
+    obj = detail.get("object") if isinstance(detail, dict) else None
+    name = bucket.get("name") if isinstance(bucket, dict) else None
+    key = obj.get("key") if isinstance(obj, dict) else None
+    if not isinstance(name, str) or not name or not isinstance(key, str) or not key or not isinstance(obj, dict):
+        raise MalformedEventError("EventBridge event without bucket name or object key")
+    return [
+        ObjectEvent(
+            bucket=name,
+            key=key,
+            event_name=f"ObjectCreated:{detail.get('reason') or 'Put'}" if isinstance(detail, dict) else "",
+            version_id=str(obj.get("version-id") or ""),
+            etag=str(obj.get("etag") or "").strip('"'),
+            sequencer=str(obj.get("sequencer") or ""),
+        )
+    ]

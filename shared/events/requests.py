@@ -1,13 +1,16 @@
 """Plain JSON job requests from any producer, turned into jobs.
 
-A request is the HTTP API's body plus an optional ``tenant`` and ``callback_url``::
+A request is the HTTP API's body plus an optional ``tenant``::
 
     {"kind": "verify", "selfie": "s3://...", "document": "s3://...", "job_id": "case-1:verify",
-     "tenant": "acme", "callback_url": "https://hooks.acme.example/kyc"}
+     "tenant": "acme", "callback_url": "https://hooks.acme.example/kyc", "reference": "case-1"}
 
 On a stream it is either those fields flat (``XADD kyc:intake * kind verify selfie s3://...``)
-or one field ``request`` holding the JSON; on a list it is the JSON. Without a ``job_id`` the
-job id is derived from the entry, so a redelivered entry finds the job it already made.
+or one field ``request`` holding the JSON, optionally with flat envelope fields beside it
+(``XADD kyc:intake * request '{...}' tenant acme``); on a list it is the JSON. It is checked
+by the HTTP API's models and checks (:mod:`shared.events.bodies`), so a reject's reason is the
+422's. Without a ``job_id`` the job id is derived from the tenant and the request
+(:func:`derived_job_id`), so a redelivered entry finds the job it already made.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
 from shared.config import Settings
-from shared.events.callbacks import check_callback
 from shared.events.model import (
     DEFAULT_TENANT,
     Handled,
@@ -32,33 +35,63 @@ from shared.events.model import (
     handled_error,
 )
 from shared.events.outbox import JobMeta, forget_unless_submitted, remember
+from shared.events.reasons import PATTERN_WORDS, Problem
 from shared.events.sources import Entry
-from shared.jobs.model import JOB_ID_PATTERN
+from shared.jobs.model import JobOrigin
 from shared.tenants import TENANT_PATTERN
 
-_ENVELOPE = ("kind", "job_id", "tenant", "callback_url")
+# Envelope fields that, sent empty, count as not sent (a producer's template with a blank slot).
+_OPTIONAL = ("job_id", "callback_url", "reference")
+
+
+def _rejected(field: str, what: str, type_: str) -> RequestRejectedError:
+    return RequestRejectedError.of([Problem(field, what, type_)])
 
 
 def _payload(entry: Entry) -> dict[str, Any]:
-    if entry.fields is not None and set(entry.fields) != {"request"}:
+    """The request of an entry: its flat fields, or the JSON of its ``request`` field (or list
+    item) with any flat fields beside it added, a field given twice being refused."""
+    if entry.fields is not None and "request" not in entry.fields:
         return dict(entry.fields)
     raw = entry.fields["request"] if entry.fields is not None else entry.body
     try:
         data = json.loads(raw or "")
     except ValueError:
-        raise RequestRejectedError("request is not JSON") from None
+        raise _rejected("request", "is not JSON", "type") from None
     if not isinstance(data, dict):
-        raise RequestRejectedError("request is not a JSON object")
+        raise _rejected("request", "must be a JSON object", "type")
+    for name, value in (entry.fields or {}).items():
+        if name == "request":
+            continue
+        if name in data:
+            raise _rejected(name, "given both inside request and beside it", "duplicate")
+        data[name] = value
     return data
 
 
-def _optional_str(data: dict[str, Any], name: str, pattern: str | None = None) -> str | None:
-    value = data.get(name)
+def _tenant(data: dict[str, Any]) -> str:
+    value = data.pop("tenant", None)
     if value is None or value == "":
-        return None
-    if not isinstance(value, str) or (pattern is not None and not re.match(pattern, value)):
-        raise RequestRejectedError(f"{name}: must match {pattern}" if pattern else f"{name}: must be a string")
+        return DEFAULT_TENANT
+    if not isinstance(value, str):
+        raise _rejected("tenant", "must be a string", "type")
+    if not re.match(TENANT_PATTERN, value):
+        raise _rejected("tenant", PATTERN_WORDS["tenant"], "form")
     return value
+
+
+def derived_job_id(tenant: str, request: Mapping[str, str]) -> str:
+    """The job id of a request sent without ``job_id``: ``in-`` and the first 32 hex digits of
+    the SHA-256 of ``tenant``, then each field as ``name=value`` in code-point order of the
+    names, joined by the unit separator U+001F (``tenant`` and ``job_id`` are not among the
+    fields; empty envelope fields count as absent).
+
+    A function of what was sent, never of where or when: a redelivered entry, a producer's
+    retry and the same request on the list all find the one job, and a producer can compute
+    the id before it sends (docs/EVENTS.md has the recipe).
+    """
+    parts = [tenant, *(f"{name}={request[name]}" for name in sorted(request) if name != "job_id")]
+    return "in-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 class JobRequests:
@@ -82,19 +115,20 @@ class JobRequests:
             RequestRejectedError: malformed, invalid inputs, or a refused callback.
         """
         data = _payload(entry)
-        kind = data.get("kind")
-        if not isinstance(kind, str) or not kind:
-            raise RequestRejectedError("kind: required")
-        job_id = _optional_str(data, "job_id", JOB_ID_PATTERN)
-        tenant = _optional_str(data, "tenant", TENANT_PATTERN) or DEFAULT_TENANT
-        callback_url = _optional_str(data, "callback_url")
-        inputs = self.validate(kind, {k: v for k, v in data.items() if k not in _ENVELOPE})
-        if callback_url is not None:
-            check_callback(self.settings, tenant, callback_url)
-        if job_id is None:
-            digest = hashlib.sha256(f"{entry.source}\x1f{entry.entry_id}".encode()).hexdigest()[:32]
-            job_id = f"in-{digest}"
-        return JobRequest(kind=kind, inputs=inputs, job_id=job_id, tenant=tenant, callback_url=callback_url)
+        tenant = _tenant(data)
+        for name in _OPTIONAL:
+            if data.get(name) is None or data.get(name) == "":
+                data.pop(name, None)
+        valid = self.validate(data, tenant)
+        return JobRequest(
+            kind=valid.kind,
+            inputs=valid.inputs,
+            job_id=valid.job_id or derived_job_id(tenant, data),
+            tenant=tenant,
+            callback_url=valid.callback_url,
+            reference=valid.reference,
+            origin=JobOrigin(source=entry.source, entry_id=entry.entry_id),
+        )
 
     def __call__(self, entry: Entry) -> list[Handled]:
         request = None

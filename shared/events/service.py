@@ -14,7 +14,7 @@ from shared import features
 from shared.config import Settings
 from shared.errors import StorageUnavailableError
 from shared.events.consumer import Consumer, default_routes
-from shared.events.wiring import producer_submit, validate
+from shared.events.wiring import producer_submit, validator
 from shared.jobs.store import redis_client
 from shared.producer import Producer
 
@@ -39,6 +39,7 @@ def run(settings: Settings, max_batches: int | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     try:
+        validate = validator(settings, producer.images.validate)
         consumer = Consumer(client, settings, default_routes(client, settings, validate, producer_submit(producer)))
         totals = consumer.run(stop, max_batches)
     finally:

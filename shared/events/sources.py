@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -35,6 +36,8 @@ class Source(Protocol):
 
     def ack(self, entry: Entry) -> None: ...
 
+    def ack_many(self, entries: Sequence[Entry]) -> None: ...
+
     def release(self, entry: Entry) -> None: ...
 
 
@@ -47,7 +50,15 @@ def _digest(text: str) -> str:
 
 
 class StreamSource:
-    """A stream read by a consumer group; an entry is XACKed only once its job exists."""
+    """A stream read by a consumer group; an entry is XACKed only once its job exists, and deleted
+    with it (``XDEL``), so the stream holds only what is still to do: entries not yet read and
+    the pending ones of each consumer.
+
+    Deleting an acknowledged entry is safe for any number of consumers of the group: each entry
+    is delivered to one of them, and only its own consumer acknowledges it; pending entries are
+    never touched. The stream belongs to the group: another group reading it would miss what
+    this one handled.
+    """
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str) -> None:
         self.client = client
@@ -84,7 +95,14 @@ class StreamSource:
         return entries
 
     def ack(self, entry: Entry) -> None:
-        self.client.xack(self.name, self.group, entry.entry_id)
+        self.ack_many([entry])
+
+    def ack_many(self, entries: Sequence[Entry]) -> None:
+        ids = [entry.entry_id for entry in entries]
+        pipe = self.client.pipeline(transaction=True)  # both or neither: no acked entry is left behind
+        pipe.xack(self.name, self.group, *ids)
+        pipe.xdel(self.name, *ids)
+        pipe.execute()
 
     def release(self, entry: Entry) -> None:
         self._recover = True
@@ -133,6 +151,12 @@ class ListSource:
     def ack(self, entry: Entry) -> None:
         self.client.lrem(self.processing, 1, entry.body or "")
 
+    def ack_many(self, entries: Sequence[Entry]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.lrem(self.processing, 1, entry.body or "")
+        pipe.execute()
+
     def release(self, entry: Entry) -> None:
         self._recover = True
 
@@ -170,6 +194,10 @@ class HashSource:
     def ack(self, entry: Entry) -> None:
         field = (entry.fields or {}).get("field", "")
         self._hdel_if_same(keys=[self.name], args=[field, entry.body or ""])
+
+    def ack_many(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:  # a scan's few fields: one script call each
+            self.ack(entry)
 
     def release(self, entry: Entry) -> None:
         """Nothing to do: the field stays in the hash and the next scan finds it."""

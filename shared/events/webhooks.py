@@ -281,7 +281,7 @@ def _dead(
         settings.webhook_dead_stream,
         {"msg_id": delivery.msg_id, "job_id": delivery.event.get("job_id", ""), "tenant": delivery.tenant,
          "url": delivery.url, "attempts": str(number), "reason": reason, "delivery": delivery.model_dump_json()},
-        maxlen=settings.events_stream_max_len,
+        maxlen=settings.webhook_dead_max_len,
         approximate=True,
     )  # fmt: skip
     log.error("webhook %s dead after %d attempt(s): %s", delivery.msg_id, number, reason)

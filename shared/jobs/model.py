@@ -19,6 +19,7 @@ SCHEMA_VERSION: Literal[1] = 1
 # Letters, digits and ._:- so an idempotency key like "case-123:verify" fits a Redis key and an
 # S3 object name without escaping.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+MAX_REFERENCE_CHARS = 256  # a client's correlation string (docs/EVENTS.md, "Correlation")
 
 
 class JobStatus(str, Enum):
@@ -67,6 +68,16 @@ class ReviewDecision(BaseModel):
     decided_at: datetime
 
 
+class JobOrigin(BaseModel):
+    """The events consumer's entry a job was made from: the key it was read on (``kyc:intake``,
+    ``kyc:intake-list``, ``kyc:bucket-events``) and its entry id there."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(max_length=512)
+    entry_id: str = Field(max_length=128)
+
+
 class JobDocument(BaseModel):
     """One job, from submission to its final answer.
 
@@ -100,6 +111,10 @@ class JobDocument(BaseModel):
     error: JobFailure | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     review: ReviewDecision | None = None  # set once, by a reviewer (docs/EVENTS.md, "Reviewer page")
+    # Correlation (docs/EVENTS.md): the client's string and the intake entry, both carried to the
+    # completion event and the webhook; not part of the work (see same_request).
+    reference: str | None = Field(default=None, max_length=MAX_REFERENCE_CHARS)
+    origin: JobOrigin | None = None
     # digest -> features string of the job's features inputs; never serialised with the document.
     _features: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -120,10 +135,16 @@ class JobDocument(BaseModel):
 
     @classmethod
     def new(
-        cls, kind: str, inputs: dict[str, Any], job_id: str | None = None, tenant: Tenant = DEFAULT_TENANT
+        cls,
+        kind: str,
+        inputs: dict[str, Any],
+        job_id: str | None = None,
+        tenant: Tenant = DEFAULT_TENANT,
+        reference: str | None = None,
+        origin: JobOrigin | None = None,
     ) -> JobDocument:
         """A ``queued`` job of ``tenant``; inputs parsed by the kind's model, a random id unless the
-        caller gives one.
+        caller gives one; ``reference`` and ``origin`` correlate it (see the fields).
 
         Raises:
             JobError: bad kind, inputs or job id.
@@ -150,6 +171,8 @@ class JobDocument(BaseModel):
             status=JobStatus.QUEUED,
             created_at=utcnow(),
             inputs=clean,
+            reference=reference,
+            origin=origin,
         )
         return doc.with_features(held)
 

@@ -17,6 +17,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from shared.config import Settings
 from shared.errors import (
     ObjectNotFoundError,
+    ObjectSupersededError,
     ObjectTooLargeError,
     ReferenceRejectedError,
     StorageError,
@@ -155,11 +156,22 @@ class S3Store:
         One request, not HEAD then GET: the headers describe the very object whose body follows
         (no later upload can slip in between), and an oversized body is never read, its
         connection is closed instead.
+
+        A pinned reference reads exactly its version (``VersionId``) or, pinned by ETag, the
+        object only while it is unchanged (``If-Match``).
+
+        Raises:
+            ObjectSupersededError: pinned by ETag, and overwritten since.
         """
         parsed = self.check(ref)
         client = s3_client(self.settings)
+        pin: dict[str, str] = {}
+        if parsed.version_id:
+            pin["VersionId"] = parsed.version_id
+        elif parsed.etag:
+            pin["IfMatch"] = f'"{parsed.etag}"'
         try:
-            response = client.get_object(Bucket=parsed.bucket, Key=parsed.key)
+            response = client.get_object(Bucket=parsed.bucket, Key=parsed.key, **pin)
             body = response["Body"]
             try:
                 size = int(response.get("ContentLength", 0))
@@ -170,6 +182,11 @@ class S3Store:
                 body.close()
         except StorageError:
             raise
+        except ClientError as exc:
+            # A conditional read that lost to a newer upload: final, unlike a racing write's 412.
+            if "IfMatch" in pin and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise ObjectSupersededError(f"{parsed}: overwritten since the reference was made") from None
+            raise translate_error(exc, parsed) from None
         except Exception as exc:
             raise translate_error(exc, parsed) from None
         if len(data) > self.max_bytes:

@@ -155,11 +155,49 @@ def test_a_job_publishes_once_per_group_and_its_webhook_arrives_signed(
     assert client.xlen(settings.webhook_dead_stream) == 0
 
 
+def test_an_intake_request_with_a_reference_is_answered_with_it_and_its_entry(
+    worker: None, settings: Settings, producer: Producer, client: redis.Redis
+) -> None:
+    """Fire and forget from redis-cli: no job_id, a reference; the worker's completion event and
+    webhook carry the reference and the intake entry, under the documented derived id."""
+    from shared.events.consumer import Consumer, default_routes
+    from shared.events.requests import derived_job_id
+    from shared.events.wiring import producer_submit, validator
+
+    receiver = Receiver(SECRET)
+    reference = f"crm-{uuid.uuid4().hex[:8]}"
+    with serving(receiver, "http://127.0.0.1:{port}/kyc/hook"):
+        request = {"kind": "verify", "selfie": SELFIE, "document": DOCUMENT, "reference": reference,
+                   "callback_url": receiver.url}  # fmt: skip
+        entry_id = client.xadd(settings.events_intake_stream, request).decode()
+        validate = validator(settings, producer.images.validate)
+        routes = default_routes(client, settings, validate, producer_submit(producer), consumer="e2e")
+        Consumer(client, settings, routes).run(max_batches=1)
+        job_id = derived_job_id(DEFAULT_TENANT, request)
+        final = producer.wait_for(job_id, timeout_s=180)
+        assert final.status is JobStatus.SUCCEEDED and final.reference == reference, final.error
+        deadline = time.monotonic() + 60
+        while not receiver.calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+    [event] = [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in client.xrange(settings.events_completed_stream)
+        if fields[b"job_id"] == job_id.encode()
+    ]
+    assert (event["reference"], event["source"], event["entry_id"]) == (
+        reference,
+        settings.events_intake_stream,
+        entry_id,
+    )
+    [call] = receiver.calls
+    assert call["valid"] and call["payload"]["data"] == event
+
+
 def test_a_callback_outside_the_allow_list_is_refused_at_submit(api: str, producer: Producer) -> None:
     job_id = f"e2e-{uuid.uuid4().hex[:10]}"
     body = {"kind": "faces", "image": SELFIE, "job_id": job_id, "callback_url": "http://10.0.0.7/hook"}
     answer = httpx.post(f"{api}/v1/jobs", json=body, headers={"X-API-Key": REVIEWER_KEY}, timeout=30)
-    assert answer.status_code == 422 and "allow-list" in answer.json()["detail"]
+    assert answer.status_code == 422 and "allow-list" in answer.json()["detail"][0]["msg"]
     assert producer.get_job(job_id) is None
 
 

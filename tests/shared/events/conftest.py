@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from shared import keys
 from shared.config import EventRule, Settings
 from shared.events.consumer import Consumer, default_routes
-from shared.events.wiring import producer_submit, validate
+from shared.events.wiring import producer_submit, validator
 from shared.producer import Producer
 from tests.conftest import S3Endpoint, need
 
@@ -80,6 +80,7 @@ def producer(ev_settings: Settings) -> Iterator[Producer]:
 
 @pytest.fixture()
 def consumer(client: redis.Redis, ev_settings: Settings, producer: Producer) -> Consumer:
+    validate = validator(ev_settings, producer.images.validate)
     routes = default_routes(client, ev_settings, validate, producer_submit(producer), consumer="test-1")
     return Consumer(client, ev_settings, routes)
 

@@ -39,7 +39,7 @@ def test_a_selfie_upload_verifies_against_the_case_document(
 ) -> None:
     put(s3, "documents/case-7/passport-retake.jpg")
     time.sleep(1.1)  # S3's LastModified has one-second resolution
-    put(s3, "documents/case-7/passport.jpg")  # newest: the one to use
+    document = put(s3, "documents/case-7/passport.jpg")  # newest: the one to use
     record = put(s3, "selfies/case-7/selfie.jpg")
     client.rpush(ev_settings.events_bucket_key, minio_access(record))  # MinIO's access format RPUSHes
     client.rpush(ev_settings.events_bucket_key, minio_access(record))  # the same event delivered twice
@@ -49,9 +49,11 @@ def test_a_selfie_upload_verifies_against_the_case_document(
     assert job_id.startswith("acme/s3e-") and task_messages(client) == [job_id]  # the rule's tenant
     doc = JobStore(ev_settings, client).get(job_id)
     assert doc is not None and doc.kind == "verify"
+    # Both pinned: the selfie to the event's object, the document to the version listed (ETags,
+    # as the bucket keeps no versions).
     assert doc.inputs == {
-        "selfie": f"s3://{s3.bucket}/selfies/case-7/selfie.jpg",
-        "document": f"s3://{s3.bucket}/documents/case-7/passport.jpg",
+        "selfie": f"s3://{s3.bucket}/selfies/case-7/selfie.jpg?etag={record['s3']['object']['eTag']}",
+        "document": f"s3://{s3.bucket}/documents/case-7/passport.jpg?etag={document['s3']['object']['eTag']}",
         "include_features": "false",
     }
     assert client.llen(ev_settings.events_bucket_key) == 0
@@ -86,7 +88,7 @@ def test_an_enrol_upload_enrols_the_face(
     assert doc.inputs == {
         "gallery": "customers",
         "face_id": "cust-42",
-        "probe": f"s3://{s3.bucket}/enrol/customers/cust-42.jpg",
+        "probe": f"s3://{s3.bucket}/enrol/customers/cust-42.jpg?etag={record['s3']['object']['eTag']}",
         "include_features": "false",
     }
 
@@ -105,7 +107,8 @@ def test_unmatched_malformed_and_unresolvable_events_never_stop_the_consumer(
                       Outcome.CREATED: 1}  # fmt: skip
     assert len(job_ids(client)) == 1 and counts(client)["unmatched"] == 1
     [reject] = rejects(client, ev_settings)
-    assert "documents/case-404/" in reject["reason"]
+    assert reject["reason"] == "document: no object under the rule's prefix in the event's bucket"
+    assert "case-404" not in reject["reason"]
     assert "AAAA" not in caplog.text  # the raw input is never echoed
 
 
@@ -113,10 +116,14 @@ def test_minio_namespace_format_is_read_from_the_hash(
     client: redis.Redis, redis_url: str, s3: S3Endpoint, producer: Producer
 ) -> None:
     from shared.events.consumer import default_routes
-    from shared.events.wiring import producer_submit, validate
+    from shared.events.wiring import producer_submit, validator
 
     settings = make_settings(redis_url, s3, events_bucket_source="hash")
-    consumer = Consumer(client, settings, default_routes(client, settings, validate, producer_submit(producer), "t"))
+    consumer = Consumer(
+        client,
+        settings,
+        default_routes(client, settings, validator(settings, producer.images.validate), producer_submit(producer), "t"),
+    )
     put(s3, "documents/case-5/id.jpg")
     record = put(s3, "selfies/case-5/selfie.jpg")
     # MinIO: HSET <key> "<bucket>/<object>" '{"Records": [...]}'
@@ -127,10 +134,14 @@ def test_minio_namespace_format_is_read_from_the_hash(
 
 def test_a_relay_can_use_a_stream(client: redis.Redis, redis_url: str, s3: S3Endpoint, producer: Producer) -> None:
     from shared.events.consumer import default_routes
-    from shared.events.wiring import producer_submit, validate
+    from shared.events.wiring import producer_submit, validator
 
     settings = make_settings(redis_url, s3, events_bucket_source="stream")
-    consumer = Consumer(client, settings, default_routes(client, settings, validate, producer_submit(producer), "t"))
+    consumer = Consumer(
+        client,
+        settings,
+        default_routes(client, settings, validator(settings, producer.images.validate), producer_submit(producer), "t"),
+    )
     put(s3, "documents/case-6/id.jpg")
     sqs_body = json.dumps({"Records": [put(s3, "selfies/case-6/selfie.jpg")]})
     client.xadd(settings.events_bucket_key, {"event": sqs_body})
@@ -138,3 +149,24 @@ def test_a_relay_can_use_a_stream(client: redis.Redis, redis_url: str, s3: S3End
     consumer.run(max_batches=1)
     assert len(job_ids(client)) == 1
     assert client.xpending(settings.events_bucket_key, settings.events_group)["pending"] == 0
+
+
+def test_a_lambda_sqs_batch_and_an_eventbridge_event_make_their_jobs(
+    client: redis.Redis, s3: S3Endpoint, ev_settings: Settings, consumer: Consumer
+) -> None:
+    from tests.shared.events.test_records import eventbridge, lambda_sqs_event
+
+    put(s3, "documents/case-8/id.jpg")
+    put(s3, "documents/case-9/id.jpg")
+    batch = lambda_sqs_event({"Records": [put(s3, "selfies/case-8/selfie.jpg")]})
+    bridged = eventbridge(key="selfies/case-9/selfie.jpg")
+    put(s3, "selfies/case-9/selfie.jpg")
+    bridged["detail"]["object"].pop("version-id")  # the bucket keeps no versions: the ETag pins it
+    client.rpush(ev_settings.events_bucket_key, json.dumps(batch), json.dumps(bridged))
+    totals = consumer.run(max_batches=2)
+    assert totals[Outcome.CREATED] == 2 and totals[Outcome.MALFORMED] == 0
+    selfies = sorted(doc.inputs["selfie"] for job in job_ids(client) if (doc := JobStore(ev_settings, client).get(job)))
+    assert [s.partition("?")[0] for s in selfies] == [
+        f"s3://{s3.bucket}/selfies/case-8/selfie.jpg",
+        f"s3://{s3.bucket}/selfies/case-9/selfie.jpg",
+    ]

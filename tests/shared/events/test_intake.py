@@ -58,16 +58,19 @@ def test_redis_cli_xadd_becomes_a_job(redis_server: RedisServer, client: redis.R
 
 
 def test_a_redelivered_entry_finds_its_job(client: redis.Redis, ev_settings: Settings, consumer: Consumer) -> None:
-    """Without a job_id the id comes from the entry: a crash before XACK does not make a second job."""
-    entry_id = client.xadd(ev_settings.events_intake_stream, {"kind": "faces", "image": "s3://kyc-images/a.jpg"})
-    consumer.run(max_batches=1)
+    """Without a job_id the id comes from the request: a crash before XACK does not make a second job."""
+    client.xadd(ev_settings.events_intake_stream, {"kind": "faces", "image": "s3://kyc-images/a.jpg"})
+    route = consumer.routes[0]
+    [entry] = route.source.read(10, 10)
+    route.handler(entry)  # the job is made, then the consumer dies before it acknowledges
     first = job_ids(client)
-    # Pretend the ack was lost: make the entry pending again for another consumer.
-    client.xgroup_setid(ev_settings.events_intake_stream, ev_settings.events_group, "0")
-    consumer.routes[0].source._recover = True  # type: ignore[attr-defined]
+    assert client.xpending(ev_settings.events_intake_stream, ev_settings.events_group)["pending"] == 1
+    route.source._recover = True  # type: ignore[attr-defined]  # as a restarted consumer starts
     consumer.run(max_batches=2)
     assert job_ids(client) == first and len(task_messages(client)) == 1
-    assert client.xlen(ev_settings.events_intake_stream) == 1 and entry_id
+    # Acknowledged and deleted: the stream keeps only what is still to do.
+    assert client.xpending(ev_settings.events_intake_stream, ev_settings.events_group)["pending"] == 0
+    assert client.xlen(ev_settings.events_intake_stream) == 0
 
 
 @pytest.mark.parametrize(
@@ -172,3 +175,26 @@ def test_a_corrected_resubmit_keeps_its_own_callback(
     consumer.run(max_batches=1)
     assert job_ids(client) == ["acme/case-1:verify"]
     assert recall(client, "acme/case-1:verify").callback_url == "http://127.0.0.1:1/new"
+
+
+def test_a_lost_acknowledgement_leaves_the_read_pending_and_makes_no_second_job(
+    client: redis.Redis, ev_settings: Settings, consumer: Consumer
+) -> None:
+    """A read's entries are acknowledged together; when that fails they stay pending, and the
+    next read finds the jobs they made."""
+    for n in range(3):
+        client.xadd(ev_settings.events_intake_stream, {"kind": "faces", "image": f"s3://kyc-images/{n}.jpg"})
+    source = consumer.routes[0].source
+    real = source.ack_many
+
+    def lost(entries):  # type: ignore[no-untyped-def]
+        raise redis.ConnectionError("connection lost before the acknowledgement")
+
+    source.ack_many = lost  # type: ignore[method-assign]
+    assert consumer.run_once()[Outcome.RETRY] == 3
+    assert client.xpending(ev_settings.events_intake_stream, ev_settings.events_group)["pending"] == 3
+    source.ack_many = real  # type: ignore[method-assign]
+    made = job_ids(client)
+    assert consumer.run_once()[Outcome.CREATED] == 3
+    assert job_ids(client) == made and len(made) == 3 and len(task_messages(client)) == 3
+    assert client.xlen(ev_settings.events_intake_stream) == 0
