@@ -22,7 +22,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings, get_settings
-from shared.errors import JobError, ReferenceRejectedError, StorageUnavailableError, UnreadableJobError
+from shared.errors import JobError, StorageUnavailableError, UnreadableJobError
 from shared.jobs import REGISTRY, JobDocument, JobStatus, JobStore
 from shared.jobs.inputs import InputType, parse_probe
 from shared.jobs.model import JobOrigin, utcnow
@@ -30,6 +30,7 @@ from shared.jobs.owner import holder_is_dead
 from shared.jobs.registry import CHUNK_TASK, QUEUES
 from shared.jobs.store import dead_letter
 from shared.storage import store_for
+from shared.storage.prefixes import check_tenant_prefix, configured_tenants
 from shared.storage.redis_client import broker_transport_options, redis_client
 from shared.storage.refs import Ref
 from shared.tenants import DEFAULT_TENANT, Tenant, scoped
@@ -58,14 +59,6 @@ def celery_config() -> dict[str, Any]:
         "task_routes": {spec.task: {"queue": spec.queue} for spec in REGISTRY},
         "broker_connection_retry_on_startup": True,
     }
-
-
-def configured_tenants(settings: Settings) -> frozenset[str]:
-    """The tenants ``settings`` name (API keys, event rules, webhook maps) other than the default
-    one: each owns ``<tenant>/`` in the allowed buckets under the prefix guard."""
-    named = {key.tenant for key in settings.api_keys.values()} | {rule.tenant or "" for rule in settings.event_rules}
-    named |= set(settings.webhook_allowed_hosts) | set(settings.webhook_secrets)
-    return frozenset(named - {"", DEFAULT_TENANT})
 
 
 # kombu's Redis transport keeps each message a worker has taken but not yet acknowledged in this
@@ -246,14 +239,7 @@ class Producer:
                 raise StorageUnavailableError(f"broker unavailable ({type(exc).__name__})") from None
 
     def _check_image(self, ref: Ref, tenant: Tenant) -> None:
-        """With ``KYC_S3_TENANT_PREFIXES``, a tenant's images are the objects under ``<tenant>/``;
-        with ``KYC_S3_TENANT_PREFIX_GUARD`` (the default), no tenant names an object under another
-        configured tenant's prefix."""
-        if self.settings.s3_tenant_prefixes and tenant != DEFAULT_TENANT and not ref.key.startswith(f"{tenant}/"):
-            raise ReferenceRejectedError("reference is outside the tenant's prefix")
-        owner = ref.key.partition("/")[0]
-        if self.settings.s3_tenant_prefix_guard and owner != tenant and owner in self._prefixed_tenants:
-            raise ReferenceRejectedError("reference is inside another tenant's prefix")
+        check_tenant_prefix(self.settings, tenant, ref, self._prefixed_tenants)
 
     def _send(self, doc: JobDocument) -> None:
         spec = REGISTRY.get(doc.kind)

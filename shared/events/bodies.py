@@ -21,9 +21,10 @@ from shared.errors import KYCFaceError, ReferenceRejectedError
 from shared.events.callbacks import MAX_URL_CHARS, check_callback
 from shared.events.model import CallbackRefusedError, RequestRejectedError
 from shared.events.reasons import Problem, problems_of, refused
-from shared.jobs.inputs import MAX_FEATURES_CHARS, MAX_PROBE_CHARS, PARSERS, InputType
+from shared.jobs.inputs import MAX_FEATURES_CHARS, MAX_PROBE_CHARS, PARSERS, InputType, parse_probe
 from shared.jobs.model import JOB_ID_PATTERN, MAX_REFERENCE_CHARS
 from shared.jobs.registry import REGISTRY, JobKindSpec
+from shared.storage.prefixes import check_tenant_prefix
 from shared.storage.refs import MAX_REF_CHARS, Ref
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -139,6 +140,11 @@ def image_fields(kind: str) -> list[str]:
     return [name for name, type_ in REGISTRY.get(kind).fields().items() if type_ is InputType.REF]
 
 
+def probe_fields(kind: str) -> list[str]:
+    """The request fields of ``kind`` that take a probe: features, or an image reference."""
+    return [name for name, type_ in REGISTRY.get(kind).fields().items() if type_ is InputType.PROBE]
+
+
 def parse_body(data: Mapping[str, Any]) -> _JobRequest:
     """``data`` as the request model of its kind, as FastAPI validates a body.
 
@@ -154,7 +160,8 @@ def parse_body(data: Mapping[str, Any]) -> _JobRequest:
 
 def check_request(body: _JobRequest, tenant: str, settings: Settings, check_image: Callable[[str], object]) -> None:
     """The checks after the body's syntax: each image's bucket (``check_image``, the image
-    store's ``validate``), then the callback against the tenant's allow-list and addresses.
+    store's ``validate``) and tenant prefix, then the callback against the tenant's allow-list
+    and addresses.
 
     Raises:
         RequestRejectedError: every problem found, each naming its field.
@@ -162,9 +169,21 @@ def check_request(body: _JobRequest, tenant: str, settings: Settings, check_imag
     problems: list[Problem] = []
     for name in image_fields(body.kind):
         try:
-            check_image(getattr(body, name))
+            ref = check_image(getattr(body, name))
+            if isinstance(ref, Ref):
+                check_tenant_prefix(settings, tenant, ref)
         except ReferenceRejectedError as exc:
             problems.append(refused(name, exc.message))
+    for name in probe_fields(body.kind):
+        try:
+            probe = parse_probe(getattr(body, name))
+        except KYCFaceError:
+            continue  # not a probe at all: the worker's parse words it, as the producer's does
+        if isinstance(probe, Ref):
+            try:
+                check_tenant_prefix(settings, tenant, probe)
+            except ReferenceRejectedError as exc:
+                problems.append(refused(name, exc.message))
     if body.callback_url is not None:
         try:
             check_callback(settings, tenant, body.callback_url)

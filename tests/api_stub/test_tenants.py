@@ -262,12 +262,17 @@ def test_with_tenant_prefixes_a_key_names_only_its_tenants_images(redis_url: str
     with TestClient(create_app(settings, producer)) as client:
         ours = {"kind": "faces", "image": "s3://kyc-images/acme/case-1/selfie.jpg"}
         assert client.post("/v1/jobs", json=ours, headers=as_key(ACME)).status_code == 202
-        for body in (
-            {"kind": "faces", "image": "s3://kyc-images/beta/case-1/selfie.jpg"},
-            {"kind": "verify", "selfie": "s3://kyc-images/acme/s.jpg", "document": "s3://kyc-images/d.jpg"},
-            {"kind": "search", "gallery": "g", "probe": "s3://kyc-images/acme-evil/p.jpg"},
+        for body, field in (
+            ({"kind": "faces", "image": "s3://kyc-images/beta/case-1/selfie.jpg"}, "image"),
+            (
+                {"kind": "verify", "selfie": "s3://kyc-images/acme/s.jpg", "document": "s3://kyc-images/d.jpg"},
+                "document",
+            ),
+            ({"kind": "search", "gallery": "g", "probe": "s3://kyc-images/acme-evil/p.jpg"}, "probe"),
         ):
             refused = client.post("/v1/jobs", json=body, headers=as_key(ACME))
             assert refused.status_code == 422, (body, refused.text)
-            assert "tenant's prefix" in refused.json()["detail"]
+            assert [e["msg"] for e in refused.json()["detail"]] == [
+                f"{field}: reference is outside the tenant's prefix"
+            ]
     producer.close()
