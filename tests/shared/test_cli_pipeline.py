@@ -203,7 +203,13 @@ def test_submit_status_wait(queued_env: dict[str, str]) -> None:
     search = kycface("submit", "search", "customers", image, "--job-id", "cli-2", env=queued_env)
     assert search.returncode == 0, search.stderr
     inputs = json.loads(search.stdout)["inputs"]
-    assert inputs == {"gallery": "customers", "probe": image, "top_k": "10", "include_features": "false"}
+    assert inputs == {
+        "gallery": "customers",
+        "probe": image,
+        "top_k": "10",
+        "include_features": "false",
+        "near_misses": "false",
+    }
 
 
 def test_a_misspelt_setting_stops_the_command_naming_the_real_one() -> None:

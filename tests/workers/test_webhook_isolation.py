@@ -18,6 +18,7 @@ from harness import CeleryWorker
 from harness.tarpit import Tarpit
 from shared.config import Settings
 from shared.events.outbox import JobMeta, remember
+from shared.features import seal_for
 from shared.jobs.registry import LIGHT_QUEUE, WEBHOOK_QUEUE
 from shared.producer import Producer
 from shared.tenants import Tenant, scoped
@@ -67,7 +68,10 @@ def test_a_trickling_receiver_leaves_another_tenants_latency_flat(
     engine,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    features = (features_of(engine, "fr_obama.jpg"), features_of(engine, "fr_obama2.jpg"))
+    # Each tenant's own templates: features are sealed per tenant, and another tenant's refused.
+    plain = (features_of(engine, "fr_obama.jpg"), features_of(engine, "fr_obama2.jpg"))
+    features = (seal_for(plain[0], BETA), seal_for(plain[1], BETA))
+    acme_features = (seal_for(plain[0], ACME), seal_for(plain[1], ACME))
     settings = Settings(broker_url=broker_url, s3_endpoint_url=photos_s3.url, s3_bucket=photos_s3.bucket, **HOOKS)  # type: ignore[arg-type]
     producer = Producer(settings)
     client: redis.Redis = producer.jobs.redis
@@ -79,7 +83,7 @@ def test_a_trickling_receiver_leaves_another_tenants_latency_flat(
             hooked = [f"hooked-{n}" for n in range(4)]
             for job_id in hooked:
                 remember(client, settings, scoped(ACME, job_id), JobMeta(ACME, tarpit.url))
-                producer.submit_match(*features, job_id=job_id, tenant=ACME)
+                producer.submit_match(*acme_features, job_id=job_id, tenant=ACME)
             deadline = time.monotonic() + 30
             while tarpit.active < len(hooked):  # every delivery is held by the tarpit now
                 assert time.monotonic() < deadline, f"{tarpit.active} of {len(hooked)} deliveries started"
