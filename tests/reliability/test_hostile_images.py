@@ -48,10 +48,12 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 # image the pixel limit lets through. Measured here with MobileFaceNet: ~130 MB for the main
 # process, 200-340 MB for a pool process on every other input, 770-930 MB for the one that decoded
 # the real 36-megapixel PNG below. With the 512-d default, the liveness model and the metrics a
-# pool process peaked at 380-402 MB on the other inputs (a warmed one idles at ~225 MB), so the
-# baseline bound has 50 MB of margin over that. docs/OPERATIONS.md states the bound for the
-# default limits.
-BASE_RSS_MB = 450
+# pool process peaked at 380-402 MB on the other inputs (a warmed one idles at ~225 MB). Wave 3
+# added ~60 MB to every process (one process, models loaded and the gallery kernels warmed: 355 ->
+# 418 MB): the exact PRelu rewrite's sessions ~40 MB (its load-time check builds the pinned graph
+# too), faiss's fast scan ~15 MB; one CI run then peaked at 456 MB on another input. The baseline
+# bound keeps ~45 MB of margin over that. docs/OPERATIONS.md states the bound for the default limits.
+BASE_RSS_MB = 500
 BYTES_PER_PIXEL = 24
 BIG_PNG_SIDE = 6000
 RSS_BOUND_MB = BASE_RSS_MB + BYTES_PER_PIXEL * BIG_PNG_SIDE**2 / 2**20  # ~1220 MB
