@@ -207,6 +207,14 @@ def queue_is_drained(client: redis.Redis) -> bool:
     return client.llen("kyc.heavy") == 0 and client.llen("kyc.light") == 0 and client.hlen("unacked") == 0
 
 
+def wait_drained(client: redis.Redis, timeout_s: float = 30.0) -> bool:
+    """:func:`queue_is_drained`, polled until it holds or ``timeout_s`` passed: whether it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not queue_is_drained(client) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return queue_is_drained(client)
+
+
 @contextmanager
 def beat_running(env: dict[str, str], workdir: Path, timeout_s: float = 30.0) -> Iterator[Path]:
     """``celery -A workers beat`` (the periodic sweeper) as a subprocess; yields its log path."""

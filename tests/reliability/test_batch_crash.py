@@ -9,7 +9,6 @@ with exactly the engine's in-process answer, once, and no message may be left on
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,8 @@ from tests.reliability.conftest import (
     fault_env,
     kill_quietly,
     producer_for,
-    queue_is_drained,
     ref,
+    wait_drained,
     wait_terminal,
     worker_running,
 )
@@ -78,10 +77,7 @@ def test_several_jobs_killed_mid_run_end_with_one_equal_document_each(
                             return
 
             final = wait_terminal(client, job_ids, timeout_s=150, poll_s=0.3, between=kill_a_busy_child)
-            deadline = time.monotonic() + 30
-            while not queue_is_drained(client) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            drained = queue_is_drained(client)
+            drained = wait_drained(client)
     finally:
         producer.close()
 

@@ -33,8 +33,8 @@ from tests.reliability.conftest import (
     fault_env,
     kill_quietly,
     producer_for,
-    queue_is_drained,
     ref,
+    wait_drained,
     worker_running,
 )
 
@@ -101,10 +101,7 @@ def test_every_job_of_a_chunked_backlog_succeeds_once_under_repeated_kills(
                     kills.append(time.monotonic() - started)
                 time.sleep(rng.uniform(2.0, KILL_EVERY_S - 0.2))
             backlog.join(timeout=30)
-            deadline = time.monotonic() + 30
-            while not queue_is_drained(client) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            drained = queue_is_drained(client)
+            drained = wait_drained(client)
             log = worker.log()
     finally:
         client.close()

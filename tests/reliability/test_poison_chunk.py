@@ -13,7 +13,6 @@ imported by this worker only): it SIGKILLs its own process when asked for the ma
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import boto3
@@ -25,7 +24,7 @@ from shared.engine import KYCDeepFace
 from shared.jobs import JobStatus
 from shared.schemas import to_dict
 from tests.conftest import celery_worker
-from tests.reliability.conftest import fault_env, producer_for, queue_is_drained, ref, wait_terminal
+from tests.reliability.conftest import fault_env, producer_for, ref, wait_drained, wait_terminal
 from tests.workers.poison_store import POISON_MARKER
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -74,10 +73,7 @@ def test_a_poison_image_fails_alone_and_its_chunk_neighbours_succeed(
                 producer.send(docs, per_message=1)  # 8 messages, taken as one batch
             job_ids = [doc.job_id for doc in docs]
             final = wait_terminal(client, job_ids, timeout_s=240, poll_s=0.5)
-            deadline = time.monotonic() + 30
-            while not queue_is_drained(client) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            drained = queue_is_drained(client)
+            drained = wait_drained(client)
             log = worker.log()
     finally:
         producer.close()

@@ -24,8 +24,8 @@ from tests.reliability.conftest import (
     documents,
     fault_env,
     producer_for,
-    queue_is_drained,
     ref,
+    wait_drained,
     wait_terminal,
     worker_running,
 )
@@ -111,10 +111,7 @@ def test_queued_jobs_and_gallery_survive_a_hard_redis_restart(
             assert gallery.delete(probe_id)["deleted"] is True
             assert gallery.find_face(probe)["found"] is None  # its cached index dropped the face
 
-            deadline = time.monotonic() + 30
-            while not queue_is_drained(client) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert queue_is_drained(client)
+            assert wait_drained(client)
             # The worker reconnected: same main process, still running.
             assert worker.proc is not None and worker.proc.poll() is None and worker.proc.pid == main_pid
             log = worker.log()

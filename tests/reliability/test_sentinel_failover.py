@@ -32,8 +32,8 @@ from tests.reliability.conftest import (
     documents,
     fault_env,
     producer_for,
-    queue_is_drained,
     ref,
+    wait_drained,
     wait_terminal,
     worker_running,
 )
@@ -117,10 +117,7 @@ def test_a_failover_mid_backlog_loses_nothing_and_changes_no_answer(
             sentinel_set.rejoin(old)  # the lost node comes back as the new primary's replica
             submit("after", AFTER)  # the same producer, no restart
             final = wait_terminal(client, list(job_of), timeout_s=180, poll_s=0.5)
-            drained_deadline = time.monotonic() + 60
-            while not queue_is_drained(client) and time.monotonic() < drained_deadline:
-                time.sleep(0.5)
-            drained = queue_is_drained(client)
+            drained = wait_drained(client, timeout_s=60)
             assert worker.proc is not None and worker.proc.poll() is None, "the worker did not survive the failover"
     finally:
         producer.close()

@@ -29,8 +29,8 @@ from tests.reliability.conftest import (
     fault_env,
     kill_quietly,
     producer_for,
-    queue_is_drained,
     ref,
+    wait_drained,
     wait_gone,
     wait_terminal,
     worker_running,
@@ -105,10 +105,7 @@ def test_every_job_succeeds_once_through_repeated_worker_crashes(
                         kills["child"] += 1
 
             final = wait_terminal(client, job_ids, timeout_s=150, poll_s=0.5, between=more_kills)
-            drained_deadline = time.monotonic() + 30
-            while not queue_is_drained(client) and time.monotonic() < drained_deadline:
-                time.sleep(0.5)
-            drained = queue_is_drained(client)
+            drained = wait_drained(client)
     finally:
         producer.close()
 
